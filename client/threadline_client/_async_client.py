@@ -1,0 +1,232 @@
+"""AsyncThreadlineClient: the asyncio client, over grpc.aio."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import grpc.aio
+
+from . import _common
+from ._errors import error_from_aio_rpc_error
+from .v1 import threadline_pb2 as pb
+from .v1.threadline_pb2_grpc import ThreadlineServiceStub
+
+if TYPE_CHECKING:
+    from .v1.threadline_pb2_grpc import ThreadlineServiceAsyncStub
+
+
+class AsyncThreadlineClient:
+    """An asyncio client of threadline.v1.ThreadlineService.
+
+    The channel opens on the first call, because a grpc.aio channel belongs to
+    the event loop running when it is made: create the client anywhere, but use
+    it within one event loop. Every method raises ThreadlineError when the RPC
+    fails. Use it as an async context manager, or await close().
+
+    The methods take `timeout` rather than leaving it to asyncio.timeout()
+    because it becomes the call's gRPC deadline, which the server sees too.
+    """
+
+    def __init__(
+        self,
+        target: str = _common.DEFAULT_TARGET,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+        max_message_bytes: int = _common.DEFAULT_MAX_MESSAGE_BYTES,
+        channel_options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        """Records how to reach the server; nothing connects until the first call.
+
+        Args:
+            target: The server's address, "host:port".
+            credentials: TLS credentials; None for a plaintext channel.
+            metadata: Metadata sent with every call, e.g. an authorization header.
+            max_message_bytes: The largest message sent or received.
+            channel_options: More gRPC channel options, e.g. ("grpc.keepalive_time_ms", 30000).
+        """
+        self._target = target
+        self._credentials = credentials
+        self._options = _common.channel_options(max_message_bytes, channel_options)
+        self._metadata = tuple(metadata)
+        self._channel: grpc.aio.Channel | None = None
+        self._stub_instance: ThreadlineServiceAsyncStub | None = None
+
+    async def __aenter__(self) -> AsyncThreadlineClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Closes the channel, cancelling the calls still running on it; a later call reopens it."""
+        channel, self._channel, self._stub_instance = self._channel, None, None
+        if channel is not None:
+            await channel.close()
+
+    def _stub(self) -> ThreadlineServiceAsyncStub:
+        if self._stub_instance is None:
+            if self._credentials is None:
+                channel = grpc.aio.insecure_channel(self._target, options=self._options)
+            else:
+                channel = grpc.aio.secure_channel(self._target, self._credentials, options=self._options)
+            self._channel, self._stub_instance = channel, _async_stub(channel)
+        return self._stub_instance
+
+    async def ask(
+        self,
+        query: str,
+        *,
+        thread_id: str = "",
+        request_id: str = "",
+        timeout: float | None = None,
+    ) -> pb.Turn:
+        """Runs one turn of the agent and returns it.
+
+        Args:
+            query: The caller's message.
+            thread_id: The thread to continue; "" creates a new thread.
+            request_id: An optional id of this call, recorded in the audit trail.
+            timeout: Seconds before the call fails with DEADLINE_EXCEEDED; None waits forever.
+
+        Returns:
+            The completed turn, with its thread_id, answer and new checkpoint_id.
+        """
+        request = _common.ask_request(query, thread_id, request_id)
+        try:
+            response: pb.AskResponse = await self._stub().Ask(request, timeout=timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as err:
+            raise error_from_aio_rpc_error(err) from err
+        return response.turn
+
+    async def stream_ask(
+        self,
+        query: str,
+        *,
+        thread_id: str = "",
+        request_id: str = "",
+        timeout: float | None = None,
+    ) -> AsyncIterator[pb.StreamAskResponse]:
+        """Runs one turn like ask(), yielding its events as they happen.
+
+        The call starts on the first iteration; the last event carries the `final`
+        Turn. Cancelling the consuming task cancels the call; so does leaving the
+        iteration early, once the generator is closed (wrap it in
+        contextlib.aclosing() to close it at once).
+
+        Args:
+            query: The caller's message.
+            thread_id: The thread to continue; "" creates a new thread.
+            request_id: An optional id of this call, recorded in the audit trail.
+            timeout: Seconds the whole stream may take; None waits forever.
+
+        Yields:
+            Token, tool call, tool result and (last) final events.
+        """
+        request = _common.stream_ask_request(query, thread_id, request_id)
+        call = self._stub().StreamAsk(request, timeout=timeout, metadata=self._metadata)
+        try:
+            async for event in call:
+                yield event
+        except grpc.aio.AioRpcError as err:
+            raise error_from_aio_rpc_error(err) from err
+        finally:
+            # A no-op once the stream has ended; stops the server's turn otherwise.
+            call.cancel()
+
+    async def history(
+        self,
+        thread_id: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> pb.HistoryResponse:
+        """Returns one page of a thread's checkpoints, and (on the first page) its conversation.
+
+        Args:
+            thread_id: The thread to read.
+            page_size: Checkpoints per page; 0 lets the server choose (20), at most 100.
+            page_token: The previous page's next_page_token; "" for the first page.
+            timeout: Seconds before the call fails with DEADLINE_EXCEEDED; None waits forever.
+
+        Returns:
+            The page; its next_page_token is "" on the last page.
+        """
+        request = _common.history_request(thread_id, page_size, page_token)
+        try:
+            response: pb.HistoryResponse = await self._stub().History(request, timeout=timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as err:
+            raise error_from_aio_rpc_error(err) from err
+        return response
+
+    async def iter_checkpoints(
+        self,
+        thread_id: str,
+        *,
+        page_size: int = 0,
+        timeout: float | None = None,
+    ) -> AsyncIterator[pb.Checkpoint]:
+        """Yields all of a thread's checkpoints, newest first, fetching page after page.
+
+        Args:
+            thread_id: The thread to read.
+            page_size: Checkpoints per page; 0 lets the server choose.
+            timeout: Seconds each page's call may take; None waits forever.
+
+        Yields:
+            The checkpoints of every branch, newest first.
+        """
+        page_token = ""
+        while True:
+            page = await self.history(thread_id, page_size=page_size, page_token=page_token, timeout=timeout)
+            for checkpoint in page.checkpoints:
+                yield checkpoint
+            page_token = page.next_page_token
+            if not page_token:
+                return
+
+    async def rewind(
+        self,
+        thread_id: str,
+        *,
+        steps_back: int | None = None,
+        checkpoint_id: str | None = None,
+        request_id: str = "",
+        timeout: float | None = None,
+    ) -> pb.RewindResponse:
+        """Moves a thread's head back, to steps_back checkpoints ago or to checkpoint_id.
+
+        Give exactly one of steps_back and checkpoint_id; with neither, the server
+        answers INVALID_ARGUMENT.
+
+        Args:
+            thread_id: The thread to rewind.
+            steps_back: How many checkpoints to go back along the current branch (>= 1).
+            checkpoint_id: A checkpoint of this thread, on any branch.
+            request_id: An optional id of this call, recorded on the new head.
+            timeout: Seconds before the call fails with DEADLINE_EXCEEDED; None waits forever.
+
+        Returns:
+            The new head and the conversation as of it.
+
+        Raises:
+            ValueError: Both steps_back and checkpoint_id are given.
+        """
+        request = _common.rewind_request(thread_id, steps_back, checkpoint_id, request_id)
+        try:
+            response: pb.RewindResponse = await self._stub().Rewind(request, timeout=timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as err:
+            raise error_from_aio_rpc_error(err) from err
+        return response
+
+
+def _async_stub(channel: grpc.aio.Channel) -> ThreadlineServiceAsyncStub:
+    # Without grpc type stubs both channel types are Any and the stub constructor's
+    # overloads collapse to the sync one; at run time, on an aio channel, it is async.
+    return ThreadlineServiceStub(channel)  # type: ignore[return-value, unused-ignore]

@@ -1,0 +1,183 @@
+"""ThreadlineClient: the synchronous client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from . import _common
+from ._errors import error_from_rpc_error
+from .v1 import threadline_pb2 as pb
+from .v1.threadline_pb2_grpc import ThreadlineServiceStub
+
+
+class ThreadlineClient:
+    """A synchronous client of threadline.v1.ThreadlineService.
+
+    Every method raises ThreadlineError when the RPC fails. Use it as a context
+    manager, or call close(), to release the channel.
+    """
+
+    def __init__(
+        self,
+        target: str = _common.DEFAULT_TARGET,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+        max_message_bytes: int = _common.DEFAULT_MAX_MESSAGE_BYTES,
+        channel_options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        """Opens a channel to the server.
+
+        Args:
+            target: The server's address, "host:port".
+            credentials: TLS credentials; None for a plaintext channel.
+            metadata: Metadata sent with every call, e.g. an authorization header.
+            max_message_bytes: The largest message sent or received.
+            channel_options: More gRPC channel options, e.g. ("grpc.keepalive_time_ms", 30000).
+        """
+        options = _common.channel_options(max_message_bytes, channel_options)
+        if credentials is None:
+            self._channel = grpc.insecure_channel(target, options=options)
+        else:
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        self._stub = ThreadlineServiceStub(self._channel)
+        self._metadata = tuple(metadata)
+
+    def __enter__(self) -> ThreadlineClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the channel, cancelling the calls still running on it."""
+        self._channel.close()
+
+    def ask(self, query: str, *, thread_id: str = "", request_id: str = "", timeout: float | None = None) -> pb.Turn:
+        """Runs one turn of the agent and returns it.
+
+        Args:
+            query: The caller's message.
+            thread_id: The thread to continue; "" creates a new thread.
+            request_id: An optional id of this call, recorded in the audit trail.
+            timeout: Seconds before the call fails with DEADLINE_EXCEEDED; None waits forever.
+
+        Returns:
+            The completed turn, with its thread_id, answer and new checkpoint_id.
+        """
+        request = _common.ask_request(query, thread_id, request_id)
+        try:
+            response: pb.AskResponse = self._stub.Ask(request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as err:
+            raise error_from_rpc_error(err) from err
+        return response.turn
+
+    def stream_ask(
+        self, query: str, *, thread_id: str = "", request_id: str = "", timeout: float | None = None
+    ) -> Iterator[pb.StreamAskResponse]:
+        """Runs one turn like ask(), yielding its events as they happen.
+
+        The call starts on the first next(); the last event carries the `final` Turn.
+        Leaving the iteration early (break, or an exception) cancels the call once
+        the iterator is closed or garbage-collected.
+
+        Args:
+            query: The caller's message.
+            thread_id: The thread to continue; "" creates a new thread.
+            request_id: An optional id of this call, recorded in the audit trail.
+            timeout: Seconds the whole stream may take; None waits forever.
+
+        Yields:
+            Token, tool call, tool result and (last) final events.
+        """
+        request = _common.stream_ask_request(query, thread_id, request_id)
+        call = self._stub.StreamAsk(request, timeout=timeout, metadata=self._metadata)
+        try:
+            yield from call
+        except grpc.RpcError as err:
+            raise error_from_rpc_error(err) from err
+        finally:
+            # A no-op once the stream has ended; stops the server's turn otherwise.
+            call.cancel()
+
+    def history(
+        self, thread_id: str, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> pb.HistoryResponse:
+        """Returns one page of a thread's checkpoints, and (on the first page) its conversation.
+
+        Args:
+            thread_id: The thread to read.
+            page_size: Checkpoints per page; 0 lets the server choose (20), at most 100.
+            page_token: The previous page's next_page_token; "" for the first page.
+            timeout: Seconds before the call fails with DEADLINE_EXCEEDED; None waits forever.
+
+        Returns:
+            The page; its next_page_token is "" on the last page.
+        """
+        request = _common.history_request(thread_id, page_size, page_token)
+        try:
+            response: pb.HistoryResponse = self._stub.History(request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as err:
+            raise error_from_rpc_error(err) from err
+        return response
+
+    def iter_checkpoints(
+        self, thread_id: str, *, page_size: int = 0, timeout: float | None = None
+    ) -> Iterator[pb.Checkpoint]:
+        """Yields all of a thread's checkpoints, newest first, fetching page after page.
+
+        Args:
+            thread_id: The thread to read.
+            page_size: Checkpoints per page; 0 lets the server choose.
+            timeout: Seconds each page's call may take; None waits forever.
+
+        Yields:
+            The checkpoints of every branch, newest first.
+        """
+        page_token = ""
+        while True:
+            page = self.history(thread_id, page_size=page_size, page_token=page_token, timeout=timeout)
+            yield from page.checkpoints
+            page_token = page.next_page_token
+            if not page_token:
+                return
+
+    def rewind(
+        self,
+        thread_id: str,
+        *,
+        steps_back: int | None = None,
+        checkpoint_id: str | None = None,
+        request_id: str = "",
+        timeout: float | None = None,
+    ) -> pb.RewindResponse:
+        """Moves a thread's head back, to steps_back checkpoints ago or to checkpoint_id.
+
+        Give exactly one of steps_back and checkpoint_id; with neither, the server
+        answers INVALID_ARGUMENT.
+
+        Args:
+            thread_id: The thread to rewind.
+            steps_back: How many checkpoints to go back along the current branch (>= 1).
+            checkpoint_id: A checkpoint of this thread, on any branch.
+            request_id: An optional id of this call, recorded on the new head.
+            timeout: Seconds before the call fails with DEADLINE_EXCEEDED; None waits forever.
+
+        Returns:
+            The new head and the conversation as of it.
+
+        Raises:
+            ValueError: Both steps_back and checkpoint_id are given.
+        """
+        request = _common.rewind_request(thread_id, steps_back, checkpoint_id, request_id)
+        try:
+            response: pb.RewindResponse = self._stub.Rewind(request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as err:
+            raise error_from_rpc_error(err) from err
+        return response

@@ -1,0 +1,3 @@
+"""Threadline: a gRPC service that runs a checkpointed LangGraph agent."""
+
+__version__ = "0.1.0"

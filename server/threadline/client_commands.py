@@ -1,0 +1,215 @@
+"""The `threadline` subcommands that talk to a running server: ask, history, rewind.
+
+They print human-readable text, or with --json the response messages as JSON.
+Results go to stdout and everything else (progress, ids, errors) to stderr, so
+`threadline ask "..." > answer.txt` captures just the answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Iterable
+
+import grpc
+from google.protobuf import json_format
+
+from threadline_client import ThreadlineClient, ThreadlineError, pb
+
+_DEFAULT_ADDRESS = "127.0.0.1:50051"
+_DEFAULT_TIMEOUT_SECONDS = 60.0
+
+_Command = Callable[[ThreadlineClient, argparse.Namespace], None]
+
+
+def add_client_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds the ask, history and rewind subcommands.
+
+    Each sets `func`: call `args.func(args)` for the command's exit code (0 on
+    success, 2 when the server answered INVALID_ARGUMENT, 1 on any other error).
+
+    Args:
+        subparsers: What ArgumentParser.add_subparsers() returned.
+    """
+    ask = subparsers.add_parser("ask", help="run one turn of the agent and print its answer")
+    ask.add_argument("query", help="the message to send")
+    ask.add_argument("--thread", default="", help="the thread to continue (default: start a new one)")
+    ask.add_argument("--request-id", default="", help="an id recorded in the audit trail")
+    ask.add_argument("--stream", action="store_true", help="print tokens and tool calls as they happen")
+    ask.add_argument(
+        "--json", action="store_true", help="print the Turn as JSON (with --stream: each event, one a line)"
+    )
+    _add_connection_arguments(ask)
+    ask.set_defaults(func=_with_client(_ask))
+
+    history = subparsers.add_parser("history", help="print a thread's conversation and checkpoints")
+    history.add_argument("thread", help="the thread to read")
+    history.add_argument("--page-size", type=int, default=0, help="checkpoints per page (default: 20)")
+    history.add_argument("--page-token", default="", help="the next-page token a previous call printed")
+    history.add_argument("--all", action="store_true", help="fetch every page")
+    history.add_argument("--json", action="store_true", help="print the HistoryResponse as JSON")
+    _add_connection_arguments(history)
+    history.set_defaults(func=_with_client(_history))
+
+    rewind = subparsers.add_parser("rewind", help="move a thread's head back to an earlier checkpoint")
+    rewind.add_argument("thread", help="the thread to rewind")
+    target = rewind.add_mutually_exclusive_group(required=True)
+    target.add_argument("--steps-back", type=int, help="how many checkpoints to go back")
+    target.add_argument("--checkpoint", help="the checkpoint to go back to")
+    rewind.add_argument("--request-id", default="", help="an id recorded in the audit trail")
+    rewind.add_argument("--json", action="store_true", help="print the RewindResponse as JSON")
+    _add_connection_arguments(rewind)
+    rewind.set_defaults(func=_with_client(_rewind))
+
+
+def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("THREADLINE_ADDRESS", _DEFAULT_ADDRESS),
+        help=f"the server, host:port (default: $THREADLINE_ADDRESS, else {_DEFAULT_ADDRESS})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=_DEFAULT_TIMEOUT_SECONDS,
+        help="seconds each call may take (default: %(default)s)",
+    )
+
+
+def _with_client(command: _Command) -> Callable[[argparse.Namespace], int]:
+    """Wraps a command so it gets a connected client and failures become an exit code."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            with ThreadlineClient(args.address) as client:
+                command(client, args)
+        except ThreadlineError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2 if err.code == grpc.StatusCode.INVALID_ARGUMENT else 1
+        return 0
+
+    return run
+
+
+def _ask(client: ThreadlineClient, args: argparse.Namespace) -> None:
+    if args.stream:
+        events = client.stream_ask(args.query, thread_id=args.thread, request_id=args.request_id, timeout=args.timeout)
+        if args.json:
+            for event in events:
+                print(json_format.MessageToJson(event, indent=None), flush=True)
+            return
+        turn = _print_stream(events)
+    else:
+        turn = client.ask(args.query, thread_id=args.thread, request_id=args.request_id, timeout=args.timeout)
+        if args.json:
+            print(json_format.MessageToJson(turn))
+            return
+        print(turn.answer)
+    print(f"thread: {turn.thread_id}  checkpoint: {turn.checkpoint_id}", file=sys.stderr)
+
+
+def _print_stream(events: Iterable[pb.StreamAskResponse]) -> pb.Turn:
+    """Prints a streamed turn as it arrives and returns its final Turn.
+
+    Tokens go to stdout; tool activity to stderr, after ending any partial
+    stdout line so that on a terminal each tool line stands on its own.
+    """
+    mid_line = False
+    last_message_id: str | None = None  # None until the first token
+    for event in events:
+        kind = event.WhichOneof("event")
+        if kind == "token":
+            token = event.token
+            if mid_line and token.message_id != last_message_id:
+                # A new AI message (e.g. the answer after a tool call) starts on its own line.
+                sys.stdout.write("\n")
+                mid_line = False
+            if token.text:
+                sys.stdout.write(token.text)
+                mid_line = not token.text.endswith("\n")
+            sys.stdout.flush()
+            last_message_id = token.message_id
+            continue
+        if mid_line:
+            print(flush=True)
+            mid_line = False
+        if kind == "tool_call":
+            call = event.tool_call
+            print(f"[tool call] {call.name} {call.arguments_json}", file=sys.stderr, flush=True)
+        elif kind == "tool_result":
+            result = event.tool_result
+            label = "tool error" if result.is_error else "tool result"
+            print(f"[{label}] {result.name}: {result.content}", file=sys.stderr, flush=True)
+        elif kind == "final":
+            if last_message_id is None:
+                # The server streamed no tokens (a model that does not stream): show the answer whole.
+                print(event.final.answer)
+            return event.final
+    raise ThreadlineError(grpc.StatusCode.INTERNAL, "the stream ended without its final event")
+
+
+def _history(client: ThreadlineClient, args: argparse.Namespace) -> None:
+    response = client.history(args.thread, page_size=args.page_size, page_token=args.page_token, timeout=args.timeout)
+    if args.all:
+        page = response
+        while page.next_page_token:
+            page = client.history(
+                args.thread, page_size=args.page_size, page_token=page.next_page_token, timeout=args.timeout
+            )
+            response.checkpoints.extend(page.checkpoints)
+        response.next_page_token = ""
+    if args.json:
+        print(json_format.MessageToJson(response))
+        return
+    _print_messages(response.messages)
+    if response.messages:
+        print()
+    for checkpoint in response.checkpoints:
+        marker = "*" if checkpoint.checkpoint_id == response.head_checkpoint_id else " "
+        print(f"{marker} {_format_checkpoint(checkpoint)}")
+    if response.next_page_token:
+        print(f"more: --page-token {response.next_page_token}", file=sys.stderr)
+
+
+def _rewind(client: ThreadlineClient, args: argparse.Namespace) -> None:
+    response = client.rewind(
+        args.thread,
+        steps_back=args.steps_back,
+        checkpoint_id=args.checkpoint,
+        request_id=args.request_id,
+        timeout=args.timeout,
+    )
+    if args.json:
+        print(json_format.MessageToJson(response))
+        return
+    print(f"head: {_format_checkpoint(response.head)}")
+    print(f"rewound to: {response.rewound_to_checkpoint_id}")
+    print()
+    _print_messages(response.messages)
+
+
+def _print_messages(messages: Iterable[pb.Message]) -> None:
+    for message in messages:
+        role = pb.Role.Name(message.role).removeprefix("ROLE_").lower()
+        if message.role == pb.ROLE_TOOL:
+            print(f"{role} {message.name}: {message.text}")
+            continue
+        if message.text:
+            print(f"{role}: {message.text}")
+        for call in message.tool_calls:
+            print(f"{role}: [tool call] {call.name} {call.arguments_json}")
+
+
+def _format_checkpoint(checkpoint: pb.Checkpoint) -> str:
+    source = pb.CheckpointSource.Name(checkpoint.source).removeprefix("CHECKPOINT_SOURCE_").lower()
+    return "  ".join(
+        [
+            checkpoint.checkpoint_id,
+            f"parent={checkpoint.parent_checkpoint_id or '-'}",
+            f"step={checkpoint.step}",
+            source,
+            f"nodes={','.join(checkpoint.nodes) or '-'}",
+            checkpoint.preview,
+        ]
+    )

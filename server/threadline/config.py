@@ -1,0 +1,149 @@
+"""Configuration: the one place that reads the environment and `threadline serve` flags.
+
+Every setting is a field of `Settings` with a `THREADLINE_`-prefixed environment
+variable and a matching flag; a flag wins over the environment, the environment
+over the default. The model's own variables (`OPENAI_API_KEY`, `OPENAI_BASE_URL`)
+keep their standard names so existing deployments need no renaming.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from threadline.errors import ConfigurationError
+
+
+def _setting(default: Any, help: str, env: str | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "env": env})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `threadline serve` can be told."""
+
+    address: str = _setting("127.0.0.1:50051", "host:port the gRPC server listens on")
+    database_url: str = _setting(
+        "sqlite:///threadline.db",
+        "where checkpoints live: sqlite:///PATH, postgresql://..., or memory://",
+    )
+    model: str = _setting("gpt-4o-mini", "model name sent to the OpenAI-compatible endpoint")
+    openai_api_key: str = _setting(
+        "", "API key of the OpenAI-compatible endpoint; empty: the offline model", env="OPENAI_API_KEY"
+    )
+    openai_base_url: str = _setting(
+        "", "base URL of the OpenAI-compatible endpoint (vLLM, Ollama, ...)", env="OPENAI_BASE_URL"
+    )
+    offline_model: bool = _setting(False, "use the built-in offline model even when a key is set")
+    offline_token_delay_ms: float = _setting(0.0, "pause between the offline model's tokens, to watch streaming by eye")
+    db_pool_min_size: int = _setting(1, "PostgreSQL connections kept open")
+    db_pool_max_size: int = _setting(10, "most PostgreSQL connections open at once")
+    db_pool_timeout_s: float = _setting(
+        5.0, "longest wait for a PostgreSQL connection before a call fails with UNAVAILABLE"
+    )
+    graph: str = _setting("", "serve a user graph instead: package.module:attr (a StateGraph or factory)")
+    shutdown_grace_s: float = _setting(10.0, "seconds in-flight calls get to finish on SIGTERM/SIGINT")
+    max_message_bytes: int = _setting(4 * 1024 * 1024, "largest gRPC message received or sent")
+    max_query_chars: int = _setting(16_000, "longest query accepted")
+    model_timeout_s: float = _setting(120.0, "upper bound of one model request")
+    model_max_retries: int = _setting(2, "retries langchain-openai makes on a failed model request")
+    log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
+
+    @property
+    def uses_offline_model(self) -> bool:
+        """True when turns are answered by the built-in offline model."""
+        return self.offline_model or not self.openai_api_key
+
+
+def _env_name(f: dataclasses.Field[Any]) -> str:
+    return f.metadata["env"] or "THREADLINE_" + f.name.upper()
+
+
+def _flag_name(f: dataclasses.Field[Any]) -> str:
+    return "--" + f.name.replace("_", "-")
+
+
+def _coerce(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind: Callable[[str], Any] = type(f.default)
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigurationError(f"{_env_name(f)}: expected true or false, got {raw!r}")
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigurationError(f"{_env_name(f)}: expected {type(f.default).__name__}, got {raw!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds one flag per setting; the help names its environment variable and default."""
+    for f in dataclasses.fields(Settings):
+        shown_default = "(empty)" if f.default == "" else f.default
+        help_text = f"{f.metadata['help']} [env {_env_name(f)}; default {shown_default}]"
+        if type(f.default) is bool:
+            parser.add_argument(
+                _flag_name(f), dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=help_text
+            )
+        else:
+            parser.add_argument(_flag_name(f), dest=f.name, default=None, metavar=f.name.upper(), help=help_text)
+
+
+def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Builds Settings from flags (when given), then the environment, then defaults."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        flag_value = getattr(args, f.name, None) if args is not None else None
+        if flag_value is not None:
+            values[f.name] = flag_value if isinstance(flag_value, bool) else _coerce(f, str(flag_value))
+        elif _env_name(f) in environ:
+            values[f.name] = _coerce(f, environ[_env_name(f)])
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(settings: Settings) -> None:
+    if settings.max_query_chars < 1:
+        raise ConfigurationError("THREADLINE_MAX_QUERY_CHARS must be at least 1")
+    if settings.max_message_bytes < 64 * 1024:
+        raise ConfigurationError("THREADLINE_MAX_MESSAGE_BYTES must be at least 65536")
+    if not 1 <= settings.db_pool_min_size <= settings.db_pool_max_size:
+        raise ConfigurationError(
+            "THREADLINE_DB_POOL_MIN_SIZE must be at least 1 and at most THREADLINE_DB_POOL_MAX_SIZE"
+        )
+    if settings.db_pool_timeout_s <= 0:
+        raise ConfigurationError("THREADLINE_DB_POOL_TIMEOUT_S must be positive")
+    if settings.shutdown_grace_s < 0:
+        raise ConfigurationError("THREADLINE_SHUTDOWN_GRACE_S must not be negative")
+    if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigurationError(f"THREADLINE_LOG_LEVEL: unknown level {settings.log_level!r}")
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, for logs."""
+    parts = urlsplit(url)
+    if parts.password:
+        return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+    return url
+
+
+def describe(settings: Settings, secret_fields: Sequence[str] = ("openai_api_key",)) -> str:
+    """One line per setting for the start-up log, secrets masked."""
+    lines = []
+    for f in dataclasses.fields(Settings):
+        value = getattr(settings, f.name)
+        if f.name in secret_fields and value:
+            value = "***"
+        elif f.name == "database_url":
+            value = redact(value)
+        lines.append(f"  {_env_name(f)}={value}")
+    return "\n".join(lines)

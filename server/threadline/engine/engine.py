@@ -1,0 +1,317 @@
+"""The engine: Ask, StreamAsk, History and Rewind over a LangGraph graph compiled with a checkpointer."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import StateSnapshot, StreamMode
+
+from threadline.config import Settings
+from threadline.context import RequestContext
+from threadline.engine import audit
+from threadline.engine.audit import recording
+from threadline.engine.checkpointer import PoolSettings, open_checkpointer
+from threadline.engine.failures import translated_failures
+from threadline.engine.graphs import graph_builder
+from threadline.engine.identifiers import (
+    check_checkpoint_id,
+    check_query,
+    check_request_id,
+    check_thread_id,
+    decode_page_token,
+    encode_page_token,
+    new_thread_id,
+    storage_thread_id,
+)
+from threadline.engine.messages import preview_of, text_of, tool_call_views, views_of
+from threadline.engine.thread_locks import ThreadLocks
+from threadline.engine.views import (
+    CheckpointView,
+    HistoryPage,
+    RewindResult,
+    TokenEvent,
+    ToolCallEvent,
+    ToolResultEvent,
+    TurnCompleted,
+    TurnEvent,
+    TurnResult,
+)
+from threadline.errors import InvalidArgument, NotFound, OutOfRange
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+RECURSION_LIMIT = 50
+
+# LangGraph's pseudo-node for copying a checkpoint: the copy gets the target's
+# state and becomes the newest checkpoint of the thread, i.e. its head.
+_COPY_NODE = "__copy__"
+_INTERNAL_CHANNELS = ("__input__", "__interrupt__")
+
+
+class Engine:
+    """Runs turns on threads and reads them back; one instance serves a whole process."""
+
+    def __init__(
+        self,
+        graph: CompiledStateGraph[Any, Any, Any, Any],
+        saver: BaseCheckpointSaver[str],
+        *,
+        max_query_chars: int,
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        self._graph = graph
+        self._saver = saver
+        self._max_query_chars = max_query_chars
+        self._secrets = secrets
+        self._locks = ThreadLocks()
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[Engine]:
+        """Builds the graph, opens the checkpointer, and closes it on exit."""
+        builder = graph_builder(settings)
+        pool = PoolSettings(settings.db_pool_min_size, settings.db_pool_max_size, settings.db_pool_timeout_s)
+        async with open_checkpointer(settings.database_url, pool) as saver:
+            yield cls(
+                builder.compile(checkpointer=saver),
+                saver,
+                max_query_chars=settings.max_query_chars,
+                secrets=(settings.openai_api_key,),
+            )
+
+    # -- turns -------------------------------------------------------------------------------
+
+    async def ask(self, ctx: RequestContext, thread_id: str, query: str) -> TurnResult:
+        """Runs one turn and returns it; thread_id "" creates a thread."""
+        async for event in self._turn(ctx, thread_id, query, stream_tokens=False):
+            if isinstance(event, TurnCompleted):
+                return event.turn
+        raise AssertionError("a turn always ends with TurnCompleted")
+
+    def stream_ask(self, ctx: RequestContext, thread_id: str, query: str) -> AsyncIterator[TurnEvent]:
+        """Runs one turn, yielding tokens, tool calls and tool results as they happen, then TurnCompleted.
+
+        The arguments are checked before the first event is produced.
+        """
+        return self._turn(ctx, thread_id, query, stream_tokens=True)
+
+    async def _turn(
+        self, ctx: RequestContext, thread_id: str, query: str, *, stream_tokens: bool
+    ) -> AsyncIterator[TurnEvent]:
+        thread_id = check_thread_id(thread_id) if thread_id else new_thread_id()
+        check_query(query, self._max_query_chars)
+        check_request_id(ctx.request_id)
+        human = HumanMessage(content=query, id=str(uuid.uuid4()))
+        config = self._config(ctx, thread_id)
+        run_config: RunnableConfig = {**config, "recursion_limit": RECURSION_LIMIT}
+        modes: list[StreamMode] = ["messages", "updates"] if stream_tokens else ["updates"]
+        with translated_failures(secrets=self._secrets), recording(rpc=ctx.rpc, request_id=ctx.request_id):
+            async with self._locks.hold(config["configurable"]["thread_id"]):
+                # durability="sync": a turn's last checkpoint is written before the caller hears
+                # of the answer, so an answered turn survives a kill -9.
+                async for mode, payload in self._graph.astream(
+                    {"messages": [human]}, run_config, stream_mode=modes, durability="sync"
+                ):
+                    for event in _events_of(mode, payload):
+                        yield event
+                state = await self._graph.aget_state(config)
+        yield TurnCompleted(_turn_result(thread_id, human, state))
+
+    # -- reading and rewinding ------------------------------------------------------------------
+
+    async def history(self, ctx: RequestContext, thread_id: str, page_size: int, page_token: str) -> HistoryPage:
+        """One page of the thread's checkpoints (newest first), plus its conversation on the first page."""
+        check_thread_id(thread_id)
+        if page_size < 0:
+            raise InvalidArgument("page_size", "page_size must not be negative")
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        before = decode_page_token(page_token, thread_id) if page_token else None
+        config = self._config(ctx, thread_id)
+        with translated_failures():
+            head = await self._head(config, thread_id)
+            before_config = self._config(ctx, thread_id, before) if before else None
+            # One more than the page: tells whether a next page exists, and is usually the
+            # parent of the page's last checkpoint (needed to tell which nodes wrote it).
+            tuples = [t async for t in self._saver.alist(config, before=before_config, limit=size + 1)]
+            page = tuples[:size]
+            known = {_id_of(t): t for t in tuples}
+            checkpoints = tuple([await self._checkpoint_view(t, known) for t in page])
+        more = len(tuples) > size
+        return HistoryPage(
+            thread_id=thread_id,
+            messages=() if page_token else views_of(_messages_of(head)),
+            checkpoints=checkpoints,
+            next_page_token=encode_page_token(thread_id, _id_of(page[-1])) if more else "",
+            head_checkpoint_id=_id_of(head),
+        )
+
+    async def rewind(
+        self,
+        ctx: RequestContext,
+        thread_id: str,
+        *,
+        steps_back: int | None = None,
+        checkpoint_id: str | None = None,
+    ) -> RewindResult:
+        """Makes an earlier checkpoint's state the thread's head, deleting nothing."""
+        check_thread_id(thread_id)
+        check_request_id(ctx.request_id)
+        if (steps_back is None) == (checkpoint_id is None):
+            raise InvalidArgument("target", "set exactly one of steps_back and checkpoint_id")
+        if steps_back is not None and steps_back < 1:
+            raise InvalidArgument("steps_back", f"steps_back must be at least 1, got {steps_back}")
+        if checkpoint_id is not None:
+            check_checkpoint_id(checkpoint_id)
+        config = self._config(ctx, thread_id)
+        with translated_failures():
+            async with self._locks.hold(config["configurable"]["thread_id"]):
+                head = await self._head(config, thread_id)
+                if checkpoint_id is not None:
+                    target = await self._saver.aget_tuple(self._config(ctx, thread_id, checkpoint_id))
+                    if target is None:
+                        raise NotFound(
+                            f"checkpoint {checkpoint_id} not found in thread {thread_id!r}",
+                            reason="CHECKPOINT_NOT_FOUND",
+                        )
+                else:
+                    assert steps_back is not None
+                    target = await self._walk_back(head, steps_back)
+                with recording(rpc=ctx.rpc, request_id=ctx.request_id, rewound_to=_id_of(target)):
+                    new_config = await self._graph.aupdate_state(target.config, None, as_node=_COPY_NODE)
+                new_head = await self._saver.aget_tuple(new_config)
+                assert new_head is not None, "a checkpoint just written can be read"
+                head_view = await self._checkpoint_view(new_head, {})
+        return RewindResult(
+            thread_id=thread_id,
+            head=head_view,
+            rewound_to_checkpoint_id=_id_of(target),
+            messages=views_of(_messages_of(new_head)),
+        )
+
+    async def _walk_back(self, head: CheckpointTuple, steps: int) -> CheckpointTuple:
+        current = head
+        for taken in range(steps):
+            if current.parent_config is None:
+                raise OutOfRange(
+                    f"steps_back={steps} reaches past the thread's first checkpoint: "
+                    f"the current branch has {taken} checkpoint{'s' if taken != 1 else ''} before its head",
+                    reason="STEPS_OUT_OF_RANGE",
+                )
+            parent = await self._saver.aget_tuple(current.parent_config)
+            if parent is None:  # the chain was cut (e.g. a partly deleted thread): nothing further back
+                raise OutOfRange(f"steps_back={steps} reaches past the thread's stored checkpoints")
+            current = parent
+        return current
+
+    async def _head(self, config: RunnableConfig, thread_id: str) -> CheckpointTuple:
+        head = await self._saver.aget_tuple(config)
+        if head is None:
+            raise NotFound(f"thread {thread_id!r} not found", reason="THREAD_NOT_FOUND")
+        return head
+
+    async def _checkpoint_view(self, item: CheckpointTuple, known: dict[str, CheckpointTuple]) -> CheckpointView:
+        metadata: dict[str, Any] = dict(item.metadata or {})
+        source = str(metadata.get("source", ""))
+        parent_id = item.parent_config["configurable"]["checkpoint_id"] if item.parent_config else ""
+        if source == "input":
+            nodes: tuple[str, ...] = ("__input__",)
+        elif source == "fork":
+            nodes = (_COPY_NODE,)
+        else:
+            parent = known.get(parent_id) if parent_id else None
+            if parent is None and item.parent_config is not None:
+                parent = await self._saver.aget_tuple(item.parent_config)
+            nodes = _writers(item, parent)
+        messages = _messages_of(item)
+        return CheckpointView(
+            checkpoint_id=_id_of(item),
+            parent_checkpoint_id=parent_id,
+            step=int(metadata.get("step", 0)),
+            created_at=_parse_ts(item.checkpoint["ts"]),
+            nodes=nodes,
+            source=source,
+            preview=preview_of(messages),
+            message_count=len(messages),
+            rpc=str(metadata.get(audit.RPC, "")),
+            request_id=str(metadata.get(audit.REQUEST_ID, "")),
+            rewound_to_checkpoint_id=str(metadata.get(audit.REWOUND_TO, "")),
+        )
+
+    def _config(self, ctx: RequestContext, thread_id: str, checkpoint_id: str | None = None) -> RunnableConfig:
+        configurable: dict[str, Any] = {
+            "thread_id": storage_thread_id(ctx.tenant, thread_id),
+            # Always name the root namespace: SQLite only uses its index when it is given.
+            "checkpoint_ns": "",
+        }
+        if checkpoint_id is not None:
+            configurable["checkpoint_id"] = checkpoint_id
+        return {"configurable": configurable}
+
+
+def _events_of(mode: str, payload: Any) -> Iterator[TurnEvent]:
+    if mode == "messages":
+        chunk, _metadata = payload
+        if isinstance(chunk, AIMessageChunk):
+            text = text_of(chunk)
+            if text:
+                yield TokenEvent(text=text, message_id=chunk.id or "")
+        return
+    for update in (payload or {}).values():
+        if not isinstance(update, dict):
+            continue
+        written = update.get("messages", [])
+        for message in written if isinstance(written, list) else [written]:
+            if isinstance(message, AIMessage):
+                for call in tool_call_views(message):
+                    yield ToolCallEvent(call)
+            elif isinstance(message, ToolMessage):
+                yield ToolResultEvent(
+                    tool_call_id=message.tool_call_id,
+                    name=message.name or "",
+                    content=text_of(message),
+                    is_error=message.status == "error",
+                )
+
+
+def _turn_result(thread_id: str, human: HumanMessage, state: StateSnapshot) -> TurnResult:
+    messages: list[BaseMessage] = list(state.values.get("messages", []))
+    start = next((i for i, m in enumerate(messages) if m.id == human.id), len(messages))
+    added = messages[start:]
+    answer = next((text_of(m) for m in reversed(added) if isinstance(m, AIMessage)), "")
+    return TurnResult(
+        thread_id=thread_id,
+        answer=answer,
+        checkpoint_id=str(state.config["configurable"]["checkpoint_id"]),
+        messages=views_of(added),
+    )
+
+
+def _writers(item: CheckpointTuple, parent: CheckpointTuple | None) -> tuple[str, ...]:
+    # A node that ran in the step that wrote `item` has a newer versions_seen entry than in its parent.
+    seen = item.checkpoint.get("versions_seen", {})
+    before = parent.checkpoint.get("versions_seen", {}) if parent is not None else {}
+    return tuple(
+        sorted(
+            node for node, versions in seen.items() if node not in _INTERNAL_CHANNELS and before.get(node) != versions
+        )
+    )
+
+
+def _id_of(item: CheckpointTuple) -> str:
+    return str(item.config["configurable"]["checkpoint_id"])
+
+
+def _messages_of(item: CheckpointTuple) -> list[BaseMessage]:
+    return list(item.checkpoint.get("channel_values", {}).get("messages", []))
+
+
+def _parse_ts(ts: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(ts)

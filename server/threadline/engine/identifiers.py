@@ -1,0 +1,90 @@
+"""Checks and encodings of what callers name: thread ids, checkpoint ids, request ids, page tokens."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import uuid
+
+from threadline.errors import InvalidArgument
+
+MAX_ID_CHARS = 128
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_TOKEN_VERSION = 1
+
+
+def check_thread_id(thread_id: str, field: str = "thread_id") -> str:
+    """Returns thread_id when it is well formed, else raises InvalidArgument."""
+    if not thread_id:
+        raise InvalidArgument(field, f"{field} is required")
+    if not _ID.fullmatch(thread_id):
+        raise InvalidArgument(
+            field,
+            f"{field} must be 1 to {MAX_ID_CHARS} characters of [A-Za-z0-9._:-] starting with a letter or digit",
+        )
+    return thread_id
+
+
+def check_request_id(request_id: str) -> str:
+    """Returns request_id ("" allowed: it is optional) when well formed, else raises InvalidArgument."""
+    if request_id and not _ID.fullmatch(request_id):
+        raise InvalidArgument(
+            "request_id",
+            f"request_id must be 1 to {MAX_ID_CHARS} characters of [A-Za-z0-9._:-] starting with a letter or digit",
+        )
+    return request_id
+
+
+def check_checkpoint_id(checkpoint_id: str, field: str = "checkpoint_id") -> str:
+    """Returns checkpoint_id when it is a canonical UUID, else raises InvalidArgument."""
+    try:
+        canonical = str(uuid.UUID(checkpoint_id))
+    except ValueError:
+        raise InvalidArgument(field, f"{field} {checkpoint_id[:64]!r} is not a checkpoint id") from None
+    if canonical != checkpoint_id.lower():
+        raise InvalidArgument(field, f"{field} {checkpoint_id[:64]!r} is not in canonical UUID form")
+    return checkpoint_id
+
+
+def check_query(query: str, max_chars: int) -> str:
+    """Returns the query when it is not blank and within max_chars, else raises InvalidArgument."""
+    if not query.strip():
+        raise InvalidArgument("query", "query must contain a non-blank character")
+    if len(query) > max_chars:
+        raise InvalidArgument("query", f"query is {len(query)} characters long; the limit is {max_chars}")
+    return query
+
+
+def new_thread_id() -> str:
+    """A fresh thread id for a caller that did not name one."""
+    return str(uuid.uuid4())
+
+
+def storage_thread_id(tenant: str, thread_id: str) -> str:
+    """The checkpointer's thread id: the caller's, under its tenant, so tenants never share threads."""
+    return f"{tenant}/{thread_id}"
+
+
+def encode_page_token(thread_id: str, before_checkpoint_id: str) -> str:
+    """An opaque token for the History page that starts after before_checkpoint_id."""
+    payload = json.dumps({"v": _TOKEN_VERSION, "t": thread_id, "b": before_checkpoint_id}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str, thread_id: str) -> str:
+    """The checkpoint id a page token continues after; InvalidArgument for a bad or foreign token."""
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        payload = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        valid = isinstance(payload, dict) and payload.get("v") == _TOKEN_VERSION
+        before = payload["b"] if valid else None
+        owner = payload["t"] if valid else None
+    except (ValueError, UnicodeError, binascii.Error, KeyError, TypeError):
+        valid, before, owner = False, None, None
+    if not valid or not isinstance(before, str) or not isinstance(owner, str):
+        raise InvalidArgument("page_token", "page_token is malformed; pass next_page_token unchanged")
+    if owner != thread_id:
+        raise InvalidArgument("page_token", "page_token was issued for another thread")
+    return check_checkpoint_id(before, field="page_token")

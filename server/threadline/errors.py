@@ -1,0 +1,103 @@
+"""Errors of the Threadline engine. They know nothing of gRPC.
+
+    ThreadlineError                  root; `reason` is an UPPER_SNAKE_CASE code
+    ├── ConfigurationError           bad settings or user graph, found at start-up
+    ├── InvalidArgument              the caller sent a bad value (`field` names it)
+    ├── NotFound                     an unknown thread or checkpoint
+    ├── OutOfRange                   a valid value past what the thread holds
+    ├── StorageUnavailable           the checkpoint database cannot be reached
+    ├── StepLimitExceeded            a turn ran more graph steps than allowed
+    └── ModelError                   the model endpoint failed
+        ├── ModelUnavailable         unreachable or 5xx: retry later
+        ├── ModelRateLimited         429: slow down
+        ├── ModelRejectedCredentials 401/403: fix the configuration
+        └── ModelRejectedRequest     other 4xx (unknown model, bad parameters)
+
+The transport maps each class to a status code in one place
+(threadline.transport.status_mapping).
+"""
+
+from __future__ import annotations
+
+
+class ThreadlineError(Exception):
+    """Root of every error the engine raises on purpose."""
+
+    reason = "THREADLINE_ERROR"
+
+    def __init__(self, message: str, *, reason: str | None = None, metadata: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+
+class ConfigurationError(ThreadlineError):
+    """Settings or a user graph that cannot work; raised before the server starts."""
+
+    reason = "CONFIGURATION"
+
+
+class InvalidArgument(ThreadlineError):
+    """A request field with a bad value."""
+
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message, metadata={"field": field})
+        self.field = field
+
+
+class NotFound(ThreadlineError):
+    """A thread or checkpoint that does not exist (for this tenant)."""
+
+    reason = "NOT_FOUND"
+
+
+class OutOfRange(ThreadlineError):
+    """A well-formed value that reaches past what the thread holds."""
+
+    reason = "OUT_OF_RANGE"
+
+
+class StorageUnavailable(ThreadlineError):
+    """The checkpoint database is unreachable; the call can be retried."""
+
+    reason = "STORAGE_UNAVAILABLE"
+
+
+class StepLimitExceeded(ThreadlineError):
+    """A turn hit the graph's recursion limit (a model that keeps calling tools)."""
+
+    reason = "STEP_LIMIT_EXCEEDED"
+
+
+class ModelError(ThreadlineError):
+    """The model endpoint failed."""
+
+    reason = "MODEL_ERROR"
+
+
+class ModelUnavailable(ModelError):
+    """The model endpoint is unreachable or answered 5xx."""
+
+    reason = "MODEL_UNAVAILABLE"
+
+
+class ModelRateLimited(ModelError):
+    """The model endpoint answered 429."""
+
+    reason = "MODEL_RATE_LIMITED"
+
+
+class ModelRejectedCredentials(ModelError):
+    """The model endpoint refused the API key."""
+
+    reason = "MODEL_REJECTED_CREDENTIALS"
+
+
+class ModelRejectedRequest(ModelError):
+    """The model endpoint refused the request itself (unknown model, bad parameters)."""
+
+    reason = "MODEL_REJECTED_REQUEST"

@@ -1,0 +1,110 @@
+"""Engine views to threadline.v1 messages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from threadline.engine.views import (
+    CheckpointView,
+    HistoryPage,
+    MessageView,
+    RewindResult,
+    TokenEvent,
+    ToolCallEvent,
+    ToolCallView,
+    ToolResultEvent,
+    TurnCompleted,
+    TurnEvent,
+    TurnResult,
+)
+from threadline_client.v1 import threadline_pb2 as pb
+
+_ROLES = {"human": pb.ROLE_HUMAN, "ai": pb.ROLE_AI, "tool": pb.ROLE_TOOL, "system": pb.ROLE_SYSTEM}
+_SOURCES = {
+    "input": pb.CHECKPOINT_SOURCE_INPUT,
+    "loop": pb.CHECKPOINT_SOURCE_LOOP,
+    "update": pb.CHECKPOINT_SOURCE_UPDATE,
+    "fork": pb.CHECKPOINT_SOURCE_FORK,
+}
+
+
+def tool_call(view: ToolCallView) -> pb.ToolCall:
+    return pb.ToolCall(id=view.id, name=view.name, arguments_json=view.arguments_json)
+
+
+def message(view: MessageView) -> pb.Message:
+    return pb.Message(
+        id=view.id,
+        role=_ROLES.get(view.role, pb.ROLE_UNSPECIFIED),
+        text=view.text,
+        tool_calls=[tool_call(c) for c in view.tool_calls],
+        tool_call_id=view.tool_call_id,
+        name=view.name,
+    )
+
+
+def messages(views: Iterable[MessageView]) -> list[pb.Message]:
+    return [message(v) for v in views]
+
+
+def turn(result: TurnResult) -> pb.Turn:
+    return pb.Turn(
+        thread_id=result.thread_id,
+        answer=result.answer,
+        checkpoint_id=result.checkpoint_id,
+        messages=messages(result.messages),
+    )
+
+
+def stream_event(event: TurnEvent) -> pb.StreamAskResponse:
+    if isinstance(event, TokenEvent):
+        return pb.StreamAskResponse(token=pb.TokenDelta(text=event.text, message_id=event.message_id))
+    if isinstance(event, ToolCallEvent):
+        return pb.StreamAskResponse(tool_call=tool_call(event.call))
+    if isinstance(event, ToolResultEvent):
+        return pb.StreamAskResponse(
+            tool_result=pb.ToolResult(
+                tool_call_id=event.tool_call_id, name=event.name, content=event.content, is_error=event.is_error
+            )
+        )
+    assert isinstance(event, TurnCompleted)
+    return pb.StreamAskResponse(final=turn(event.turn))
+
+
+def checkpoint(view: CheckpointView) -> pb.Checkpoint:
+    created = Timestamp()
+    created.FromDatetime(view.created_at)
+    return pb.Checkpoint(
+        checkpoint_id=view.checkpoint_id,
+        parent_checkpoint_id=view.parent_checkpoint_id,
+        step=view.step,
+        create_time=created,
+        nodes=list(view.nodes),
+        source=_SOURCES.get(view.source, pb.CHECKPOINT_SOURCE_UNSPECIFIED),
+        preview=view.preview,
+        message_count=view.message_count,
+        rpc=view.rpc,
+        request_id=view.request_id,
+        rewound_to_checkpoint_id=view.rewound_to_checkpoint_id,
+    )
+
+
+def history(page: HistoryPage) -> pb.HistoryResponse:
+    return pb.HistoryResponse(
+        thread_id=page.thread_id,
+        messages=messages(page.messages),
+        checkpoints=[checkpoint(c) for c in page.checkpoints],
+        next_page_token=page.next_page_token,
+        head_checkpoint_id=page.head_checkpoint_id,
+    )
+
+
+def rewind(result: RewindResult) -> pb.RewindResponse:
+    return pb.RewindResponse(
+        thread_id=result.thread_id,
+        head=checkpoint(result.head),
+        rewound_to_checkpoint_id=result.rewound_to_checkpoint_id,
+        messages=messages(result.messages),
+    )

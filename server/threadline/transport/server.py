@@ -1,0 +1,59 @@
+"""The server's life: start, serve health and reflection, shut down gracefully on a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from threadline.config import Settings
+from threadline.engine import Engine
+from threadline.transport.servicer import SERVICE_NAME, ThreadlineServicer
+from threadline_client.v1 import threadline_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+
+def _options(settings: Settings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # Reject a second server on the same port instead of silently sharing it.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+    """Runs the server until SIGTERM or SIGINT, then drains in-flight calls and closes the database."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    server = grpc.aio.server(options=_options(settings))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    for service in ("", SERVICE_NAME):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    async with Engine.open(settings) as engine:
+        pb_grpc.add_ThreadlineServiceServicer_to_server(ThreadlineServicer(engine), server)
+        port = server.add_insecure_port(settings.address)
+        if port == 0:
+            raise OSError(f"cannot listen on {settings.address}")
+        await server.start()
+        for service in ("", SERVICE_NAME):
+            await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info("threadline serving on %s", settings.address)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("shutting down: NOT_SERVING, %.1fs grace for in-flight calls", settings.shutdown_grace_s)
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(settings.shutdown_grace_s)
+    log.info("stopped")

@@ -1,0 +1,86 @@
+"""ThreadlineService over the engine: turn requests into engine calls, results into responses.
+
+Validation lives in the engine (so every caller of it gets it), error mapping in
+status_mapping; what is left here is plumbing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+
+from threadline.context import RequestContext
+from threadline.engine import Engine
+from threadline.transport import convert
+from threadline.transport.status_mapping import status_for
+from threadline_client.v1 import threadline_pb2 as pb
+from threadline_client.v1 import threadline_pb2_grpc as pb_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ThreadlineService"].full_name
+
+
+def request_context(rpc: str, request_id: str, context: Context) -> RequestContext:
+    """The engine's view of this call. Tenancy will be read from call credentials here."""
+    remaining = context.time_remaining()
+    deadline = None if remaining is None else time.monotonic() + remaining
+    return RequestContext(rpc=rpc, request_id=request_id, deadline=deadline)
+
+
+@asynccontextmanager
+async def reported_errors(context: Context) -> AsyncIterator[None]:
+    """Ends the call with the status of any error raised in the block.
+
+    CancelledError is a BaseException and passes through untouched: swallowing it
+    in a streaming handler leaks memory (grpc/grpc 43360).
+    """
+    try:
+        yield
+    except grpc.aio.AbortError:
+        raise
+    except Exception as exc:  # every failure is reported, none crashes the server
+        await context.abort_with_status(status_for(exc))
+
+
+class ThreadlineServicer(pb_grpc.ThreadlineServiceServicer):
+    """The threadline.v1.ThreadlineService implementation."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def Ask(self, request: pb.AskRequest, context: Context) -> pb.AskResponse:
+        ctx = request_context("Ask", request.request_id, context)
+        async with reported_errors(context):
+            result = await self._engine.ask(ctx, request.thread_id, request.query)
+        return pb.AskResponse(turn=convert.turn(result))
+
+    async def StreamAsk(self, request: pb.StreamAskRequest, context: Context) -> AsyncIterator[pb.StreamAskResponse]:
+        ctx = request_context("StreamAsk", request.request_id, context)
+        async with reported_errors(context):
+            # The turn runs inside this handler's task, so a client that goes away or a
+            # passed deadline cancels the graph run itself: nothing is left running.
+            async for event in self._engine.stream_ask(ctx, request.thread_id, request.query):
+                yield convert.stream_event(event)
+
+    async def History(self, request: pb.HistoryRequest, context: Context) -> pb.HistoryResponse:
+        ctx = request_context("History", "", context)
+        async with reported_errors(context):
+            page = await self._engine.history(ctx, request.thread_id, request.page_size, request.page_token)
+        return convert.history(page)
+
+    async def Rewind(self, request: pb.RewindRequest, context: Context) -> pb.RewindResponse:
+        ctx = request_context("Rewind", request.request_id, context)
+        target = request.WhichOneof("target")
+        async with reported_errors(context):
+            result = await self._engine.rewind(
+                ctx,
+                request.thread_id,
+                steps_back=request.steps_back if target == "steps_back" else None,
+                checkpoint_id=request.checkpoint_id if target == "checkpoint_id" else None,
+            )
+        return convert.rewind(result)

@@ -1,0 +1,67 @@
+"""The one place where errors become gRPC statuses.
+
+Each ThreadlineError class has a canonical status code; its `reason` and metadata
+travel as a google.rpc.ErrorInfo detail so callers can branch on them without
+parsing messages. Anything else is a bug: it is logged with a traceback and
+answered INTERNAL with an incident id, never with its text.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from threadline import errors
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "threadline.dev"
+
+# Most specific class first: the first isinstance match wins.
+_CODES: tuple[tuple[type[errors.ThreadlineError], grpc.StatusCode], ...] = (
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
+    (errors.StorageUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.StepLimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.ModelUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.ModelRateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.ModelRejectedCredentials, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ModelRejectedRequest, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ModelError, grpc.StatusCode.UNAVAILABLE),
+    (errors.ConfigurationError, grpc.StatusCode.FAILED_PRECONDITION),
+)
+
+
+def code_for(error: errors.ThreadlineError) -> grpc.StatusCode:
+    """The status code of an engine error."""
+    for kind, code in _CODES:
+        if isinstance(error, kind):
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
+def status_for(exc: BaseException) -> grpc.Status:
+    """The gRPC status (code, message, ErrorInfo detail) that reports exc to the caller."""
+    if isinstance(exc, errors.ThreadlineError):
+        code, message, reason, metadata = code_for(exc), exc.message, exc.reason, exc.metadata
+    else:
+        incident = uuid.uuid4().hex[:12]
+        log.error("unexpected error (incident %s)", incident, exc_info=exc)
+        code, message = grpc.StatusCode.INTERNAL, f"internal error; incident {incident} is logged"
+        reason, metadata = "INTERNAL", {"incident": incident}
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))
+    status = status_pb2.Status(code=_rpc_code(code), message=message, details=[detail])
+    return rpc_status.to_status(status)
+
+
+def _rpc_code(code: grpc.StatusCode) -> int:
+    value: int = code.value[0]
+    assert code_pb2.Code.Name(value), f"{code} is a canonical code"
+    return value

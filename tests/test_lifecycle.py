@@ -1,0 +1,70 @@
+"""Start-up, health, graceful shutdown, and serving a user's graph."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT, ServerProcess, server_env
+from threadline_client import ThreadlineClient, pb
+
+
+def test_sigterm_lets_an_in_flight_stream_finish_then_exits_cleanly(tmp_path: Path, logs: Path) -> None:
+    server = ServerProcess(
+        f"sqlite:///{tmp_path / 't.db'}", logs, env=server_env(THREADLINE_OFFLINE_TOKEN_DELAY_MS="30")
+    ).start()
+    events: list[pb.StreamAskResponse] = []
+    first_token = threading.Event()
+    try:
+        with ThreadlineClient(server.address) as client:
+
+            def consume() -> None:
+                for event in client.stream_ask("Please tell me a rather long story about gRPC"):
+                    events.append(event)
+                    first_token.set()
+
+            reader = threading.Thread(target=consume)
+            reader.start()
+            assert first_token.wait(10)
+            server.signal(signal.SIGTERM)
+            reader.join(20)
+        assert events and events[-1].HasField("final"), "the in-flight turn finished during the grace period"
+        assert server.wait(timeout=20) == 0
+    finally:
+        server.stop()
+    log = server.log()
+    assert "shutting down" in log and "stopped" in log and "Traceback" not in log
+
+
+def test_a_user_graph_is_served_with_the_checkpointer(tmp_path: Path, logs: Path) -> None:
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    for spec in ("tests.graphs.echo:build", "tests.graphs.echo:builder"):
+        with ServerProcess(url, logs, args=("--graph", spec)) as server, ThreadlineClient(server.address) as client:
+            turn = client.ask("hello")
+            assert turn.answer == "echo #1: hello"
+            assert client.ask("again", thread_id=turn.thread_id).answer == "echo #3: again"
+            assert client.history(turn.thread_id).checkpoints[0].nodes == ["echo"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--graph", "tests.graphs.echo:not_a_graph"), "is int, not a StateGraph"),
+        (("--graph", "tests.graphs.missing:build"), "cannot load"),
+        (("--graph", "no_colon"), "expected package.module:attr"),
+        (("--database-url", "mysql://x"), "unsupported scheme 'mysql'"),
+        (("--max-query-chars", "lots"), "expected int"),
+    ],
+)
+def test_bad_configuration_stops_start_up_with_a_clear_message(args: tuple[str, ...], message: str) -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "threadline", "serve", "--address", "127.0.0.1:0", "--database-url", "memory://", *args],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=server_env(),
+    )  # fmt: skip
+    assert finished.returncode != 0
+    assert message in finished.stderr
