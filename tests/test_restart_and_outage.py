@@ -11,8 +11,11 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from tests.conftest import BACKENDS, database_url
-from tests.support import ServerProcess, ThrowawayPostgres, health_status
+from tests.support import ServerProcess, ThrowawayPostgres, health_status, server_env
 from threadline_client import ThreadlineClient, ThreadlineError
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -50,29 +53,67 @@ def test_a_database_outage_is_unavailable_and_the_service_recovers(
     with ServerProcess(throwaway_postgres.url, logs) as server, ThreadlineClient(server.address) as client:
         thread = client.ask("My name is Ada.").thread_id
         throwaway_postgres.stop()
+        _wait_for(lambda: health_status(server.address) == NOT_SERVING, "health turns NOT_SERVING", 10)
         for call in (
             lambda: client.ask("My pet is Rex.", thread_id=thread, timeout=20),
             lambda: client.history(thread, timeout=20),
         ):
+            started = time.monotonic()
             with pytest.raises(ThreadlineError) as caught:
                 call()
+            assert time.monotonic() - started < 1.0, "fails fast, without waiting for the pool"
             assert caught.value.code == grpc.StatusCode.UNAVAILABLE, caught.value
             assert caught.value.reason == "STORAGE_UNAVAILABLE"
             assert "database is unavailable" in caught.value.message
-        assert health_status(server.address) == health_pb2.HealthCheckResponse.SERVING  # the process lives on
 
         throwaway_postgres.start()
+        restarted = time.monotonic()
         answer = _first_success(lambda: client.ask("What is my name?", thread_id=thread, timeout=20).answer)
+        assert time.monotonic() - restarted <= 5.0, "recovers by itself within 5 s, without a restart"
         assert "Ada" in answer
+        assert health_status(server.address) == SERVING
+        humans = [m.text for m in client.history(thread).messages if m.role == 1]
+        assert humans == ["My name is Ada.", "What is my name?"], "no thread was corrupted, no turn half-written"
     assert "Traceback" not in server.log()
 
 
-def _first_success(call: Callable[[], str], attempts: int = 20) -> str:
+def test_an_outage_mid_turn_fails_the_turn_and_leaves_the_thread_usable(
+    throwaway_postgres: ThrowawayPostgres, logs: Path
+) -> None:
+    slow = server_env(THREADLINE_OFFLINE_TOKEN_DELAY_MS="50")
+    with ServerProcess(throwaway_postgres.url, logs, env=slow) as server, ThreadlineClient(server.address) as client:
+        thread = client.ask("My name is Ada.").thread_id
+        events = client.stream_ask("Tell me a long story about databases", thread_id=thread, request_id="mid-1")
+        assert next(events).HasField("token")
+        throwaway_postgres.stop()
+        with pytest.raises(ThreadlineError) as caught:
+            list(events)
+        assert caught.value.code == grpc.StatusCode.UNAVAILABLE, caught.value
+        throwaway_postgres.start()
+        retried = _first_success(
+            lambda: client.ask("Tell me a long story about databases", thread_id=thread, request_id="mid-1").answer
+        )
+        assert "long story" in retried
+        humans = [m.text for m in client.history(thread).messages if m.role == 1]
+        assert humans == ["My name is Ada.", "Tell me a long story about databases"]
 
-    for _ in range(attempts):
+
+def _wait_for(condition: Callable[[], bool], what: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not within {seconds}s: {what}")
+
+
+def _first_success(call: Callable[[], str], seconds: float = 10.0) -> str:
+    deadline = time.monotonic() + seconds
+    while True:
         try:
             return call()
         except ThreadlineError as exc:
             assert exc.code == grpc.StatusCode.UNAVAILABLE, exc
-            time.sleep(0.5)
-    raise AssertionError(f"still unavailable after {attempts} attempts")
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -225,6 +225,28 @@ class AsyncThreadlineClient:
             raise error_from_aio_rpc_error(err) from err
         return response
 
+    async def delete_thread(
+        self, thread_id: str, *, allow_missing: bool = False, timeout: float | None = None
+    ) -> pb.DeleteThreadResponse:
+        """Deletes a thread's checkpoints; History and Rewind then answer NOT_FOUND.
+
+        Args:
+            thread_id: The thread to delete.
+            allow_missing: Succeed (existed=False) when the thread does not exist.
+            timeout: Seconds before the call fails with DEADLINE_EXCEEDED; None waits forever.
+
+        Returns:
+            The thread id and whether it existed.
+        """
+        request = pb.DeleteThreadRequest(thread_id=thread_id, allow_missing=allow_missing)
+        try:
+            response: pb.DeleteThreadResponse = await self._stub().DeleteThread(
+                request, timeout=timeout, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as err:
+            raise error_from_aio_rpc_error(err) from err
+        return response
+
 
 def _async_stub(channel: grpc.aio.Channel) -> ThreadlineServiceAsyncStub:
     # Without grpc type stubs both channel types are Any and the stub constructor's

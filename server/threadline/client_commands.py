@@ -1,4 +1,4 @@
-"""The `threadline` subcommands that talk to a running server: ask, history, rewind.
+"""The `threadline` subcommands that talk to a running server: ask, history, rewind, delete.
 
 They print human-readable text, or with --json the response messages as JSON.
 Results go to stdout and everything else (progress, ids, errors) to stderr, so
@@ -61,6 +61,13 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     rewind.add_argument("--json", action="store_true", help="print the RewindResponse as JSON")
     _add_connection_arguments(rewind)
     rewind.set_defaults(func=_with_client(_rewind))
+
+    delete = subparsers.add_parser("delete", help="delete a thread and all its checkpoints")
+    delete.add_argument("thread", help="the thread to delete")
+    delete.add_argument("--allow-missing", action="store_true", help="succeed when the thread does not exist")
+    delete.add_argument("--json", action="store_true", help="print the DeleteThreadResponse as JSON")
+    _add_connection_arguments(delete)
+    delete.set_defaults(func=_with_client(_delete))
 
 
 def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -187,6 +194,14 @@ def _rewind(client: ThreadlineClient, args: argparse.Namespace) -> None:
     print(f"rewound to: {response.rewound_to_checkpoint_id}")
     print()
     _print_messages(response.messages)
+
+
+def _delete(client: ThreadlineClient, args: argparse.Namespace) -> None:
+    response = client.delete_thread(args.thread, allow_missing=args.allow_missing, timeout=args.timeout)
+    if args.json:
+        print(json_format.MessageToJson(response, always_print_fields_with_no_presence=True))
+        return
+    print(f"deleted {response.thread_id}" if response.existed else f"{response.thread_id} did not exist")
 
 
 def _print_messages(messages: Iterable[pb.Message]) -> None:

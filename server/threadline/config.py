@@ -46,6 +46,16 @@ class Settings:
     db_pool_timeout_s: float = _setting(
         5.0, "longest wait for a PostgreSQL connection before a call fails with UNAVAILABLE"
     )
+    db_pool_max_lifetime_s: float = _setting(3600.0, "PostgreSQL connections older than this are replaced")
+    db_pool_max_idle_s: float = _setting(600.0, "PostgreSQL connections idle longer than this are closed")
+    db_pool_check: bool = _setting(True, "check each PostgreSQL connection before use (replaces dead ones)")
+    db_prepare_threshold: str = _setting(
+        "0", "psycopg prepare_threshold: a number, or none for PgBouncer/Supavisor in transaction mode"
+    )
+    busy_policy: str = _setting(
+        "enqueue", "a turn on a busy thread: enqueue (wait, within its deadline) or reject (ABORTED THREAD_BUSY)"
+    )
+    busy_wait_max_s: float = _setting(30.0, "longest an enqueued turn waits when its call has no shorter deadline")
     graph: str = _setting("", "serve a user graph instead: package.module:attr (a StateGraph or factory)")
     shutdown_grace_s: float = _setting(10.0, "seconds in-flight calls get to finish on SIGTERM/SIGINT")
     max_message_bytes: int = _setting(4 * 1024 * 1024, "largest gRPC message received or sent")
@@ -53,6 +63,11 @@ class Settings:
     model_timeout_s: float = _setting(120.0, "upper bound of one model request")
     model_max_retries: int = _setting(2, "retries langchain-openai makes on a failed model request")
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
+
+    @property
+    def prepare_threshold(self) -> int | None:
+        """db_prepare_threshold as psycopg wants it."""
+        return None if self.db_prepare_threshold.strip().lower() == "none" else int(self.db_prepare_threshold)
 
     @property
     def uses_offline_model(self) -> bool:
@@ -122,6 +137,14 @@ def _validate(settings: Settings) -> None:
         )
     if settings.db_pool_timeout_s <= 0:
         raise ConfigurationError("THREADLINE_DB_POOL_TIMEOUT_S must be positive")
+    if settings.busy_policy not in ("enqueue", "reject"):
+        raise ConfigurationError(f"THREADLINE_BUSY_POLICY: expected enqueue or reject, got {settings.busy_policy!r}")
+    try:
+        settings.prepare_threshold  # noqa: B018 - parses it
+    except ValueError:
+        raise ConfigurationError(
+            f"THREADLINE_DB_PREPARE_THRESHOLD: expected a number or none, got {settings.db_prepare_threshold!r}"
+        ) from None
     if settings.shutdown_grace_s < 0:
         raise ConfigurationError("THREADLINE_SHUTDOWN_GRACE_S must not be negative")
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

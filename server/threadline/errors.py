@@ -5,8 +5,10 @@
     ├── InvalidArgument              the caller sent a bad value (`field` names it)
     ├── NotFound                     an unknown thread or checkpoint
     ├── OutOfRange                   a valid value past what the thread holds
+    ├── FailedPrecondition           the thread's state does not allow the call
     ├── StorageUnavailable           the checkpoint database cannot be reached
     ├── StepLimitExceeded            a turn ran more graph steps than allowed
+    ├── ThreadBusy                   another turn holds the thread (policy reject, or the wait ran out)
     └── ModelError                   the model endpoint failed
         ├── ModelUnavailable         unreachable or 5xx: retry later
         ├── ModelRateLimited         429: slow down
@@ -61,6 +63,12 @@ class OutOfRange(ThreadlineError):
     reason = "OUT_OF_RANGE"
 
 
+class FailedPrecondition(ThreadlineError):
+    """The call is valid but the thread's state does not allow it; fix the state first."""
+
+    reason = "FAILED_PRECONDITION"
+
+
 class StorageUnavailable(ThreadlineError):
     """The checkpoint database is unreachable; the call can be retried."""
 
@@ -71,6 +79,12 @@ class StepLimitExceeded(ThreadlineError):
     """A turn hit the graph's recursion limit (a model that keeps calling tools)."""
 
     reason = "STEP_LIMIT_EXCEEDED"
+
+
+class ThreadBusy(ThreadlineError):
+    """Another turn is running on the thread."""
+
+    reason = "THREAD_BUSY"
 
 
 class ModelError(ThreadlineError):

@@ -16,6 +16,9 @@ UPPER_SNAKE_CASE `reason`:
   INVALID_ARGUMENT     reason INVALID_ARGUMENT, metadata "field" names the field.
   NOT_FOUND            reason THREAD_NOT_FOUND or CHECKPOINT_NOT_FOUND.
   OUT_OF_RANGE         reason STEPS_OUT_OF_RANGE.
+  ABORTED              reason THREAD_BUSY: another turn holds the thread; retry the call later.
+  FAILED_PRECONDITION  reason REQUEST_SUPERSEDED: a request_id whose cut-short turn can no
+                       longer be finished (the thread moved on); send it with a new request_id.
   UNAVAILABLE          reason STORAGE_UNAVAILABLE or MODEL_UNAVAILABLE: retry this call.
   RESOURCE_EXHAUSTED   reason MODEL_RATE_LIMITED, or a message over the size limit.
   FAILED_PRECONDITION  reason MODEL_REJECTED_CREDENTIALS: fix the configuration first.
@@ -240,8 +243,10 @@ class AskRequest(_message.Message):
     the server's query limit (default 16,000 characters): otherwise INVALID_ARGUMENT.
     """
     request_id: _builtins.str
-    """Optional caller-chosen id of this call, recorded in the audit trail of the
-    checkpoints it writes. Bad syntax: INVALID_ARGUMENT.
+    """Optional caller-chosen id of this call (AIP-155): repeating it returns the
+    same turn instead of running it again, and finishes the turn if it was cut
+    short. Reused with a different query: INVALID_ARGUMENT. Recorded in the
+    audit trail of the checkpoints it writes. Bad syntax: INVALID_ARGUMENT.
     """
     def __init__(
         self,
@@ -296,7 +301,9 @@ class StreamAskRequest(_message.Message):
     query: _builtins.str
     """The caller's message; blank or over the query limit: INVALID_ARGUMENT."""
     request_id: _builtins.str
-    """Optional caller-chosen id of this call. Bad syntax: INVALID_ARGUMENT."""
+    """Optional caller-chosen id of this call, as in AskRequest. A repeat of a
+    finished turn streams only the final event. Bad syntax: INVALID_ARGUMENT.
+    """
     def __init__(
         self,
         *,
@@ -433,6 +440,7 @@ class Checkpoint(_message.Message):
     RPC_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     REWOUND_TO_CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    REPLICA_FIELD_NUMBER: _builtins.int
     checkpoint_id: _builtins.str
     """The checkpoint's id."""
     parent_checkpoint_id: _builtins.str
@@ -451,6 +459,8 @@ class Checkpoint(_message.Message):
     """The request_id of the call that wrote it, if the caller sent one."""
     rewound_to_checkpoint_id: _builtins.str
     """For a Rewind copy: the checkpoint whose state it copies."""
+    replica: _builtins.str
+    """The server process that wrote it, as "host:pid" (which replica ran the turn)."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was written."""
@@ -475,10 +485,11 @@ class Checkpoint(_message.Message):
         rpc: _builtins.str = ...,
         request_id: _builtins.str = ...,
         rewound_to_checkpoint_id: _builtins.str = ...,
+        replica: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "create_time", b"create_time", "message_count", b"message_count", "nodes", b"nodes", "parent_checkpoint_id", b"parent_checkpoint_id", "preview", b"preview", "request_id", b"request_id", "rewound_to_checkpoint_id", b"rewound_to_checkpoint_id", "rpc", b"rpc", "source", b"source", "step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "create_time", b"create_time", "message_count", b"message_count", "nodes", b"nodes", "parent_checkpoint_id", b"parent_checkpoint_id", "preview", b"preview", "replica", b"replica", "request_id", b"request_id", "rewound_to_checkpoint_id", b"rewound_to_checkpoint_id", "rpc", b"rpc", "source", b"source", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -641,3 +652,55 @@ class RewindResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RewindResponse: _TypeAlias = RewindResponse  # noqa: Y015
+
+@_typing.final
+class DeleteThreadRequest(_message.Message):
+    """Request of DeleteThread."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    ALLOW_MISSING_FIELD_NUMBER: _builtins.int
+    thread_id: _builtins.str
+    """The thread to delete. Bad syntax: INVALID_ARGUMENT; unknown: NOT_FOUND unless allow_missing."""
+    allow_missing: _builtins.bool
+    """When true, deleting a thread that does not exist succeeds (a retried delete is not an error)."""
+    def __init__(
+        self,
+        *,
+        thread_id: _builtins.str = ...,
+        allow_missing: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_missing", b"allow_missing", "thread_id", b"thread_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteThreadRequest: _TypeAlias = DeleteThreadRequest  # noqa: Y015
+
+@_typing.final
+class DeleteThreadResponse(_message.Message):
+    """Response of DeleteThread."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    EXISTED_FIELD_NUMBER: _builtins.int
+    thread_id: _builtins.str
+    """The thread deleted."""
+    existed: _builtins.bool
+    """False when the thread did not exist (only with allow_missing)."""
+    def __init__(
+        self,
+        *,
+        thread_id: _builtins.str = ...,
+        existed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["existed", b"existed", "thread_id", b"thread_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteThreadResponse: _TypeAlias = DeleteThreadResponse  # noqa: Y015

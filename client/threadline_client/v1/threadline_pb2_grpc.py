@@ -56,6 +56,11 @@ class ThreadlineServiceStub:
                 request_serializer=threadline_dot_v1_dot_threadline__pb2.RewindRequest.SerializeToString,
                 response_deserializer=threadline_dot_v1_dot_threadline__pb2.RewindResponse.FromString,
                 _registered_method=True)
+        self.DeleteThread = channel.unary_unary(
+                '/threadline.v1.ThreadlineService/DeleteThread',
+                request_serializer=threadline_dot_v1_dot_threadline__pb2.DeleteThreadRequest.SerializeToString,
+                response_deserializer=threadline_dot_v1_dot_threadline__pb2.DeleteThreadResponse.FromString,
+                _registered_method=True)
 
 
 class ThreadlineServiceServicer:
@@ -66,13 +71,20 @@ class ThreadlineServiceServicer:
         """Runs one turn of the agent on a thread and returns its answer.
 
         Creates the thread when `thread_id` is empty (a new id is returned) or names
-        a thread that does not exist yet. Turns on one thread run one at a time;
-        a second Ask on a busy thread waits for the first to finish.
+        a thread that does not exist yet. Turns on one thread run one at a time,
+        across all replicas: with the busy policy "enqueue" (default) a second Ask
+        waits for the first (within its deadline), with "reject" it gets ABORTED.
+
+        Retries: a call that repeats the request_id of a finished turn returns that
+        turn's stored result without running the model again; one whose turn was cut
+        short (a crash, a cancel, an outage) finishes that turn without adding the
+        question twice.
 
         Errors: INVALID_ARGUMENT (empty or oversized query, bad thread_id or
-        request_id syntax), UNAVAILABLE (database or model unreachable),
+        request_id syntax, a request_id reused with another query), ABORTED
+        (THREAD_BUSY), UNAVAILABLE (database or model unreachable),
         RESOURCE_EXHAUSTED (model rate limit), FAILED_PRECONDITION (model rejected
-        the credentials), DEADLINE_EXCEEDED, CANCELLED.
+        the credentials; REQUEST_SUPERSEDED), DEADLINE_EXCEEDED, CANCELLED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -118,6 +130,21 @@ class ThreadlineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteThread(self, request, context):
+        """Deletes a thread: its checkpoints and pending writes, on every replica.
+        Waits for (or, with the reject policy, refuses while) a turn runs on it, so a
+        turn in flight finishes before the delete and never writes the thread back.
+        History and Rewind then answer NOT_FOUND; a later Ask starts the id afresh.
+
+        Errors: INVALID_ARGUMENT (bad thread_id), NOT_FOUND (unknown thread, unless
+        allow_missing), ABORTED with reason THREAD_BUSY (a turn holds the thread and
+        the busy policy is reject, or it stayed busy past the wait limit),
+        UNAVAILABLE (database unreachable).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ThreadlineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -140,6 +167,11 @@ def add_ThreadlineServiceServicer_to_server(servicer, server):
                     servicer.Rewind,
                     request_deserializer=threadline_dot_v1_dot_threadline__pb2.RewindRequest.FromString,
                     response_serializer=threadline_dot_v1_dot_threadline__pb2.RewindResponse.SerializeToString,
+            ),
+            'DeleteThread': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteThread,
+                    request_deserializer=threadline_dot_v1_dot_threadline__pb2.DeleteThreadRequest.FromString,
+                    response_serializer=threadline_dot_v1_dot_threadline__pb2.DeleteThreadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -251,6 +283,33 @@ class ThreadlineService:
             '/threadline.v1.ThreadlineService/Rewind',
             threadline_dot_v1_dot_threadline__pb2.RewindRequest.SerializeToString,
             threadline_dot_v1_dot_threadline__pb2.RewindResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteThread(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/threadline.v1.ThreadlineService/DeleteThread',
+            threadline_dot_v1_dot_threadline__pb2.DeleteThreadRequest.SerializeToString,
+            threadline_dot_v1_dot_threadline__pb2.DeleteThreadResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -16,6 +16,9 @@ UPPER_SNAKE_CASE `reason`:
   INVALID_ARGUMENT     reason INVALID_ARGUMENT, metadata "field" names the field.
   NOT_FOUND            reason THREAD_NOT_FOUND or CHECKPOINT_NOT_FOUND.
   OUT_OF_RANGE         reason STEPS_OUT_OF_RANGE.
+  ABORTED              reason THREAD_BUSY: another turn holds the thread; retry the call later.
+  FAILED_PRECONDITION  reason REQUEST_SUPERSEDED: a request_id whose cut-short turn can no
+                       longer be finished (the thread moved on); send it with a new request_id.
   UNAVAILABLE          reason STORAGE_UNAVAILABLE or MODEL_UNAVAILABLE: retry this call.
   RESOURCE_EXHAUSTED   reason MODEL_RATE_LIMITED, or a message over the size limit.
   FAILED_PRECONDITION  reason MODEL_REJECTED_CREDENTIALS: fix the configuration first.
@@ -63,13 +66,20 @@ class ThreadlineServiceStub:
     """Runs one turn of the agent on a thread and returns its answer.
 
     Creates the thread when `thread_id` is empty (a new id is returned) or names
-    a thread that does not exist yet. Turns on one thread run one at a time;
-    a second Ask on a busy thread waits for the first to finish.
+    a thread that does not exist yet. Turns on one thread run one at a time,
+    across all replicas: with the busy policy "enqueue" (default) a second Ask
+    waits for the first (within its deadline), with "reject" it gets ABORTED.
+
+    Retries: a call that repeats the request_id of a finished turn returns that
+    turn's stored result without running the model again; one whose turn was cut
+    short (a crash, a cancel, an outage) finishes that turn without adding the
+    question twice.
 
     Errors: INVALID_ARGUMENT (empty or oversized query, bad thread_id or
-    request_id syntax), UNAVAILABLE (database or model unreachable),
+    request_id syntax, a request_id reused with another query), ABORTED
+    (THREAD_BUSY), UNAVAILABLE (database or model unreachable),
     RESOURCE_EXHAUSTED (model rate limit), FAILED_PRECONDITION (model rejected
-    the credentials), DEADLINE_EXCEEDED, CANCELLED.
+    the credentials; REQUEST_SUPERSEDED), DEADLINE_EXCEEDED, CANCELLED.
     """
     StreamAsk: _grpc.UnaryStreamMultiCallable[_threadline_pb2.StreamAskRequest, _threadline_pb2.StreamAskResponse]
     """Runs one turn like Ask, streaming what happens as it happens: text tokens
@@ -99,6 +109,17 @@ class ThreadlineServiceStub:
     this thread), OUT_OF_RANGE (steps_back reaches past the thread's first
     checkpoint), UNAVAILABLE (database unreachable).
     """
+    DeleteThread: _grpc.UnaryUnaryMultiCallable[_threadline_pb2.DeleteThreadRequest, _threadline_pb2.DeleteThreadResponse]
+    """Deletes a thread: its checkpoints and pending writes, on every replica.
+    Waits for (or, with the reject policy, refuses while) a turn runs on it, so a
+    turn in flight finishes before the delete and never writes the thread back.
+    History and Rewind then answer NOT_FOUND; a later Ask starts the id afresh.
+
+    Errors: INVALID_ARGUMENT (bad thread_id), NOT_FOUND (unknown thread, unless
+    allow_missing), ABORTED with reason THREAD_BUSY (a turn holds the thread and
+    the busy policy is reject, or it stayed busy past the wait limit),
+    UNAVAILABLE (database unreachable).
+    """
 
 @_typing.type_check_only
 class ThreadlineServiceAsyncStub(ThreadlineServiceStub):
@@ -109,13 +130,20 @@ class ThreadlineServiceAsyncStub(ThreadlineServiceStub):
     """Runs one turn of the agent on a thread and returns its answer.
 
     Creates the thread when `thread_id` is empty (a new id is returned) or names
-    a thread that does not exist yet. Turns on one thread run one at a time;
-    a second Ask on a busy thread waits for the first to finish.
+    a thread that does not exist yet. Turns on one thread run one at a time,
+    across all replicas: with the busy policy "enqueue" (default) a second Ask
+    waits for the first (within its deadline), with "reject" it gets ABORTED.
+
+    Retries: a call that repeats the request_id of a finished turn returns that
+    turn's stored result without running the model again; one whose turn was cut
+    short (a crash, a cancel, an outage) finishes that turn without adding the
+    question twice.
 
     Errors: INVALID_ARGUMENT (empty or oversized query, bad thread_id or
-    request_id syntax), UNAVAILABLE (database or model unreachable),
+    request_id syntax, a request_id reused with another query), ABORTED
+    (THREAD_BUSY), UNAVAILABLE (database or model unreachable),
     RESOURCE_EXHAUSTED (model rate limit), FAILED_PRECONDITION (model rejected
-    the credentials), DEADLINE_EXCEEDED, CANCELLED.
+    the credentials; REQUEST_SUPERSEDED), DEADLINE_EXCEEDED, CANCELLED.
     """
     StreamAsk: _aio.UnaryStreamMultiCallable[_threadline_pb2.StreamAskRequest, _threadline_pb2.StreamAskResponse]  # type: ignore[assignment]
     """Runs one turn like Ask, streaming what happens as it happens: text tokens
@@ -145,6 +173,17 @@ class ThreadlineServiceAsyncStub(ThreadlineServiceStub):
     this thread), OUT_OF_RANGE (steps_back reaches past the thread's first
     checkpoint), UNAVAILABLE (database unreachable).
     """
+    DeleteThread: _aio.UnaryUnaryMultiCallable[_threadline_pb2.DeleteThreadRequest, _threadline_pb2.DeleteThreadResponse]  # type: ignore[assignment]
+    """Deletes a thread: its checkpoints and pending writes, on every replica.
+    Waits for (or, with the reject policy, refuses while) a turn runs on it, so a
+    turn in flight finishes before the delete and never writes the thread back.
+    History and Rewind then answer NOT_FOUND; a later Ask starts the id afresh.
+
+    Errors: INVALID_ARGUMENT (bad thread_id), NOT_FOUND (unknown thread, unless
+    allow_missing), ABORTED with reason THREAD_BUSY (a turn holds the thread and
+    the busy policy is reject, or it stayed busy past the wait limit),
+    UNAVAILABLE (database unreachable).
+    """
 
 class ThreadlineServiceServicer(metaclass=_abc_1.ABCMeta):
     """The Threadline agent service."""
@@ -158,13 +197,20 @@ class ThreadlineServiceServicer(metaclass=_abc_1.ABCMeta):
         """Runs one turn of the agent on a thread and returns its answer.
 
         Creates the thread when `thread_id` is empty (a new id is returned) or names
-        a thread that does not exist yet. Turns on one thread run one at a time;
-        a second Ask on a busy thread waits for the first to finish.
+        a thread that does not exist yet. Turns on one thread run one at a time,
+        across all replicas: with the busy policy "enqueue" (default) a second Ask
+        waits for the first (within its deadline), with "reject" it gets ABORTED.
+
+        Retries: a call that repeats the request_id of a finished turn returns that
+        turn's stored result without running the model again; one whose turn was cut
+        short (a crash, a cancel, an outage) finishes that turn without adding the
+        question twice.
 
         Errors: INVALID_ARGUMENT (empty or oversized query, bad thread_id or
-        request_id syntax), UNAVAILABLE (database or model unreachable),
+        request_id syntax, a request_id reused with another query), ABORTED
+        (THREAD_BUSY), UNAVAILABLE (database or model unreachable),
         RESOURCE_EXHAUSTED (model rate limit), FAILED_PRECONDITION (model rejected
-        the credentials), DEADLINE_EXCEEDED, CANCELLED.
+        the credentials; REQUEST_SUPERSEDED), DEADLINE_EXCEEDED, CANCELLED.
         """
 
     @_abc_1.abstractmethod
@@ -211,6 +257,23 @@ class ThreadlineServiceServicer(metaclass=_abc_1.ABCMeta):
         checkpoint_id syntax), NOT_FOUND (unknown thread, or checkpoint_id not in
         this thread), OUT_OF_RANGE (steps_back reaches past the thread's first
         checkpoint), UNAVAILABLE (database unreachable).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteThread(
+        self,
+        request: _threadline_pb2.DeleteThreadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_threadline_pb2.DeleteThreadResponse, _abc.Awaitable[_threadline_pb2.DeleteThreadResponse]]:
+        """Deletes a thread: its checkpoints and pending writes, on every replica.
+        Waits for (or, with the reject policy, refuses while) a turn runs on it, so a
+        turn in flight finishes before the delete and never writes the thread back.
+        History and Rewind then answer NOT_FOUND; a later Ask starts the id afresh.
+
+        Errors: INVALID_ARGUMENT (bad thread_id), NOT_FOUND (unknown thread, unless
+        allow_missing), ABORTED with reason THREAD_BUSY (a turn holds the thread and
+        the busy policy is reject, or it stayed busy past the wait limit),
+        UNAVAILABLE (database unreachable).
         """
 
 def add_ThreadlineServiceServicer_to_server(servicer: ThreadlineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -20,14 +20,22 @@ from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMet
 RPC = "threadline_rpc"
 REQUEST_ID = "threadline_request_id"
 REWOUND_TO = "threadline_rewound_to"
+REPLICA = "threadline_replica"
+QUERY_SHA256 = "threadline_query_sha256"
 
 _current: ContextVar[Mapping[str, str]] = ContextVar("threadline_audit", default=MappingProxyType({}))
 
 
 @contextmanager
 def recording(**fields: str) -> Iterator[None]:
-    """Adds fields (rpc=..., request_id=..., rewound_to=...) to checkpoints written in the block."""
-    names = {"rpc": RPC, "request_id": REQUEST_ID, "rewound_to": REWOUND_TO}
+    """Adds fields (rpc=, request_id=, rewound_to=, replica=, query_sha256=) to checkpoints written in the block."""
+    names = {
+        "rpc": RPC,
+        "request_id": REQUEST_ID,
+        "rewound_to": REWOUND_TO,
+        "replica": REPLICA,
+        "query_sha256": QUERY_SHA256,
+    }
     token = _current.set({names[key]: value for key, value in fields.items() if value})
     try:
         yield

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import hashlib
+import logging
+import os
+import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StateSnapshot, StreamMode
 
@@ -18,7 +24,6 @@ from threadline.config import Settings
 from threadline.context import RequestContext
 from threadline.engine import audit
 from threadline.engine.audit import recording
-from threadline.engine.checkpointer import PoolSettings, open_checkpointer
 from threadline.engine.failures import translated_failures
 from threadline.engine.graphs import graph_builder
 from threadline.engine.identifiers import (
@@ -32,7 +37,7 @@ from threadline.engine.identifiers import (
     storage_thread_id,
 )
 from threadline.engine.messages import preview_of, text_of, tool_call_views, views_of
-from threadline.engine.thread_locks import ThreadLocks
+from threadline.engine.storage import STORAGE_ERRORS, Storage, StorageSettings, open_storage
 from threadline.engine.views import (
     CheckpointView,
     HistoryPage,
@@ -44,11 +49,15 @@ from threadline.engine.views import (
     TurnEvent,
     TurnResult,
 )
-from threadline.errors import InvalidArgument, NotFound, OutOfRange
+from threadline.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange, StorageUnavailable
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+log = logging.getLogger(__name__)
+
 RECURSION_LIMIT = 50
+STORAGE_PROBE_TIMEOUT_S = 2.0
+_PROBE_FAILURES: tuple[type[BaseException], ...] = (TimeoutError, *STORAGE_ERRORS)
 
 # LangGraph's pseudo-node for copying a checkpoint: the copy gets the target's
 # state and becomes the newest checkpoint of the thread, i.e. its head.
@@ -62,29 +71,70 @@ class Engine:
     def __init__(
         self,
         graph: CompiledStateGraph[Any, Any, Any, Any],
-        saver: BaseCheckpointSaver[str],
+        storage: Storage,
         *,
         max_query_chars: int,
+        wait_when_busy: bool = True,
         secrets: tuple[str, ...] = (),
     ) -> None:
         self._graph = graph
-        self._saver = saver
+        self._storage = storage
+        self._saver = storage.saver
         self._max_query_chars = max_query_chars
+        self._wait_when_busy = wait_when_busy
         self._secrets = secrets
-        self._locks = ThreadLocks()
+        self._storage_down_since: float | None = None
+        self.replica = f"{socket.gethostname()}:{os.getpid()}"
+        """Who this process is in the audit trail."""
 
     @classmethod
     @asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[Engine]:
         """Builds the graph, opens the checkpointer, and closes it on exit."""
         builder = graph_builder(settings)
-        pool = PoolSettings(settings.db_pool_min_size, settings.db_pool_max_size, settings.db_pool_timeout_s)
-        async with open_checkpointer(settings.database_url, pool) as saver:
+        storage_settings = StorageSettings(
+            pool_min_size=settings.db_pool_min_size,
+            pool_max_size=settings.db_pool_max_size,
+            pool_timeout_s=settings.db_pool_timeout_s,
+            pool_max_lifetime_s=settings.db_pool_max_lifetime_s,
+            pool_max_idle_s=settings.db_pool_max_idle_s,
+            pool_check=settings.db_pool_check,
+            prepare_threshold=settings.prepare_threshold,
+            busy_wait_max_s=settings.busy_wait_max_s,
+        )
+        async with open_storage(settings.database_url, storage_settings) as storage:
             yield cls(
-                builder.compile(checkpointer=saver),
-                saver,
+                builder.compile(checkpointer=storage.saver),
+                storage,
                 max_query_chars=settings.max_query_chars,
+                wait_when_busy=settings.busy_policy == "enqueue",
                 secrets=(settings.openai_api_key,),
+            )
+
+    async def check_storage(self) -> bool:
+        """Probes the database; while it is down, calls fail at once instead of waiting on it.
+
+        Returns:
+            Whether the database answered.
+        """
+        try:
+            async with asyncio.timeout(STORAGE_PROBE_TIMEOUT_S):
+                await self._storage.ping()
+        except _PROBE_FAILURES as exc:
+            if self._storage_down_since is None:
+                self._storage_down_since = time.monotonic()
+                log.warning("checkpoint database unreachable: %s", exc or type(exc).__name__)
+            return False
+        if self._storage_down_since is not None:
+            log.info("checkpoint database reachable again after %.1fs", time.monotonic() - self._storage_down_since)
+            self._storage_down_since = None
+        return True
+
+    def _check_storage_up(self) -> None:
+        if self._storage_down_since is not None:
+            raise StorageUnavailable(
+                "the checkpoint database is unavailable: unreachable for "
+                f"{time.monotonic() - self._storage_down_since:.1f}s; retry later"
             )
 
     # -- turns -------------------------------------------------------------------------------
@@ -109,21 +159,57 @@ class Engine:
         thread_id = check_thread_id(thread_id) if thread_id else new_thread_id()
         check_query(query, self._max_query_chars)
         check_request_id(ctx.request_id)
-        human = HumanMessage(content=query, id=str(uuid.uuid4()))
+        self._check_storage_up()
         config = self._config(ctx, thread_id)
+        human = HumanMessage(content=query, id=_human_message_id(config, ctx.request_id))
+        query_digest = hashlib.sha256(query.encode()).hexdigest()
         run_config: RunnableConfig = {**config, "recursion_limit": RECURSION_LIMIT}
         modes: list[StreamMode] = ["messages", "updates"] if stream_tokens else ["updates"]
-        with translated_failures(secrets=self._secrets), recording(rpc=ctx.rpc, request_id=ctx.request_id):
-            async with self._locks.hold(config["configurable"]["thread_id"]):
+        with (
+            translated_failures(secrets=self._secrets),
+            recording(rpc=ctx.rpc, request_id=ctx.request_id, query_sha256=query_digest, replica=self.replica),
+        ):
+            async with self._hold(ctx, config):
+                prior = await self._prior_turn(config, ctx.request_id, query_digest) if ctx.request_id else None
+                if prior is not None and not prior.next:
+                    # The turn of this request_id finished before: the same result, no second run.
+                    yield TurnCompleted(_turn_result(thread_id, human, prior))
+                    return
+                # A turn cut short (crash, cancel, model failure) resumes from its last
+                # checkpoint: its question is already in the thread and is not asked twice.
+                graph_input = None if prior is not None else {"messages": [human]}
                 # durability="sync": a turn's last checkpoint is written before the caller hears
                 # of the answer, so an answered turn survives a kill -9.
                 async for mode, payload in self._graph.astream(
-                    {"messages": [human]}, run_config, stream_mode=modes, durability="sync"
+                    graph_input, run_config, stream_mode=modes, durability="sync"
                 ):
                     for event in _events_of(mode, payload):
                         yield event
                 state = await self._graph.aget_state(config)
         yield TurnCompleted(_turn_result(thread_id, human, state))
+
+    async def _prior_turn(self, config: RunnableConfig, request_id: str, query_digest: str) -> StateSnapshot | None:
+        """The thread's state after the last step of an earlier call with this request_id, if any."""
+        # The filter key is our constant, never caller input (CVE-2025-67644: SQLite filter keys).
+        found = [t async for t in self._saver.alist(config, filter={audit.REQUEST_ID: request_id}, limit=1)]
+        if not found:
+            return None
+        metadata: dict[str, Any] = dict(found[0].metadata or {})
+        if metadata.get(audit.RPC) not in ("Ask", "StreamAsk"):
+            raise InvalidArgument(
+                "request_id", f"request_id {request_id!r} was used by a {metadata.get(audit.RPC)} call"
+            )
+        if metadata.get(audit.QUERY_SHA256) != query_digest:
+            raise InvalidArgument("request_id", f"request_id {request_id!r} was used with a different query")
+        snapshot = await self._graph.aget_state(found[0].config)
+        head = await self._saver.aget_tuple(config)
+        if snapshot.next and head is not None and _id_of(head) != _id_of(found[0]):
+            raise FailedPrecondition(
+                f"the turn of request_id {request_id!r} was cut short and the thread has moved on since; "
+                "send the query again with a new request_id",
+                reason="REQUEST_SUPERSEDED",
+            )
+        return snapshot
 
     # -- reading and rewinding ------------------------------------------------------------------
 
@@ -134,6 +220,7 @@ class Engine:
             raise InvalidArgument("page_size", "page_size must not be negative")
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         before = decode_page_token(page_token, thread_id) if page_token else None
+        self._check_storage_up()
         config = self._config(ctx, thread_id)
         with translated_failures():
             head = await self._head(config, thread_id)
@@ -170,9 +257,10 @@ class Engine:
             raise InvalidArgument("steps_back", f"steps_back must be at least 1, got {steps_back}")
         if checkpoint_id is not None:
             check_checkpoint_id(checkpoint_id)
+        self._check_storage_up()
         config = self._config(ctx, thread_id)
         with translated_failures():
-            async with self._locks.hold(config["configurable"]["thread_id"]):
+            async with self._hold(ctx, config):
                 head = await self._head(config, thread_id)
                 if checkpoint_id is not None:
                     target = await self._saver.aget_tuple(self._config(ctx, thread_id, checkpoint_id))
@@ -184,7 +272,7 @@ class Engine:
                 else:
                     assert steps_back is not None
                     target = await self._walk_back(head, steps_back)
-                with recording(rpc=ctx.rpc, request_id=ctx.request_id, rewound_to=_id_of(target)):
+                with recording(rpc=ctx.rpc, request_id=ctx.request_id, rewound_to=_id_of(target), replica=self.replica):
                     new_config = await self._graph.aupdate_state(target.config, None, as_node=_COPY_NODE)
                 new_head = await self._saver.aget_tuple(new_config)
                 assert new_head is not None, "a checkpoint just written can be read"
@@ -195,6 +283,31 @@ class Engine:
             rewound_to_checkpoint_id=_id_of(target),
             messages=views_of(_messages_of(new_head)),
         )
+
+    def _hold(self, ctx: RequestContext, config: RunnableConfig) -> AbstractAsyncContextManager[None]:
+        """Holds the thread against other turns (on any replica) for the block."""
+        thread_key = config["configurable"]["thread_id"]
+        return self._storage.locks.hold(thread_key, wait=self._wait_when_busy, deadline=ctx.deadline)
+
+    async def delete_thread(self, ctx: RequestContext, thread_id: str, *, allow_missing: bool) -> bool:
+        """Deletes the thread's checkpoints and writes; returns whether it existed.
+
+        Holding the thread first means a turn in flight (on any replica) finishes
+        before the delete, and cannot write the thread back afterwards (langgraph
+        issue 7206): its writes are fenced to the lock it no longer holds.
+        """
+        check_thread_id(thread_id)
+        self._check_storage_up()
+        config = self._config(ctx, thread_id)
+        with translated_failures():
+            async with self._hold(ctx, config):
+                if await self._saver.aget_tuple(config) is None:
+                    if allow_missing:
+                        return False
+                    raise NotFound(f"thread {thread_id!r} not found", reason="THREAD_NOT_FOUND")
+                await self._saver.adelete_thread(config["configurable"]["thread_id"])
+        log.info("deleted thread %s", config["configurable"]["thread_id"])
+        return True
 
     async def _walk_back(self, head: CheckpointTuple, steps: int) -> CheckpointTuple:
         current = head
@@ -243,6 +356,7 @@ class Engine:
             rpc=str(metadata.get(audit.RPC, "")),
             request_id=str(metadata.get(audit.REQUEST_ID, "")),
             rewound_to_checkpoint_id=str(metadata.get(audit.REWOUND_TO, "")),
+            replica=str(metadata.get(audit.REPLICA, "")),
         )
 
     def _config(self, ctx: RequestContext, thread_id: str, checkpoint_id: str | None = None) -> RunnableConfig:
@@ -279,6 +393,13 @@ def _events_of(mode: str, payload: Any) -> Iterator[TurnEvent]:
                     content=text_of(message),
                     is_error=message.status == "error",
                 )
+
+
+def _human_message_id(config: RunnableConfig, request_id: str) -> str:
+    """The id of a turn's question: derived from its request_id, so a retry cannot add it twice."""
+    if not request_id:
+        return str(uuid.uuid4())
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"threadline:{config['configurable']['thread_id']}:{request_id}"))
 
 
 def _turn_result(thread_id: str, human: HumanMessage, state: StateSnapshot) -> TurnResult:

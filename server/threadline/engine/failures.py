@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import openai
 from langgraph.errors import GraphRecursionError
 
-from threadline.engine.checkpointer import STORAGE_ERRORS
+from threadline.engine.storage import STORAGE_ERRORS
 from threadline.errors import (
     ModelError,
     ModelRateLimited,

@@ -31,8 +31,8 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from threadline.engine.messages import text_of
 
-_STATEMENT = re.compile(r"\bmy ([a-z][a-z ]{0,30}?) is ([^.!?\n]+)", re.IGNORECASE)
-_QUESTION = re.compile(r"\bwhat(?:'s| is) my ([a-z][a-z ]{0,30}?)\s*\?", re.IGNORECASE)
+_STATEMENT = re.compile(r"\bmy ([a-z][a-z0-9 ]{0,30}?) is ([^.!?\n]+)", re.IGNORECASE)
+_QUESTION = re.compile(r"\bwhat(?:'s| is) my ([a-z][a-z0-9 ]{0,30}?)\s*\?", re.IGNORECASE)
 # An arithmetic expression: numbers joined by at least one operator.
 _ARITHMETIC = re.compile(r"[-(]*\d[\d.]*(?:\s*(?:\*\*|//|[-+*/%^])\s*[-(]*\d[\d.]*\)*)+\)*")
 _TIME = re.compile(r"\b(time|date|today)\b", re.IGNORECASE)

@@ -1,31 +1,61 @@
-"""One run at a time per thread, within this process.
+"""One turn at a time per thread, within this process.
 
 Two concurrent turns on one LangGraph thread would both start from the same head
-and fork the chain (langgraph issue 8796). Across replicas this needs a database
-lock; within one process an asyncio.Lock per thread is enough.
+and fork the chain (langgraph issue 8796). Within one process an asyncio.Lock per
+thread prevents it; across replicas PostgresThreadLocks adds a database lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
+
+from threadline.errors import ThreadBusy
 
 
-class ThreadLocks:
-    """Per-thread locks that exist only while someone holds or waits for them."""
+class ThreadLocks(Protocol):
+    """Serializes the turns of each thread."""
 
-    def __init__(self) -> None:
+    def hold(self, thread_key: str, *, wait: bool, deadline: float | None) -> AbstractAsyncContextManager[None]:
+        """An async context manager holding the thread; raises ThreadBusy when it cannot."""
+        ...
+
+
+class LocalThreadLocks:
+    """Per-thread asyncio locks that exist only while someone holds or waits for them."""
+
+    def __init__(self, *, max_wait_s: float) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._max_wait_s = max_wait_s
 
     @asynccontextmanager
-    async def hold(self, thread_key: str) -> AsyncIterator[None]:
-        """Waits for the thread's lock and holds it for the block."""
+    async def hold(self, thread_key: str, *, wait: bool, deadline: float | None) -> AsyncIterator[None]:
+        """Holds the thread's lock for the block.
+
+        Raises:
+            ThreadBusy: the thread is busy and wait is False, or it stayed busy until
+                the deadline (or max_wait_s) passed.
+        """
         lock, users = self._locks.get(thread_key, (asyncio.Lock(), 0))
+        if lock.locked() and not wait:
+            raise ThreadBusy(f"thread {thread_key.partition('/')[2]!r} is running another turn")
         self._locks[thread_key] = (lock, users + 1)
         try:
-            async with lock:
+            budget = self._max_wait_s if deadline is None else min(self._max_wait_s, deadline - time.monotonic())
+            try:
+                async with asyncio.timeout(max(budget, 0.0)):
+                    await lock.acquire()
+            except TimeoutError:
+                raise ThreadBusy(
+                    f"thread {thread_key.partition('/')[2]!r} stayed busy for {max(budget, 0.0):.1f}s"
+                ) from None
+            try:
                 yield
+            finally:
+                lock.release()
         finally:
             lock, users = self._locks[thread_key]
             if users == 1:

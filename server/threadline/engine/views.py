@@ -44,6 +44,7 @@ class CheckpointView:
     rpc: str
     request_id: str
     rewound_to_checkpoint_id: str
+    replica: str
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,7 @@ def checkpoint(view: CheckpointView) -> pb.Checkpoint:
         rpc=view.rpc,
         request_id=view.request_id,
         rewound_to_checkpoint_id=view.rewound_to_checkpoint_id,
+        replica=view.replica,
     )
 
 

@@ -27,6 +27,22 @@ def _options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
+STORAGE_CHECK_INTERVAL_S = 1.0
+
+
+async def _watch_storage(engine: Engine, health_servicer: health.aio.HealthServicer) -> None:
+    """Keeps health NOT_SERVING while the database is unreachable, so load balancers route around us."""
+    serving = True
+    while True:
+        up = await engine.check_storage()
+        if up != serving:
+            serving = up
+            status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
+            for service in ("", SERVICE_NAME):
+                await health_servicer.set(service, status)
+        await asyncio.sleep(STORAGE_CHECK_INTERVAL_S)
+
+
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Runs the server until SIGTERM or SIGINT, then drains in-flight calls and closes the database."""
     stop = asyncio.Event()
@@ -52,7 +68,9 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         log.info("threadline serving on %s", settings.address)
         if ready is not None:
             ready.set()
+        watcher = asyncio.create_task(_watch_storage(engine, health_servicer))
         await stop.wait()
+        watcher.cancel()
         log.info("shutting down: NOT_SERVING, %.1fs grace for in-flight calls", settings.shutdown_grace_s)
         await health_servicer.enter_graceful_shutdown()
         await server.stop(settings.shutdown_grace_s)

@@ -84,3 +84,9 @@ class ThreadlineServicer(pb_grpc.ThreadlineServiceServicer):
                 checkpoint_id=request.checkpoint_id if target == "checkpoint_id" else None,
             )
         return convert.rewind(result)
+
+    async def DeleteThread(self, request: pb.DeleteThreadRequest, context: Context) -> pb.DeleteThreadResponse:
+        ctx = request_context("DeleteThread", "", context)
+        async with reported_errors(context):
+            existed = await self._engine.delete_thread(ctx, request.thread_id, allow_missing=request.allow_missing)
+        return pb.DeleteThreadResponse(thread_id=request.thread_id, existed=existed)

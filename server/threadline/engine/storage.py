@@ -1,0 +1,168 @@
+"""Opens the storage named by a database URL: a checkpoint saver, per-thread locks, a health probe.
+
+sqlite:///PATH       AsyncSqliteSaver on one aiosqlite connection (the embedded default;
+                     sqlite:////abs/path for an absolute path); one process per file
+postgresql://...     our pooled AsyncPostgresSaver on a psycopg pool, with advisory
+                     locks so that any number of replicas can share the database
+memory://            InMemorySaver (tests; nothing survives the process)
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiosqlite
+import psycopg
+import psycopg_pool
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+from threadline.config import redact
+from threadline.engine.audit import AuditedSaverMixin
+from threadline.engine.postgres import PooledPostgresSaver, PostgresThreadLocks, open_pool
+from threadline.engine.thread_locks import LocalThreadLocks, ThreadLocks
+from threadline.errors import ConfigurationError, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+STORAGE_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg_pool.PoolTimeout,
+    sqlite3.OperationalError,
+    aiosqlite.Error,
+)
+"""Exceptions that mean the database cannot serve now (retrying later can work)."""
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """How storage behaves beyond its URL (PostgreSQL pool settings are ignored by the others)."""
+
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    pool_timeout_s: float = 5.0
+    """Longest wait for a connection; then the call fails (UNAVAILABLE) instead of hanging."""
+    pool_max_lifetime_s: float = 3600.0
+    pool_max_idle_s: float = 600.0
+    pool_check: bool = True
+    """Check each connection when it leaves the pool: a connection a database restart or a
+    cloud idle-reaper killed is replaced instead of failing the call."""
+    prepare_threshold: int | None = 0
+    """psycopg's prepare_threshold: None disables prepared statements (PgBouncer in transaction mode)."""
+    busy_wait_max_s: float = 30.0
+    """Longest a turn waits for a busy thread when the call has no shorter deadline."""
+
+
+@dataclass(frozen=True)
+class Storage:
+    """What the engine keeps its threads in."""
+
+    saver: BaseCheckpointSaver[str]
+    locks: ThreadLocks
+    ping: Callable[[], Awaitable[None]]
+    """Raises one of STORAGE_ERRORS when the database cannot serve."""
+
+
+class AuditedMemorySaver(AuditedSaverMixin, InMemorySaver):
+    """InMemorySaver with the audit trail."""
+
+
+class AuditedSqliteSaver(AuditedSaverMixin, AsyncSqliteSaver):
+    """AsyncSqliteSaver with the audit trail."""
+
+
+def safe_serializer() -> JsonPlusSerializer:
+    """A serializer that never unpickles and revives only LangGraph's allow-listed types.
+
+    Without an explicit allowlist JsonPlusSerializer imports and calls any type named
+    in a stored checkpoint (the CVE-2026-28277 class), so one write to the database
+    would become code execution on every replica.
+    """
+    return JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
+
+
+@asynccontextmanager
+async def open_storage(url: str, settings: StorageSettings = StorageSettings()) -> AsyncIterator[Storage]:
+    """Opens (and sets up the tables of) the storage named by url; closes it on exit."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        yield Storage(AuditedMemorySaver(serde=safe_serializer()), _local_locks(settings), _always_up)
+    elif scheme == "sqlite":
+        async with _sqlite(url, settings) as storage:
+            yield storage
+    elif scheme in ("postgres", "postgresql"):
+        async with _postgres(url, settings) as storage:
+            yield storage
+    else:
+        raise ConfigurationError(
+            f"THREADLINE_DATABASE_URL: unsupported scheme {scheme!r} in {redact(url)!r}; "
+            "use sqlite:///PATH, postgresql://... or memory://"
+        )
+
+
+def _local_locks(settings: StorageSettings) -> LocalThreadLocks:
+    return LocalThreadLocks(max_wait_s=settings.busy_wait_max_s)
+
+
+async def _always_up() -> None:
+    return None
+
+
+@asynccontextmanager
+async def _sqlite(url: str, settings: StorageSettings) -> AsyncIterator[Storage]:
+    if not url.startswith("sqlite:///") or url == "sqlite:///":
+        raise ConfigurationError(f"THREADLINE_DATABASE_URL: expected sqlite:///PATH, got {url!r}")
+    path = Path(url.removeprefix("sqlite:///"))
+    # Start-up only, before anything is served: a blocking stat is harmless here.
+    if not path.absolute().parent.is_dir():  # noqa: ASYNC240
+        raise ConfigurationError(f"THREADLINE_DATABASE_URL: folder {path.parent} does not exist")
+    async with aiosqlite.connect(path) as conn:
+        # WAL lets History read while a turn writes.
+        await conn.execute("PRAGMA journal_mode=WAL")
+        saver = AuditedSqliteSaver(conn, serde=safe_serializer())
+        await saver.setup()
+        log.info("checkpoints in SQLite file %s", url.removeprefix("sqlite:///"))
+
+        async def ping() -> None:
+            await conn.execute("SELECT 1")
+
+        yield Storage(saver, _local_locks(settings), ping)
+
+
+@asynccontextmanager
+async def _postgres(url: str, settings: StorageSettings) -> AsyncIterator[Storage]:
+    try:
+        pool = await open_pool(
+            url,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            timeout_s=settings.pool_timeout_s,
+            max_lifetime=settings.pool_max_lifetime_s,
+            max_idle=settings.pool_max_idle_s,
+            check=psycopg_pool.AsyncConnectionPool.check_connection if settings.pool_check else None,
+            prepare_threshold=settings.prepare_threshold,
+        )
+    except psycopg_pool.PoolTimeout:
+        raise StorageUnavailable(
+            f"cannot connect to PostgreSQL at {redact(url)} within {settings.pool_timeout_s:g}s"
+        ) from None
+    try:
+        saver = PooledPostgresSaver(pool, serde=safe_serializer())  # type: ignore[arg-type]
+        await saver.setup()
+        log.info("checkpoints in PostgreSQL at %s", redact(url))
+
+        async def ping() -> None:
+            async with pool.connection(timeout=settings.pool_timeout_s) as conn:
+                await conn.execute("SELECT 1")
+
+        yield Storage(saver, PostgresThreadLocks(pool, max_wait_s=settings.busy_wait_max_s), ping)
+    finally:
+        await pool.close()

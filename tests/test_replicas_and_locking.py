@@ -1,0 +1,125 @@
+"""Several replicas on one PostgreSQL: any replica continues any thread, and a thread has one writer."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.support import ServerProcess, server_env
+from threadline_client import ThreadlineClient, ThreadlineError, pb
+
+CONCURRENT_ASKS = 20
+
+
+def _start_replicas(url: str, logs: Path, count: int, **env: str) -> Iterator[list[ServerProcess]]:
+    with ExitStack() as stack:
+        yield [stack.enter_context(ServerProcess(url, logs, env=server_env(**env))) for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def replicas(postgres_url: str, logs: Path) -> Iterator[list[ServerProcess]]:
+    yield from _start_replicas(postgres_url, logs, 3)
+
+
+@pytest.fixture(scope="module")
+def rejecting_replicas(postgres_url: str, logs: Path) -> Iterator[list[ServerProcess]]:
+    # Slow tokens keep each turn running long enough for the others to find it busy.
+    yield from _start_replicas(
+        postgres_url, logs, 3, THREADLINE_BUSY_POLICY="reject", THREADLINE_OFFLINE_TOKEN_DELAY_MS="20"
+    )
+
+
+def _ask_concurrently(servers: list[ServerProcess], thread: str) -> list[pb.Turn | ThreadlineError]:
+    def ask(i: int) -> pb.Turn | ThreadlineError:
+        with ThreadlineClient(servers[i % len(servers)].address) as client:
+            try:
+                return client.ask(f"My item{i} is value{i}.", thread_id=thread, request_id=f"ask-{i}", timeout=60)
+            except ThreadlineError as error:
+                return error
+
+    with ThreadPoolExecutor(CONCURRENT_ASKS) as pool:
+        return list(pool.map(ask, range(CONCURRENT_ASKS)))
+
+
+def _assert_one_linear_chain_of(client: ThreadlineClient, thread: str, accepted: set[int]) -> None:
+    checkpoints = list(client.iter_checkpoints(thread, page_size=100))
+    by_id = {c.checkpoint_id: c for c in checkpoints}
+    chain, current = [], client.history(thread, page_size=1).head_checkpoint_id
+    while current:
+        chain.append(current)
+        current = by_id[current].parent_checkpoint_id
+    assert len(chain) == len(checkpoints), "every checkpoint is on the head's chain: nothing forked or orphaned"
+
+    messages = list(client.history(thread).messages)
+    humans = [m for m in messages if m.role == pb.ROLE_HUMAN]
+    items = [int(re.fullmatch(r"My item(\d+) is value\d+\.", m.text).group(1)) for m in humans[1:]]  # type: ignore[union-attr]
+    assert sorted(items) == sorted(accepted), "each accepted turn's question is there exactly once"
+    for question, answer in zip(messages[2::2], messages[3::2], strict=True):
+        assert question.role == pb.ROLE_HUMAN and answer.role == pb.ROLE_AI
+        item = question.text.removeprefix("My ").split(" ")[0]
+        assert answer.text.startswith(f"Noted: your {item} is"), "each answer follows its own question"
+
+
+def test_turns_on_different_replicas_see_the_whole_thread(replicas: list[ServerProcess]) -> None:
+    clients = [ThreadlineClient(r.address) for r in replicas]
+    try:
+        thread = clients[0].ask("My name is Ada.").thread_id
+        clients[1].ask("My pet is Rex.", thread_id=thread)
+        clients[2].ask("My city is Lisbon.", thread_id=thread)
+        assert "Ada" in clients[1].ask("What is my name?", thread_id=thread).answer
+        assert "Rex" in clients[2].ask("What is my pet?", thread_id=thread).answer
+        assert "Lisbon" in clients[0].ask("What is my city?", thread_id=thread).answer
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_a_round_robin_channel_over_the_replicas_holds_one_conversation(replicas: list[ServerProcess]) -> None:
+    target = "ipv4:" + ",".join(r.address for r in replicas)
+    options = [("grpc.lb_policy_name", "round_robin")]
+    with ThreadlineClient(target, channel_options=options) as client:
+        thread = client.ask("My name is Ada.").thread_id
+        for _ in range(5):
+            assert "Ada" in client.ask("What is my name?", thread_id=thread).answer
+        writers = {c.replica for c in client.iter_checkpoints(thread)}
+    pids = {str(r.process.pid) for r in replicas if r.process is not None}
+    assert {w.rpartition(":")[2] for w in writers} == pids, "every replica wrote turns of the conversation"
+
+
+def test_concurrent_asks_on_one_thread_queue_up_into_one_linear_chain(replicas: list[ServerProcess]) -> None:
+    with ThreadlineClient(replicas[0].address) as client:
+        thread = client.ask("My name is Ada.").thread_id
+        results = _ask_concurrently(replicas, thread)
+        failures = [r for r in results if isinstance(r, ThreadlineError)]
+        assert not failures, failures
+        _assert_one_linear_chain_of(client, thread, set(range(CONCURRENT_ASKS)))
+
+
+def test_with_policy_reject_a_busy_thread_is_aborted_and_only_accepted_turns_land(
+    rejecting_replicas: list[ServerProcess],
+) -> None:
+    with ThreadlineClient(rejecting_replicas[0].address) as client:
+        thread = client.ask("My name is Ada.").thread_id
+        results = _ask_concurrently(rejecting_replicas, thread)
+        rejected = [r for r in results if isinstance(r, ThreadlineError)]
+        assert rejected, "with 20 simultaneous turns some found the thread busy"
+        for error in rejected:
+            assert error.code == grpc.StatusCode.ABORTED and error.reason == "THREAD_BUSY", error
+            assert thread in error.message
+        accepted = {i for i, r in enumerate(results) if isinstance(r, pb.Turn)}
+        assert accepted
+        _assert_one_linear_chain_of(client, thread, accepted)
+
+
+def test_sqlite_gives_the_same_guarantee_within_its_process(sqlite_server: ServerProcess) -> None:
+    with ThreadlineClient(sqlite_server.address) as client:
+        thread = client.ask("My name is Ada.").thread_id
+        results = _ask_concurrently([sqlite_server], thread)
+        assert not [r for r in results if isinstance(r, ThreadlineError)]
+        _assert_one_linear_chain_of(client, thread, set(range(CONCURRENT_ASKS)))
