@@ -29,6 +29,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+## Benchmarks: Threadline over gRPC against in-process baselines (needs PostgreSQL, like `make test`).
+bench: install
+	cd bench && ../$(BIN)/python ask_throughput.py
+
 ## Regenerate the committed gRPC code from protos/.
 proto: install
 	$(BIN)/python scripts/generate_proto.py

@@ -7,6 +7,7 @@
     ├── OutOfRange                   a valid value past what the thread holds
     ├── FailedPrecondition           the thread's state does not allow the call
     ├── StorageUnavailable           the checkpoint database cannot be reached
+    ├── DeadlineExceeded             the call's deadline passed before the turn finished
     ├── StepLimitExceeded            a turn ran more graph steps than allowed
     ├── ThreadBusy                   another turn holds the thread (policy reject, or the wait ran out)
     └── ModelError                   the model endpoint failed
@@ -73,6 +74,12 @@ class StorageUnavailable(ThreadlineError):
     """The checkpoint database is unreachable; the call can be retried."""
 
     reason = "STORAGE_UNAVAILABLE"
+
+
+class DeadlineExceeded(ThreadlineError):
+    """The call's deadline passed before the turn finished."""
+
+    reason = "DEADLINE_EXCEEDED"
 
 
 class StepLimitExceeded(ThreadlineError):

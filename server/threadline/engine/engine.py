@@ -49,7 +49,14 @@ from threadline.engine.views import (
     TurnEvent,
     TurnResult,
 )
-from threadline.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange, StorageUnavailable
+from threadline.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    StorageUnavailable,
+)
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -180,11 +187,14 @@ class Engine:
                 graph_input = None if prior is not None else {"messages": [human]}
                 # durability="sync": a turn's last checkpoint is written before the caller hears
                 # of the answer, so an answered turn survives a kill -9.
-                async for mode, payload in self._graph.astream(
-                    graph_input, run_config, stream_mode=modes, durability="sync"
-                ):
-                    for event in _events_of(mode, payload):
-                        yield event
+                # The call's deadline bounds the whole run: model requests and tools are
+                # cancelled with it (their HTTP streams closed), not left running.
+                async with _deadline(ctx):
+                    async for mode, payload in self._graph.astream(
+                        graph_input, run_config, stream_mode=modes, durability="sync"
+                    ):
+                        for event in _events_of(mode, payload):
+                            yield event
                 state = await self._graph.aget_state(config)
         yield TurnCompleted(_turn_result(thread_id, human, state))
 
@@ -393,6 +403,18 @@ def _events_of(mode: str, payload: Any) -> Iterator[TurnEvent]:
                     content=text_of(message),
                     is_error=message.status == "error",
                 )
+
+
+@asynccontextmanager
+async def _deadline(ctx: RequestContext) -> AsyncIterator[None]:
+    if ctx.deadline is None:
+        yield
+        return
+    try:
+        async with asyncio.timeout_at(ctx.deadline):  # the loop's clock is time.monotonic()
+            yield
+    except TimeoutError:
+        raise DeadlineExceeded(f"the turn did not finish within the call's deadline ({ctx.rpc})") from None
 
 
 def _human_message_id(config: RunnableConfig, request_id: str) -> str:

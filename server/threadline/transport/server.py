@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 import grpc
@@ -30,6 +31,20 @@ def _options(settings: Settings) -> list[tuple[str, int]]:
 STORAGE_CHECK_INTERVAL_S = 1.0
 
 
+def _link(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:  # closed since it was listed
+        return ""
+
+
+def log_runtime_stats() -> None:
+    """On SIGUSR1: how many asyncio tasks and open sockets the process has (to spot leaks)."""
+    fds = os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else []
+    sockets = sum(1 for fd in fds if _link(f"/proc/self/fd/{fd}").startswith("socket:"))
+    log.info("runtime stats: tasks=%d fds=%d sockets=%d", len(asyncio.all_tasks()), len(fds), sockets)
+
+
 async def _watch_storage(engine: Engine, health_servicer: health.aio.HealthServicer) -> None:
     """Keeps health NOT_SERVING while the database is unreachable, so load balancers route around us."""
     serving = True
@@ -49,6 +64,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, log_runtime_stats)
 
     server = grpc.aio.server(options=_options(settings))
     health_servicer = health.aio.HealthServicer()

@@ -29,6 +29,7 @@ _CODES: tuple[tuple[type[errors.ThreadlineError], grpc.StatusCode], ...] = (
     (errors.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.StorageUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (errors.StepLimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.ThreadBusy, grpc.StatusCode.ABORTED),
     (errors.ModelUnavailable, grpc.StatusCode.UNAVAILABLE),

@@ -1,0 +1,98 @@
+"""What every benchmark shares: a scratch PostgreSQL database, server processes, load loops, tables.
+
+Figures are medians of several runs; each benchmark measures Threadline over real gRPC
+on loopback and an in-process baseline in the same run, and prints their ratio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # for tests.support (server processes) when run as a script
+
+from tests.support import ServerProcess, server_env  # noqa: E402
+
+ADMIN_URL = os.environ.get("THREADLINE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
+
+
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for one benchmark, dropped afterwards."""
+    name = f"threadline_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlsplit(ADMIN_URL)._replace(path=f"/{name}").geturl()
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def server(database_url: str, log_dir: Path, **env: str) -> Iterator[ServerProcess]:
+    """A Threadline server process on a free loopback port."""
+    with ServerProcess(database_url, log_dir, env=server_env(THREADLINE_LOG_LEVEL="WARNING", **env)) as process:
+        yield process
+
+
+async def turns_per_second(turn: Callable[[int], Awaitable[None]], concurrency: int, seconds: float) -> float:
+    """Runs `concurrency` workers doing turns back to back for `seconds`; completed turns per second.
+
+    Each worker passes its own index, so it can keep its own thread.
+    """
+    done = 0
+    stop_at = time.monotonic() + seconds
+
+    async def worker(index: int) -> None:
+        nonlocal done
+        while time.monotonic() < stop_at:
+            await turn(index)
+            done += 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return done / (time.monotonic() - started)
+
+
+def median_of(runs: int, measure: Callable[[], float]) -> float:
+    """The median of `runs` measurements."""
+    return statistics.median(measure() for _ in range(runs))
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a results table."""
+
+    name: str
+    value: float
+    unit: str
+    note: str = ""
+
+
+def print_table(title: str, rows: Sequence[Row]) -> None:
+    width = max(len(r.name) for r in rows)
+    print(f"\n{title}")
+    print("-" * len(title))
+    for r in rows:
+        print(f"  {r.name:<{width}}  {r.value:10.1f} {r.unit:<8} {r.note}")
+
+
+def verdict(name: str, ok: bool, detail: str) -> str:
+    line = f"  [{'PASS' if ok else 'FAIL'}] {name}: {detail}"
+    print(line)
+    return line
