@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -73,3 +74,27 @@ def test_with_policy_reject_deleting_a_busy_thread_is_aborted(tmp_path: Path, lo
             assert caught.value.code == grpc.StatusCode.ABORTED and caught.value.reason == "THREAD_BUSY"
             assert list(events)[-1].HasField("final")
             assert client.delete_thread(thread).existed
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_retention_deletes_idle_threads_and_keeps_active_ones(
+    backend: str, tmp_path: Path, logs: Path, request: pytest.FixtureRequest
+) -> None:
+    url = database_url(backend, tmp_path, request)
+    env = server_env(THREADLINE_RETENTION_TTL_S="1.5", THREADLINE_RETENTION_INTERVAL_S="0.3")
+    with ServerProcess(url, logs, env=env) as server, ThreadlineClient(server.address) as client:
+        idle = client.ask("My name is Ada.").thread_id
+        active = client.ask("My name is Grace.").thread_id
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            client.ask("My pet is Rex.", thread_id=active)  # keeps it active
+            try:
+                client.history(idle)
+            except ThreadlineError as error:
+                assert error.code == grpc.StatusCode.NOT_FOUND
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail("the idle thread was not deleted")
+        assert "Grace" in client.ask("What is my name?", thread_id=active).answer
+    assert "retention: deleted" in server.log()

@@ -56,6 +56,8 @@ class Settings:
         "enqueue", "a turn on a busy thread: enqueue (wait, within its deadline) or reject (ABORTED THREAD_BUSY)"
     )
     busy_wait_max_s: float = _setting(30.0, "longest an enqueued turn waits when its call has no shorter deadline")
+    retention_ttl_s: float = _setting(0.0, "delete threads idle longer than this many seconds (0: keep forever)")
+    retention_interval_s: float = _setting(300.0, "how often idle threads are looked for")
     graph: str = _setting("", "serve a user graph instead: package.module:attr (a StateGraph or factory)")
     shutdown_grace_s: float = _setting(10.0, "seconds in-flight calls get to finish on SIGTERM/SIGINT")
     max_message_bytes: int = _setting(4 * 1024 * 1024, "largest gRPC message received or sent")
@@ -145,6 +147,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigurationError(
             f"THREADLINE_DB_PREPARE_THRESHOLD: expected a number or none, got {settings.db_prepare_threshold!r}"
         ) from None
+    if settings.retention_ttl_s < 0 or settings.retention_interval_s <= 0:
+        raise ConfigurationError("THREADLINE_RETENTION_TTL_S must be >= 0 and THREADLINE_RETENTION_INTERVAL_S > 0")
     if settings.shutdown_grace_s < 0:
         raise ConfigurationError("THREADLINE_SHUTDOWN_GRACE_S must not be negative")
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -31,6 +31,7 @@ from threadline.engine.identifiers import (
     check_query,
     check_request_id,
     check_thread_id,
+    checkpoint_id_at,
     decode_page_token,
     encode_page_token,
     new_thread_id,
@@ -56,6 +57,7 @@ from threadline.errors import (
     NotFound,
     OutOfRange,
     StorageUnavailable,
+    ThreadBusy,
 )
 
 DEFAULT_PAGE_SIZE = 20
@@ -318,6 +320,30 @@ class Engine:
                 await self._saver.adelete_thread(config["configurable"]["thread_id"])
         log.info("deleted thread %s", config["configurable"]["thread_id"])
         return True
+
+    async def delete_idle_threads(self, idle_for_s: float, limit: int = 100) -> int:
+        """Deletes up to `limit` threads (of any tenant) whose last checkpoint is older than idle_for_s.
+
+        A thread busy with a turn is skipped; one that got a turn since it was found is kept.
+
+        Returns:
+            How many threads were deleted.
+        """
+        cutoff = checkpoint_id_at(time.time() - idle_for_s)
+        deleted = 0
+        with translated_failures():
+            for key in await self._storage.idle_threads(cutoff, limit):
+                config: RunnableConfig = {"configurable": {"thread_id": key, "checkpoint_ns": ""}}
+                try:
+                    async with self._storage.locks.hold(key, wait=False, deadline=None):
+                        head = await self._saver.aget_tuple(config)
+                        if head is None or _id_of(head) >= cutoff:
+                            continue
+                        await self._saver.adelete_thread(key)
+                        deleted += 1
+                except ThreadBusy:
+                    continue
+        return deleted
 
     async def _walk_back(self, head: CheckpointTuple, steps: int) -> CheckpointTuple:
         current = head

@@ -62,6 +62,12 @@ def new_thread_id() -> str:
     return str(uuid.uuid4())
 
 
+def checkpoint_id_at(unix_time: float) -> str:
+    """The smallest checkpoint id LangGraph can give a checkpoint written at unix_time (UUIDv6 layout)."""
+    stamp = int(unix_time * 10_000_000) + 0x01B21DD213814000  # 100 ns ticks since 1582-10-15
+    return f"{stamp >> 28:08x}-{(stamp >> 12) & 0xFFFF:04x}-6{stamp & 0x0FFF:03x}-0000-000000000000"
+
+
 def storage_thread_id(tenant: str, thread_id: str) -> str:
     """The checkpointer's thread id: the caller's, under its tenant, so tenants never share threads."""
     return f"{tenant}/{thread_id}"

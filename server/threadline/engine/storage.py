@@ -69,6 +69,15 @@ class Storage:
     locks: ThreadLocks
     ping: Callable[[], Awaitable[None]]
     """Raises one of STORAGE_ERRORS when the database cannot serve."""
+    idle_threads: Callable[[str, int], Awaitable[list[str]]]
+    """(cutoff checkpoint id, limit): storage thread ids whose newest checkpoint is older."""
+
+
+# Checkpoint ids are UUIDv6 (time first, hex), so comparing their text compares their times.
+_IDLE_THREADS_SQL = (
+    "SELECT thread_id FROM checkpoints WHERE checkpoint_ns = '' "
+    "GROUP BY thread_id HAVING max(checkpoint_id) < {param} LIMIT {param}"
+)
 
 
 class AuditedMemorySaver(AuditedSaverMixin, InMemorySaver):
@@ -94,7 +103,13 @@ async def open_storage(url: str, settings: StorageSettings = StorageSettings()) 
     """Opens (and sets up the tables of) the storage named by url; closes it on exit."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
-        yield Storage(AuditedMemorySaver(serde=safe_serializer()), _local_locks(settings), _always_up)
+        memory = AuditedMemorySaver(serde=safe_serializer())
+
+        async def idle_in_memory(cutoff: str, limit: int) -> list[str]:
+            idle = [thread for thread, spaces in memory.storage.items() if spaces.get("") and max(spaces[""]) < cutoff]
+            return idle[:limit]
+
+        yield Storage(memory, _local_locks(settings), _always_up, idle_in_memory)
     elif scheme == "sqlite":
         async with _sqlite(url, settings) as storage:
             yield storage
@@ -134,7 +149,11 @@ async def _sqlite(url: str, settings: StorageSettings) -> AsyncIterator[Storage]
         async def ping() -> None:
             await conn.execute("SELECT 1")
 
-        yield Storage(saver, _local_locks(settings), ping)
+        async def idle_threads(cutoff: str, limit: int) -> list[str]:
+            async with conn.execute(_IDLE_THREADS_SQL.format(param="?"), (cutoff, limit)) as cursor:
+                return [str(row[0]) for row in await cursor.fetchall()]
+
+        yield Storage(saver, _local_locks(settings), ping, idle_threads)
 
 
 @asynccontextmanager
@@ -163,6 +182,11 @@ async def _postgres(url: str, settings: StorageSettings) -> AsyncIterator[Storag
             async with pool.connection(timeout=settings.pool_timeout_s) as conn:
                 await conn.execute("SELECT 1")
 
-        yield Storage(saver, PostgresThreadLocks(pool, max_wait_s=settings.busy_wait_max_s), ping)
+        async def idle_threads(cutoff: str, limit: int) -> list[str]:
+            async with pool.connection() as conn:
+                rows = await (await conn.execute(_IDLE_THREADS_SQL.format(param="%s"), (cutoff, limit))).fetchall()
+                return [str(row["thread_id"]) for row in rows]
+
+        yield Storage(saver, PostgresThreadLocks(pool, max_wait_s=settings.busy_wait_max_s), ping, idle_threads)
     finally:
         await pool.close()

@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from threadline.config import Settings
 from threadline.engine import Engine
+from threadline.errors import ThreadlineError
 from threadline.transport.servicer import SERVICE_NAME, ThreadlineServicer
 from threadline_client.v1 import threadline_pb2_grpc as pb_grpc
 
@@ -58,6 +59,19 @@ async def _watch_storage(engine: Engine, health_servicer: health.aio.HealthServi
         await asyncio.sleep(STORAGE_CHECK_INTERVAL_S)
 
 
+async def _expire_idle_threads(engine: Engine, ttl_s: float, interval_s: float) -> None:
+    """Retention: deletes threads idle longer than ttl_s, checking every interval_s."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            deleted = await engine.delete_idle_threads(ttl_s)
+        except ThreadlineError as exc:
+            log.warning("retention pass failed: %s", exc.message)
+            continue
+        if deleted:
+            log.info("retention: deleted %d thread(s) idle for more than %gs", deleted, ttl_s)
+
+
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Runs the server until SIGTERM or SIGINT, then drains in-flight calls and closes the database."""
     stop = asyncio.Event()
@@ -84,9 +98,16 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         log.info("threadline serving on %s", settings.address)
         if ready is not None:
             ready.set()
-        watcher = asyncio.create_task(_watch_storage(engine, health_servicer))
+        background = [asyncio.create_task(_watch_storage(engine, health_servicer))]
+        if settings.retention_ttl_s > 0:
+            background.append(
+                asyncio.create_task(
+                    _expire_idle_threads(engine, settings.retention_ttl_s, settings.retention_interval_s)
+                )
+            )
         await stop.wait()
-        watcher.cancel()
+        for task in background:
+            task.cancel()
         log.info("shutting down: NOT_SERVING, %.1fs grace for in-flight calls", settings.shutdown_grace_s)
         await health_servicer.enter_graceful_shutdown()
         await server.stop(settings.shutdown_grace_s)
