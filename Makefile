@@ -31,7 +31,7 @@ typecheck: install
 
 ## Benchmarks: Threadline over gRPC against in-process baselines (needs PostgreSQL, like `make test`).
 bench: install
-	cd bench && ../$(BIN)/python ask_throughput.py
+	cd bench && ../$(BIN)/python ask_throughput.py && ../$(BIN)/python stream_latency.py
 
 ## Regenerate the committed gRPC code from protos/.
 proto: install

@@ -181,6 +181,8 @@ def main() -> list[str]:
             f"{ours:.1f} vs {stock:.1f} turns/s = {ours / stock:.2f}x",
         )
     )
+    for line in verdicts:
+        print(line)
     return verdicts
 
 

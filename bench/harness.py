@@ -93,6 +93,5 @@ def print_table(title: str, rows: Sequence[Row]) -> None:
 
 
 def verdict(name: str, ok: bool, detail: str) -> str:
-    line = f"  [{'PASS' if ok else 'FAIL'}] {name}: {detail}"
-    print(line)
-    return line
+    """A PASS/FAIL line for a target."""
+    return f"  [{'PASS' if ok else 'FAIL'}] {name}: {detail}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -96,6 +97,59 @@ def test_an_outage_mid_turn_fails_the_turn_and_leaves_the_thread_usable(
         assert "long story" in retried
         humans = [m.text for m in client.history(thread).messages if m.role == 1]
         assert humans == ["My name is Ada.", "Tell me a long story about databases"]
+
+
+def test_an_outage_under_load_fails_calls_fast_and_corrupts_no_thread(
+    throwaway_postgres: ThrowawayPostgres, logs: Path
+) -> None:
+    stop_load = threading.Event()
+    outcomes: list[tuple[str, float, float]] = []  # (status code name, seconds the call took, when it ended)
+
+    def load(server: ServerProcess, worker: int) -> None:
+        with ThreadlineClient(server.address) as client:
+            thread = f"load-{worker}"
+            while not stop_load.is_set():
+                started = time.monotonic()
+                try:
+                    client.ask(f"My item{worker} is {started}.", thread_id=thread, timeout=10)
+                    outcomes.append(("OK", time.monotonic() - started, time.monotonic()))
+                except ThreadlineError as error:
+                    outcomes.append((error.code.name, time.monotonic() - started, time.monotonic()))
+                    time.sleep(0.05)
+
+    with ServerProcess(throwaway_postgres.url, logs) as server:
+        workers = [threading.Thread(target=load, args=(server, i)) for i in range(6)]
+        for worker in workers:
+            worker.start()
+        time.sleep(1.0)
+        throwaway_postgres.stop()
+        time.sleep(2.0)
+        throwaway_postgres.start()
+        restarted = time.monotonic()
+        time.sleep(6.0)
+        stop_load.set()
+        for worker in workers:
+            worker.join(20)
+
+        codes = {code for code, _, _ in outcomes}
+        assert codes <= {"OK", "UNAVAILABLE"}, f"only UNAVAILABLE during the outage: {codes}"
+        assert "UNAVAILABLE" in codes and "OK" in codes
+        assert max(took for _, took, _ in outcomes) < 10, "no call hung until its deadline"
+        first_ok = min(ended for code, _, ended in outcomes if code == "OK" and ended > restarted)
+        assert first_ok - restarted <= 5.0, "recovered by itself within 5 s of the database's return"
+        assert outcomes[-1][0] == "OK"
+        with ThreadlineClient(server.address) as client:
+            for worker in range(6):
+                thread = f"load-{worker}"
+                checkpoints = list(client.iter_checkpoints(thread, page_size=100))
+                by_id = {c.checkpoint_id: c for c in checkpoints}
+                chain, current = [], client.history(thread, page_size=1).head_checkpoint_id
+                while current:
+                    chain.append(current)
+                    current = by_id[current].parent_checkpoint_id
+                assert len(chain) == len(checkpoints), f"{thread}: one linear chain"
+                assert client.ask("What is my name?", thread_id=thread, timeout=10).answer, "the thread is usable"
+    assert "Traceback" not in server.log()
 
 
 def _wait_for(condition: Callable[[], bool], what: str, seconds: float) -> None:
