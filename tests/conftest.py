@@ -22,9 +22,8 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A database of this test session's own on the test PostgreSQL; dropped afterwards.
+def _own_postgres_database() -> Iterator[str]:
+    """A database of the caller's own on the test PostgreSQL; dropped afterwards.
 
     Unreachable PostgreSQL skips the Postgres tests on a developer's machine and fails them under CI=true.
     """
@@ -43,11 +42,23 @@ def postgres_url() -> Iterator[str]:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def database_url(backend: str, folder: Path, request: pytest.FixtureRequest) -> str:
-    """A database URL of the given backend ("sqlite" files go in folder)."""
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database shared by this test session's Postgres servers."""
+    yield from _own_postgres_database()
+
+
+@pytest.fixture
+def fresh_postgres_url() -> Iterator[str]:
+    """An empty database of the test's own."""
+    yield from _own_postgres_database()
+
+
+def database_url(backend: str, folder: Path, request: pytest.FixtureRequest, *, fresh: bool = False) -> str:
+    """A database URL of the given backend ("sqlite" files go in folder; fresh: an empty Postgres database)."""
     if backend == "sqlite":
         return f"sqlite:///{folder / 'threadline.db'}"
-    url: str = request.getfixturevalue("postgres_url")
+    url: str = request.getfixturevalue("fresh_postgres_url" if fresh else "postgres_url")
     return url
 
 

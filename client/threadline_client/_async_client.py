@@ -84,6 +84,7 @@ class AsyncThreadlineClient:
         *,
         thread_id: str = "",
         request_id: str = "",
+        checkpoint_id: str = "",
         timeout: float | None = None,
     ) -> pb.Turn:
         """Runs one turn of the agent and returns it.
@@ -92,12 +93,13 @@ class AsyncThreadlineClient:
             query: The caller's message.
             thread_id: The thread to continue; "" creates a new thread.
             request_id: An optional id of this call, recorded in the audit trail.
+            checkpoint_id: Run from this checkpoint of the thread instead of its head (a fork).
             timeout: Seconds before the call fails with DEADLINE_EXCEEDED; None waits forever.
 
         Returns:
             The completed turn, with its thread_id, answer and new checkpoint_id.
         """
-        request = _common.ask_request(query, thread_id, request_id)
+        request = _common.ask_request(query, thread_id, request_id, checkpoint_id)
         try:
             response: pb.AskResponse = await self._stub().Ask(request, timeout=timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as err:
@@ -110,6 +112,7 @@ class AsyncThreadlineClient:
         *,
         thread_id: str = "",
         request_id: str = "",
+        checkpoint_id: str = "",
         timeout: float | None = None,
     ) -> AsyncIterator[pb.StreamAskResponse]:
         """Runs one turn like ask(), yielding its events as they happen.
@@ -123,12 +126,13 @@ class AsyncThreadlineClient:
             query: The caller's message.
             thread_id: The thread to continue; "" creates a new thread.
             request_id: An optional id of this call, recorded in the audit trail.
+            checkpoint_id: Run from this checkpoint of the thread instead of its head (a fork).
             timeout: Seconds the whole stream may take; None waits forever.
 
         Yields:
             Token, tool call, tool result and (last) final events.
         """
-        request = _common.stream_ask_request(query, thread_id, request_id)
+        request = _common.stream_ask_request(query, thread_id, request_id, checkpoint_id)
         call = self._stub().StreamAsk(request, timeout=timeout, metadata=self._metadata)
         try:
             async for event in call:
@@ -241,6 +245,50 @@ class AsyncThreadlineClient:
         request = pb.DeleteThreadRequest(thread_id=thread_id, allow_missing=allow_missing)
         try:
             response: pb.DeleteThreadResponse = await self._stub().DeleteThread(
+                request, timeout=timeout, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as err:
+            raise error_from_aio_rpc_error(err) from err
+        return response
+
+    async def get_state(
+        self, thread_id: str, *, checkpoint_id: str = "", timeout: float | None = None
+    ) -> pb.GetStateResponse:
+        """Returns a thread's full state at checkpoint_id ("" for its head).
+
+        Args:
+            thread_id: The thread to read.
+            checkpoint_id: A checkpoint of this thread; "" for the head.
+            timeout: Seconds before the call fails with DEADLINE_EXCEEDED; None waits forever.
+
+        Returns:
+            The checkpoint, its conversation, the nodes that would run next, and its metadata.
+        """
+        request = pb.GetStateRequest(thread_id=thread_id, checkpoint_id=checkpoint_id)
+        try:
+            response: pb.GetStateResponse = await self._stub().GetState(
+                request, timeout=timeout, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as err:
+            raise error_from_aio_rpc_error(err) from err
+        return response
+
+    async def list_threads(
+        self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> pb.ListThreadsResponse:
+        """Returns one page of the caller's threads, most recently active first.
+
+        Args:
+            page_size: Threads per page; 0 lets the server choose (20), at most 100.
+            page_token: next_page_token of the previous page; "" for the first.
+            timeout: Seconds before the call fails with DEADLINE_EXCEEDED; None waits forever.
+
+        Returns:
+            The threads and the token of the next page ("" on the last).
+        """
+        request = pb.ListThreadsRequest(page_size=page_size, page_token=page_token)
+        try:
+            response: pb.ListThreadsResponse = await self._stub().ListThreads(
                 request, timeout=timeout, metadata=self._metadata
             )
         except grpc.aio.AioRpcError as err:

@@ -26,17 +26,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ethreadline/v1/threadline.proto\x12\rthreadline.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"\x97\x01\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x04role\x18\x02 \x01(\x0e\x32\x13.threadline.v1.Role\x12\x0c\n\x04text\x18\x03 \x01(\t\x12+\n\ntool_calls\x18\x04 \x03(\x0b\x32\x17.threadline.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\x12\x0c\n\x04name\x18\x06 \x01(\t\"j\n\x04Turn\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12\x15\n\rcheckpoint_id\x18\x03 \x01(\t\x12(\n\x08messages\x18\x04 \x03(\x0b\x32\x16.threadline.v1.Message\"B\n\nAskRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"0\n\x0b\x41skResponse\x12!\n\x04turn\x18\x01 \x01(\x0b\x32\x13.threadline.v1.Turn\"H\n\x10StreamAskRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\".\n\nTokenDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"S\n\nToolResult\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x10\n\x08is_error\x18\x04 \x01(\x08\"\xce\x01\n\x11StreamAskResponse\x12*\n\x05token\x18\x01 \x01(\x0b\x32\x19.threadline.v1.TokenDeltaH\x00\x12,\n\ttool_call\x18\x02 \x01(\x0b\x32\x17.threadline.v1.ToolCallH\x00\x12\x30\n\x0btool_result\x18\x03 \x01(\x0b\x32\x19.threadline.v1.ToolResultH\x00\x12$\n\x05\x66inal\x18\x04 \x01(\x0b\x32\x13.threadline.v1.TurnH\x00\x42\x07\n\x05\x65vent\"\xbc\x02\n\nCheckpoint\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\x12\x1c\n\x14parent_checkpoint_id\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05nodes\x18\x05 \x03(\t\x12/\n\x06source\x18\x06 \x01(\x0e\x32\x1f.threadline.v1.CheckpointSource\x12\x0f\n\x07preview\x18\x07 \x01(\t\x12\x15\n\rmessage_count\x18\x08 \x01(\x05\x12\x0b\n\x03rpc\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t\x12 \n\x18rewound_to_checkpoint_id\x18\x0b \x01(\t\x12\x0f\n\x07replica\x18\x0c \x01(\t\"J\n\x0eHistoryRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xb3\x01\n\x0fHistoryResponse\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12(\n\x08messages\x18\x02 \x03(\x0b\x32\x16.threadline.v1.Message\x12.\n\x0b\x63heckpoints\x18\x03 \x03(\x0b\x32\x19.threadline.v1.Checkpoint\x12\x17\n\x0fnext_page_token\x18\x04 \x01(\t\x12\x1a\n\x12head_checkpoint_id\x18\x05 \x01(\t\"o\n\rRewindRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x14\n\nsteps_back\x18\x02 \x01(\x05H\x00\x12\x17\n\rcheckpoint_id\x18\x03 \x01(\tH\x00\x12\x12\n\nrequest_id\x18\x04 \x01(\tB\x08\n\x06target\"\x98\x01\n\x0eRewindResponse\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\'\n\x04head\x18\x02 \x01(\x0b\x32\x19.threadline.v1.Checkpoint\x12 \n\x18rewound_to_checkpoint_id\x18\x03 \x01(\t\x12(\n\x08messages\x18\x04 \x03(\x0b\x32\x16.threadline.v1.Message\"?\n\x13\x44\x65leteThreadRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x15\n\rallow_missing\x18\x02 \x01(\x08\":\n\x14\x44\x65leteThreadResponse\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xisted\x18\x02 \x01(\x08*Y\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n\nROLE_HUMAN\x10\x01\x12\x0b\n\x07ROLE_AI\x10\x02\x12\r\n\tROLE_TOOL\x10\x03\x12\x0f\n\x0bROLE_SYSTEM\x10\x04*\xa8\x01\n\x10\x43heckpointSource\x12!\n\x1d\x43HECKPOINT_SOURCE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43HECKPOINT_SOURCE_INPUT\x10\x01\x12\x1a\n\x16\x43HECKPOINT_SOURCE_LOOP\x10\x02\x12\x1c\n\x18\x43HECKPOINT_SOURCE_UPDATE\x10\x03\x12\x1a\n\x16\x43HECKPOINT_SOURCE_FORK\x10\x04\x32\x8d\x03\n\x11ThreadlineService\x12<\n\x03\x41sk\x12\x19.threadline.v1.AskRequest\x1a\x1a.threadline.v1.AskResponse\x12P\n\tStreamAsk\x12\x1f.threadline.v1.StreamAskRequest\x1a .threadline.v1.StreamAskResponse0\x01\x12H\n\x07History\x12\x1d.threadline.v1.HistoryRequest\x1a\x1e.threadline.v1.HistoryResponse\x12\x45\n\x06Rewind\x12\x1c.threadline.v1.RewindRequest\x1a\x1d.threadline.v1.RewindResponse\x12W\n\x0c\x44\x65leteThread\x12\".threadline.v1.DeleteThreadRequest\x1a#.threadline.v1.DeleteThreadResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ethreadline/v1/threadline.proto\x12\rthreadline.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"\x97\x01\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x04role\x18\x02 \x01(\x0e\x32\x13.threadline.v1.Role\x12\x0c\n\x04text\x18\x03 \x01(\t\x12+\n\ntool_calls\x18\x04 \x03(\x0b\x32\x17.threadline.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\x12\x0c\n\x04name\x18\x06 \x01(\t\"j\n\x04Turn\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12\x15\n\rcheckpoint_id\x18\x03 \x01(\t\x12(\n\x08messages\x18\x04 \x03(\x0b\x32\x16.threadline.v1.Message\"Y\n\nAskRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x15\n\rcheckpoint_id\x18\x04 \x01(\t\"0\n\x0b\x41skResponse\x12!\n\x04turn\x18\x01 \x01(\x0b\x32\x13.threadline.v1.Turn\"_\n\x10StreamAskRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x15\n\rcheckpoint_id\x18\x04 \x01(\t\".\n\nTokenDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"S\n\nToolResult\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x10\n\x08is_error\x18\x04 \x01(\x08\"\xce\x01\n\x11StreamAskResponse\x12*\n\x05token\x18\x01 \x01(\x0b\x32\x19.threadline.v1.TokenDeltaH\x00\x12,\n\ttool_call\x18\x02 \x01(\x0b\x32\x17.threadline.v1.ToolCallH\x00\x12\x30\n\x0btool_result\x18\x03 \x01(\x0b\x32\x19.threadline.v1.ToolResultH\x00\x12$\n\x05\x66inal\x18\x04 \x01(\x0b\x32\x13.threadline.v1.TurnH\x00\x42\x07\n\x05\x65vent\"\xbc\x02\n\nCheckpoint\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\x12\x1c\n\x14parent_checkpoint_id\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05nodes\x18\x05 \x03(\t\x12/\n\x06source\x18\x06 \x01(\x0e\x32\x1f.threadline.v1.CheckpointSource\x12\x0f\n\x07preview\x18\x07 \x01(\t\x12\x15\n\rmessage_count\x18\x08 \x01(\x05\x12\x0b\n\x03rpc\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t\x12 \n\x18rewound_to_checkpoint_id\x18\x0b \x01(\t\x12\x0f\n\x07replica\x18\x0c \x01(\t\"J\n\x0eHistoryRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xb3\x01\n\x0fHistoryResponse\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12(\n\x08messages\x18\x02 \x03(\x0b\x32\x16.threadline.v1.Message\x12.\n\x0b\x63heckpoints\x18\x03 \x03(\x0b\x32\x19.threadline.v1.Checkpoint\x12\x17\n\x0fnext_page_token\x18\x04 \x01(\t\x12\x1a\n\x12head_checkpoint_id\x18\x05 \x01(\t\"o\n\rRewindRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x14\n\nsteps_back\x18\x02 \x01(\x05H\x00\x12\x17\n\rcheckpoint_id\x18\x03 \x01(\tH\x00\x12\x12\n\nrequest_id\x18\x04 \x01(\tB\x08\n\x06target\"\x98\x01\n\x0eRewindResponse\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\'\n\x04head\x18\x02 \x01(\x0b\x32\x19.threadline.v1.Checkpoint\x12 \n\x18rewound_to_checkpoint_id\x18\x03 \x01(\t\x12(\n\x08messages\x18\x04 \x03(\x0b\x32\x16.threadline.v1.Message\"?\n\x13\x44\x65leteThreadRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x15\n\rallow_missing\x18\x02 \x01(\x08\":\n\x14\x44\x65leteThreadResponse\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xisted\x18\x02 \x01(\x08\";\n\x0fGetStateRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x15\n\rcheckpoint_id\x18\x02 \x01(\t\"\xb4\x01\n\x10GetStateResponse\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12-\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x19.threadline.v1.Checkpoint\x12(\n\x08messages\x18\x03 \x03(\x0b\x32\x16.threadline.v1.Message\x12\x0c\n\x04next\x18\x04 \x03(\t\x12\x0f\n\x07is_head\x18\x05 \x01(\x08\x12\x15\n\rmetadata_json\x18\x06 \x01(\t\";\n\x12ListThreadsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\xc3\x01\n\rThreadSummary\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x12\n\nturn_count\x18\x03 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12head_checkpoint_id\x18\x06 \x01(\t\"]\n\x13ListThreadsResponse\x12-\n\x07threads\x18\x01 \x03(\x0b\x32\x1c.threadline.v1.ThreadSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*Y\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n\nROLE_HUMAN\x10\x01\x12\x0b\n\x07ROLE_AI\x10\x02\x12\r\n\tROLE_TOOL\x10\x03\x12\x0f\n\x0bROLE_SYSTEM\x10\x04*\xa8\x01\n\x10\x43heckpointSource\x12!\n\x1d\x43HECKPOINT_SOURCE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43HECKPOINT_SOURCE_INPUT\x10\x01\x12\x1a\n\x16\x43HECKPOINT_SOURCE_LOOP\x10\x02\x12\x1c\n\x18\x43HECKPOINT_SOURCE_UPDATE\x10\x03\x12\x1a\n\x16\x43HECKPOINT_SOURCE_FORK\x10\x04\x32\xb0\x04\n\x11ThreadlineService\x12<\n\x03\x41sk\x12\x19.threadline.v1.AskRequest\x1a\x1a.threadline.v1.AskResponse\x12P\n\tStreamAsk\x12\x1f.threadline.v1.StreamAskRequest\x1a .threadline.v1.StreamAskResponse0\x01\x12H\n\x07History\x12\x1d.threadline.v1.HistoryRequest\x1a\x1e.threadline.v1.HistoryResponse\x12\x45\n\x06Rewind\x12\x1c.threadline.v1.RewindRequest\x1a\x1d.threadline.v1.RewindResponse\x12W\n\x0c\x44\x65leteThread\x12\".threadline.v1.DeleteThreadRequest\x1a#.threadline.v1.DeleteThreadResponse\x12K\n\x08GetState\x12\x1e.threadline.v1.GetStateRequest\x1a\x1f.threadline.v1.GetStateResponse\x12T\n\x0bListThreads\x12!.threadline.v1.ListThreadsRequest\x1a\".threadline.v1.ListThreadsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'threadline.v1.threadline_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1910
-  _globals['_ROLE']._serialized_end=1999
-  _globals['_CHECKPOINTSOURCE']._serialized_start=2002
-  _globals['_CHECKPOINTSOURCE']._serialized_end=2170
+  _globals['_ROLE']._serialized_start=2554
+  _globals['_ROLE']._serialized_end=2643
+  _globals['_CHECKPOINTSOURCE']._serialized_start=2646
+  _globals['_CHECKPOINTSOURCE']._serialized_end=2814
   _globals['_TOOLCALL']._serialized_start=82
   _globals['_TOOLCALL']._serialized_end=142
   _globals['_MESSAGE']._serialized_start=145
@@ -44,31 +44,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TURN']._serialized_start=298
   _globals['_TURN']._serialized_end=404
   _globals['_ASKREQUEST']._serialized_start=406
-  _globals['_ASKREQUEST']._serialized_end=472
-  _globals['_ASKRESPONSE']._serialized_start=474
-  _globals['_ASKRESPONSE']._serialized_end=522
-  _globals['_STREAMASKREQUEST']._serialized_start=524
-  _globals['_STREAMASKREQUEST']._serialized_end=596
-  _globals['_TOKENDELTA']._serialized_start=598
-  _globals['_TOKENDELTA']._serialized_end=644
-  _globals['_TOOLRESULT']._serialized_start=646
-  _globals['_TOOLRESULT']._serialized_end=729
-  _globals['_STREAMASKRESPONSE']._serialized_start=732
-  _globals['_STREAMASKRESPONSE']._serialized_end=938
-  _globals['_CHECKPOINT']._serialized_start=941
-  _globals['_CHECKPOINT']._serialized_end=1257
-  _globals['_HISTORYREQUEST']._serialized_start=1259
-  _globals['_HISTORYREQUEST']._serialized_end=1333
-  _globals['_HISTORYRESPONSE']._serialized_start=1336
-  _globals['_HISTORYRESPONSE']._serialized_end=1515
-  _globals['_REWINDREQUEST']._serialized_start=1517
-  _globals['_REWINDREQUEST']._serialized_end=1628
-  _globals['_REWINDRESPONSE']._serialized_start=1631
-  _globals['_REWINDRESPONSE']._serialized_end=1783
-  _globals['_DELETETHREADREQUEST']._serialized_start=1785
-  _globals['_DELETETHREADREQUEST']._serialized_end=1848
-  _globals['_DELETETHREADRESPONSE']._serialized_start=1850
-  _globals['_DELETETHREADRESPONSE']._serialized_end=1908
-  _globals['_THREADLINESERVICE']._serialized_start=2173
-  _globals['_THREADLINESERVICE']._serialized_end=2570
+  _globals['_ASKREQUEST']._serialized_end=495
+  _globals['_ASKRESPONSE']._serialized_start=497
+  _globals['_ASKRESPONSE']._serialized_end=545
+  _globals['_STREAMASKREQUEST']._serialized_start=547
+  _globals['_STREAMASKREQUEST']._serialized_end=642
+  _globals['_TOKENDELTA']._serialized_start=644
+  _globals['_TOKENDELTA']._serialized_end=690
+  _globals['_TOOLRESULT']._serialized_start=692
+  _globals['_TOOLRESULT']._serialized_end=775
+  _globals['_STREAMASKRESPONSE']._serialized_start=778
+  _globals['_STREAMASKRESPONSE']._serialized_end=984
+  _globals['_CHECKPOINT']._serialized_start=987
+  _globals['_CHECKPOINT']._serialized_end=1303
+  _globals['_HISTORYREQUEST']._serialized_start=1305
+  _globals['_HISTORYREQUEST']._serialized_end=1379
+  _globals['_HISTORYRESPONSE']._serialized_start=1382
+  _globals['_HISTORYRESPONSE']._serialized_end=1561
+  _globals['_REWINDREQUEST']._serialized_start=1563
+  _globals['_REWINDREQUEST']._serialized_end=1674
+  _globals['_REWINDRESPONSE']._serialized_start=1677
+  _globals['_REWINDRESPONSE']._serialized_end=1829
+  _globals['_DELETETHREADREQUEST']._serialized_start=1831
+  _globals['_DELETETHREADREQUEST']._serialized_end=1894
+  _globals['_DELETETHREADRESPONSE']._serialized_start=1896
+  _globals['_DELETETHREADRESPONSE']._serialized_end=1954
+  _globals['_GETSTATEREQUEST']._serialized_start=1956
+  _globals['_GETSTATEREQUEST']._serialized_end=2015
+  _globals['_GETSTATERESPONSE']._serialized_start=2018
+  _globals['_GETSTATERESPONSE']._serialized_end=2198
+  _globals['_LISTTHREADSREQUEST']._serialized_start=2200
+  _globals['_LISTTHREADSREQUEST']._serialized_end=2259
+  _globals['_THREADSUMMARY']._serialized_start=2262
+  _globals['_THREADSUMMARY']._serialized_end=2457
+  _globals['_LISTTHREADSRESPONSE']._serialized_start=2459
+  _globals['_LISTTHREADSRESPONSE']._serialized_end=2552
+  _globals['_THREADLINESERVICE']._serialized_start=2817
+  _globals['_THREADLINESERVICE']._serialized_end=3377
 # @@protoc_insertion_point(module_scope)

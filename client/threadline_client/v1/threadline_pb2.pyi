@@ -234,6 +234,7 @@ class AskRequest(_message.Message):
     THREAD_ID_FIELD_NUMBER: _builtins.int
     QUERY_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """The thread to continue. Empty: the server creates a new thread and returns
     its id. Bad syntax: INVALID_ARGUMENT.
@@ -248,16 +249,23 @@ class AskRequest(_message.Message):
     short. Reused with a different query: INVALID_ARGUMENT. Recorded in the
     audit trail of the checkpoints it writes. Bad syntax: INVALID_ARGUMENT.
     """
+    checkpoint_id: _builtins.str
+    """Optional: run the turn from this checkpoint of the thread instead of its head
+    (a fork). The new turn branches from it and becomes the thread's head; the old
+    branch stays readable in History. Needs thread_id. Bad syntax:
+    INVALID_ARGUMENT; not in this thread: NOT_FOUND.
+    """
     def __init__(
         self,
         *,
         thread_id: _builtins.str = ...,
         query: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        checkpoint_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["query", b"query", "request_id", b"request_id", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "query", b"query", "request_id", b"request_id", "thread_id", b"thread_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -296,6 +304,7 @@ class StreamAskRequest(_message.Message):
     THREAD_ID_FIELD_NUMBER: _builtins.int
     QUERY_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """The thread to continue; empty creates one. Bad syntax: INVALID_ARGUMENT."""
     query: _builtins.str
@@ -304,16 +313,23 @@ class StreamAskRequest(_message.Message):
     """Optional caller-chosen id of this call, as in AskRequest. A repeat of a
     finished turn streams only the final event. Bad syntax: INVALID_ARGUMENT.
     """
+    checkpoint_id: _builtins.str
+    """Optional: run the turn from this checkpoint of the thread instead of its head
+    (a fork). The new turn branches from it and becomes the thread's head; the old
+    branch stays readable in History. Needs thread_id. Bad syntax:
+    INVALID_ARGUMENT; not in this thread: NOT_FOUND.
+    """
     def __init__(
         self,
         *,
         thread_id: _builtins.str = ...,
         query: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        checkpoint_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["query", b"query", "request_id", b"request_id", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "query", b"query", "request_id", b"request_id", "thread_id", b"thread_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -454,7 +470,9 @@ class Checkpoint(_message.Message):
     message_count: _builtins.int
     """How many messages the thread's state held at this checkpoint."""
     rpc: _builtins.str
-    """The RPC that wrote it ("Ask", "StreamAsk", "Rewind")."""
+    """The call that wrote it: "Ask", "StreamAsk", "Rewind", or "Fork" (an Ask or
+    StreamAsk that named a checkpoint_id to run from).
+    """
     request_id: _builtins.str
     """The request_id of the call that wrote it, if the caller sent one."""
     rewound_to_checkpoint_id: _builtins.str
@@ -704,3 +722,177 @@ class DeleteThreadResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteThreadResponse: _TypeAlias = DeleteThreadResponse  # noqa: Y015
+
+@_typing.final
+class GetStateRequest(_message.Message):
+    """Request of GetState."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    thread_id: _builtins.str
+    """The thread to read. Bad syntax: INVALID_ARGUMENT; unknown: NOT_FOUND."""
+    checkpoint_id: _builtins.str
+    """The checkpoint to read; empty: the head. Bad syntax: INVALID_ARGUMENT; not in this thread: NOT_FOUND."""
+    def __init__(
+        self,
+        *,
+        thread_id: _builtins.str = ...,
+        checkpoint_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "thread_id", b"thread_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStateRequest: _TypeAlias = GetStateRequest  # noqa: Y015
+
+@_typing.final
+class GetStateResponse(_message.Message):
+    """Response of GetState."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    NEXT_FIELD_NUMBER: _builtins.int
+    IS_HEAD_FIELD_NUMBER: _builtins.int
+    METADATA_JSON_FIELD_NUMBER: _builtins.int
+    thread_id: _builtins.str
+    """The thread read."""
+    is_head: _builtins.bool
+    """True when it is the thread's head (the checkpoint the next Ask continues from)."""
+    metadata_json: _builtins.str
+    """The checkpoint's metadata as JSON text (LangGraph's source, step, and Threadline's audit fields)."""
+    @_builtins.property
+    def checkpoint(self) -> Global___Checkpoint:
+        """The checkpoint read, as History lists it."""
+
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
+        """The conversation at that checkpoint, oldest first."""
+
+    @_builtins.property
+    def next(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The graph nodes that would run next from it (empty when a turn ended there)."""
+
+    def __init__(
+        self,
+        *,
+        thread_id: _builtins.str = ...,
+        checkpoint: Global___Checkpoint | None = ...,
+        messages: _abc.Iterable[Global___Message] | None = ...,
+        next: _abc.Iterable[_builtins.str] | None = ...,
+        is_head: _builtins.bool = ...,
+        metadata_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "is_head", b"is_head", "messages", b"messages", "metadata_json", b"metadata_json", "next", b"next", "thread_id", b"thread_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStateResponse: _TypeAlias = GetStateResponse  # noqa: Y015
+
+@_typing.final
+class ListThreadsRequest(_message.Message):
+    """Request of ListThreads."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Threads per page: 0 means 20, values above 100 are coerced to 100, negative values get INVALID_ARGUMENT."""
+    page_token: _builtins.str
+    """`next_page_token` from the previous ListThreads call; empty for the first page. Malformed: INVALID_ARGUMENT."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListThreadsRequest: _TypeAlias = ListThreadsRequest  # noqa: Y015
+
+@_typing.final
+class ThreadSummary(_message.Message):
+    """One thread in a list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    TURN_COUNT_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    HEAD_CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    thread_id: _builtins.str
+    """The thread's id."""
+    title: _builtins.str
+    """A title: the start of the thread's first question (at most 80 characters)."""
+    turn_count: _builtins.int
+    """How many questions the conversation at the head holds."""
+    head_checkpoint_id: _builtins.str
+    """Its head checkpoint."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the thread's first turn ran."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When a turn or Rewind last changed it."""
+
+    def __init__(
+        self,
+        *,
+        thread_id: _builtins.str = ...,
+        title: _builtins.str = ...,
+        turn_count: _builtins.int = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        head_checkpoint_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "head_checkpoint_id", b"head_checkpoint_id", "thread_id", b"thread_id", "title", b"title", "turn_count", b"turn_count", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ThreadSummary: _TypeAlias = ThreadSummary  # noqa: Y015
+
+@_typing.final
+class ListThreadsResponse(_message.Message):
+    """Response of ListThreads."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THREADS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as `page_token` for the next page; empty on the last page."""
+    @_builtins.property
+    def threads(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThreadSummary]:
+        """The threads on this page, most recently active first."""
+
+    def __init__(
+        self,
+        *,
+        threads: _abc.Iterable[Global___ThreadSummary] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "threads", b"threads"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListThreadsResponse: _TypeAlias = ListThreadsResponse  # noqa: Y015

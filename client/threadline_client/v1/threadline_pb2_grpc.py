@@ -61,6 +61,16 @@ class ThreadlineServiceStub:
                 request_serializer=threadline_dot_v1_dot_threadline__pb2.DeleteThreadRequest.SerializeToString,
                 response_deserializer=threadline_dot_v1_dot_threadline__pb2.DeleteThreadResponse.FromString,
                 _registered_method=True)
+        self.GetState = channel.unary_unary(
+                '/threadline.v1.ThreadlineService/GetState',
+                request_serializer=threadline_dot_v1_dot_threadline__pb2.GetStateRequest.SerializeToString,
+                response_deserializer=threadline_dot_v1_dot_threadline__pb2.GetStateResponse.FromString,
+                _registered_method=True)
+        self.ListThreads = channel.unary_unary(
+                '/threadline.v1.ThreadlineService/ListThreads',
+                request_serializer=threadline_dot_v1_dot_threadline__pb2.ListThreadsRequest.SerializeToString,
+                response_deserializer=threadline_dot_v1_dot_threadline__pb2.ListThreadsResponse.FromString,
+                _registered_method=True)
 
 
 class ThreadlineServiceServicer:
@@ -145,6 +155,26 @@ class ThreadlineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetState(self, request, context):
+        """Returns the full state of a thread at one checkpoint (the head when none is
+        named): its conversation, the nodes that would run next, and its metadata.
+
+        Errors: INVALID_ARGUMENT (bad thread_id or checkpoint_id syntax), NOT_FOUND
+        (unknown thread, or checkpoint not in this thread), UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListThreads(self, request, context):
+        """Lists the caller's threads, most recently active first, paginated (AIP-158).
+
+        Errors: INVALID_ARGUMENT (negative page_size, malformed page_token), UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ThreadlineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -172,6 +202,16 @@ def add_ThreadlineServiceServicer_to_server(servicer, server):
                     servicer.DeleteThread,
                     request_deserializer=threadline_dot_v1_dot_threadline__pb2.DeleteThreadRequest.FromString,
                     response_serializer=threadline_dot_v1_dot_threadline__pb2.DeleteThreadResponse.SerializeToString,
+            ),
+            'GetState': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetState,
+                    request_deserializer=threadline_dot_v1_dot_threadline__pb2.GetStateRequest.FromString,
+                    response_serializer=threadline_dot_v1_dot_threadline__pb2.GetStateResponse.SerializeToString,
+            ),
+            'ListThreads': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListThreads,
+                    request_deserializer=threadline_dot_v1_dot_threadline__pb2.ListThreadsRequest.FromString,
+                    response_serializer=threadline_dot_v1_dot_threadline__pb2.ListThreadsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +350,60 @@ class ThreadlineService:
             '/threadline.v1.ThreadlineService/DeleteThread',
             threadline_dot_v1_dot_threadline__pb2.DeleteThreadRequest.SerializeToString,
             threadline_dot_v1_dot_threadline__pb2.DeleteThreadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/threadline.v1.ThreadlineService/GetState',
+            threadline_dot_v1_dot_threadline__pb2.GetStateRequest.SerializeToString,
+            threadline_dot_v1_dot_threadline__pb2.GetStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListThreads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/threadline.v1.ThreadlineService/ListThreads',
+            threadline_dot_v1_dot_threadline__pb2.ListThreadsRequest.SerializeToString,
+            threadline_dot_v1_dot_threadline__pb2.ListThreadsResponse.FromString,
             options,
             channel_credentials,
             insecure,

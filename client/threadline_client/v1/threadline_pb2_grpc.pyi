@@ -120,6 +120,18 @@ class ThreadlineServiceStub:
     the busy policy is reject, or it stayed busy past the wait limit),
     UNAVAILABLE (database unreachable).
     """
+    GetState: _grpc.UnaryUnaryMultiCallable[_threadline_pb2.GetStateRequest, _threadline_pb2.GetStateResponse]
+    """Returns the full state of a thread at one checkpoint (the head when none is
+    named): its conversation, the nodes that would run next, and its metadata.
+
+    Errors: INVALID_ARGUMENT (bad thread_id or checkpoint_id syntax), NOT_FOUND
+    (unknown thread, or checkpoint not in this thread), UNAVAILABLE.
+    """
+    ListThreads: _grpc.UnaryUnaryMultiCallable[_threadline_pb2.ListThreadsRequest, _threadline_pb2.ListThreadsResponse]
+    """Lists the caller's threads, most recently active first, paginated (AIP-158).
+
+    Errors: INVALID_ARGUMENT (negative page_size, malformed page_token), UNAVAILABLE.
+    """
 
 @_typing.type_check_only
 class ThreadlineServiceAsyncStub(ThreadlineServiceStub):
@@ -183,6 +195,18 @@ class ThreadlineServiceAsyncStub(ThreadlineServiceStub):
     allow_missing), ABORTED with reason THREAD_BUSY (a turn holds the thread and
     the busy policy is reject, or it stayed busy past the wait limit),
     UNAVAILABLE (database unreachable).
+    """
+    GetState: _aio.UnaryUnaryMultiCallable[_threadline_pb2.GetStateRequest, _threadline_pb2.GetStateResponse]  # type: ignore[assignment]
+    """Returns the full state of a thread at one checkpoint (the head when none is
+    named): its conversation, the nodes that would run next, and its metadata.
+
+    Errors: INVALID_ARGUMENT (bad thread_id or checkpoint_id syntax), NOT_FOUND
+    (unknown thread, or checkpoint not in this thread), UNAVAILABLE.
+    """
+    ListThreads: _aio.UnaryUnaryMultiCallable[_threadline_pb2.ListThreadsRequest, _threadline_pb2.ListThreadsResponse]  # type: ignore[assignment]
+    """Lists the caller's threads, most recently active first, paginated (AIP-158).
+
+    Errors: INVALID_ARGUMENT (negative page_size, malformed page_token), UNAVAILABLE.
     """
 
 class ThreadlineServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -274,6 +298,30 @@ class ThreadlineServiceServicer(metaclass=_abc_1.ABCMeta):
         allow_missing), ABORTED with reason THREAD_BUSY (a turn holds the thread and
         the busy policy is reject, or it stayed busy past the wait limit),
         UNAVAILABLE (database unreachable).
+        """
+
+    @_abc_1.abstractmethod
+    def GetState(
+        self,
+        request: _threadline_pb2.GetStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_threadline_pb2.GetStateResponse, _abc.Awaitable[_threadline_pb2.GetStateResponse]]:
+        """Returns the full state of a thread at one checkpoint (the head when none is
+        named): its conversation, the nodes that would run next, and its metadata.
+
+        Errors: INVALID_ARGUMENT (bad thread_id or checkpoint_id syntax), NOT_FOUND
+        (unknown thread, or checkpoint not in this thread), UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def ListThreads(
+        self,
+        request: _threadline_pb2.ListThreadsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_threadline_pb2.ListThreadsResponse, _abc.Awaitable[_threadline_pb2.ListThreadsResponse]]:
+        """Lists the caller's threads, most recently active first, paginated (AIP-158).
+
+        Errors: INVALID_ARGUMENT (negative page_size, malformed page_token), UNAVAILABLE.
         """
 
 def add_ThreadlineServiceServicer_to_server(servicer: ThreadlineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

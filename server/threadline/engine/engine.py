@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import json
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from typing import Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
@@ -33,7 +34,9 @@ from threadline.engine.identifiers import (
     check_thread_id,
     checkpoint_id_at,
     decode_page_token,
+    decode_threads_token,
     encode_page_token,
+    encode_threads_token,
     new_thread_id,
     storage_thread_id,
 )
@@ -43,6 +46,8 @@ from threadline.engine.views import (
     CheckpointView,
     HistoryPage,
     RewindResult,
+    StateView,
+    ThreadsPage,
     TokenEvent,
     ToolCallEvent,
     ToolResultEvent,
@@ -148,37 +153,49 @@ class Engine:
 
     # -- turns -------------------------------------------------------------------------------
 
-    async def ask(self, ctx: RequestContext, thread_id: str, query: str) -> TurnResult:
-        """Runs one turn and returns it; thread_id "" creates a thread."""
-        async for event in self._turn(ctx, thread_id, query, stream_tokens=False):
-            if isinstance(event, TurnCompleted):
-                return event.turn
+    async def ask(self, ctx: RequestContext, thread_id: str, query: str, checkpoint_id: str = "") -> TurnResult:
+        """Runs one turn and returns it; thread_id "" creates a thread; checkpoint_id forks from there."""
+        async with aclosing(self._turn(ctx, thread_id, query, checkpoint_id, stream_tokens=False)) as events:
+            async for event in events:
+                if isinstance(event, TurnCompleted):
+                    return event.turn
         raise AssertionError("a turn always ends with TurnCompleted")
 
-    def stream_ask(self, ctx: RequestContext, thread_id: str, query: str) -> AsyncIterator[TurnEvent]:
+    def stream_ask(
+        self, ctx: RequestContext, thread_id: str, query: str, checkpoint_id: str = ""
+    ) -> AsyncGenerator[TurnEvent, None]:
         """Runs one turn, yielding tokens, tool calls and tool results as they happen, then TurnCompleted.
 
         The arguments are checked before the first event is produced.
         """
-        return self._turn(ctx, thread_id, query, stream_tokens=True)
+        return self._turn(ctx, thread_id, query, checkpoint_id, stream_tokens=True)
 
     async def _turn(
-        self, ctx: RequestContext, thread_id: str, query: str, *, stream_tokens: bool
-    ) -> AsyncIterator[TurnEvent]:
+        self, ctx: RequestContext, thread_id: str, query: str, fork_from: str, *, stream_tokens: bool
+    ) -> AsyncGenerator[TurnEvent, None]:
+        if fork_from and not thread_id:
+            raise InvalidArgument("thread_id", "thread_id is required with checkpoint_id")
         thread_id = check_thread_id(thread_id) if thread_id else new_thread_id()
         check_query(query, self._max_query_chars)
         check_request_id(ctx.request_id)
+        if fork_from:
+            check_checkpoint_id(fork_from)
         self._check_storage_up()
         config = self._config(ctx, thread_id)
         human = HumanMessage(content=query, id=_human_message_id(config, ctx.request_id))
         query_digest = hashlib.sha256(query.encode()).hexdigest()
-        run_config: RunnableConfig = {**config, "recursion_limit": RECURSION_LIMIT}
+        # Forking: LangGraph runs from the named checkpoint and writes the new branch after it.
+        start = self._config(ctx, thread_id, fork_from) if fork_from else config
+        run_config: RunnableConfig = {**start, "recursion_limit": RECURSION_LIMIT}
         modes: list[StreamMode] = ["messages", "updates"] if stream_tokens else ["updates"]
+        rpc = "Fork" if fork_from else ctx.rpc
         with (
             translated_failures(secrets=self._secrets),
-            recording(rpc=ctx.rpc, request_id=ctx.request_id, query_sha256=query_digest, replica=self.replica),
+            recording(rpc=rpc, request_id=ctx.request_id, query_sha256=query_digest, replica=self.replica),
         ):
             async with self._hold(ctx, config):
+                if fork_from and await self._saver.aget_tuple(start) is None:
+                    raise _checkpoint_not_found(fork_from, thread_id)
                 prior = await self._prior_turn(config, ctx.request_id, query_digest) if ctx.request_id else None
                 if prior is not None and not prior.next:
                     # The turn of this request_id finished before: the same result, no second run.
@@ -198,6 +215,7 @@ class Engine:
                         for event in _events_of(mode, payload):
                             yield event
                 state = await self._graph.aget_state(config)
+                await self._note_activity(ctx, thread_id, state.values.get("messages", []), state.config)
         yield TurnCompleted(_turn_result(thread_id, human, state))
 
     async def _prior_turn(self, config: RunnableConfig, request_id: str, query_digest: str) -> StateSnapshot | None:
@@ -207,7 +225,7 @@ class Engine:
         if not found:
             return None
         metadata: dict[str, Any] = dict(found[0].metadata or {})
-        if metadata.get(audit.RPC) not in ("Ask", "StreamAsk"):
+        if metadata.get(audit.RPC) not in ("Ask", "StreamAsk", "Fork"):
             raise InvalidArgument(
                 "request_id", f"request_id {request_id!r} was used by a {metadata.get(audit.RPC)} call"
             )
@@ -277,10 +295,7 @@ class Engine:
                 if checkpoint_id is not None:
                     target = await self._saver.aget_tuple(self._config(ctx, thread_id, checkpoint_id))
                     if target is None:
-                        raise NotFound(
-                            f"checkpoint {checkpoint_id} not found in thread {thread_id!r}",
-                            reason="CHECKPOINT_NOT_FOUND",
-                        )
+                        raise _checkpoint_not_found(checkpoint_id, thread_id)
                 else:
                     assert steps_back is not None
                     target = await self._walk_back(head, steps_back)
@@ -289,6 +304,7 @@ class Engine:
                 new_head = await self._saver.aget_tuple(new_config)
                 assert new_head is not None, "a checkpoint just written can be read"
                 head_view = await self._checkpoint_view(new_head, {})
+                await self._note_activity(ctx, thread_id, _messages_of(new_head), new_head.config)
         return RewindResult(
             thread_id=thread_id,
             head=head_view,
@@ -318,6 +334,7 @@ class Engine:
                         return False
                     raise NotFound(f"thread {thread_id!r} not found", reason="THREAD_NOT_FOUND")
                 await self._saver.adelete_thread(config["configurable"]["thread_id"])
+                await self._storage.registry.forget(ctx.tenant, thread_id)
         log.info("deleted thread %s", config["configurable"]["thread_id"])
         return True
 
@@ -340,10 +357,64 @@ class Engine:
                         if head is None or _id_of(head) >= cutoff:
                             continue
                         await self._saver.adelete_thread(key)
+                        tenant, _, thread_id = key.partition("/")
+                        await self._storage.registry.forget(tenant, thread_id)
                         deleted += 1
                 except ThreadBusy:
                     continue
         return deleted
+
+    async def get_state(self, ctx: RequestContext, thread_id: str, checkpoint_id: str = "") -> StateView:
+        """The thread's full state at checkpoint_id ("" for the head)."""
+        check_thread_id(thread_id)
+        if checkpoint_id:
+            check_checkpoint_id(checkpoint_id)
+        self._check_storage_up()
+        config = self._config(ctx, thread_id)
+        with translated_failures():
+            head = await self._head(config, thread_id)
+            item = await self._saver.aget_tuple(self._config(ctx, thread_id, checkpoint_id)) if checkpoint_id else head
+            if item is None:
+                raise _checkpoint_not_found(checkpoint_id, thread_id)
+            snapshot = await self._graph.aget_state(item.config)
+            view = await self._checkpoint_view(item, {})
+        return StateView(
+            thread_id=thread_id,
+            checkpoint=view,
+            messages=views_of(_messages_of(item)),
+            next=tuple(snapshot.next),
+            is_head=_id_of(item) == _id_of(head),
+            metadata_json=json.dumps(dict(item.metadata or {}), default=str, sort_keys=True),
+        )
+
+    async def list_threads(self, ctx: RequestContext, page_size: int, page_token: str) -> ThreadsPage:
+        """The tenant's threads, most recently active first."""
+        if page_size < 0:
+            raise InvalidArgument("page_size", "page_size must not be negative")
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = decode_threads_token(page_token) if page_token else None
+        self._check_storage_up()
+        with translated_failures():
+            found = await self._storage.registry.page(ctx.tenant, limit=size + 1, after=after)
+        page = found[:size]
+        more = len(found) > size
+        return ThreadsPage(
+            threads=tuple(page),
+            next_page_token=encode_threads_token(page[-1].updated_at, page[-1].thread_id) if more else "",
+        )
+
+    async def _note_activity(
+        self, ctx: RequestContext, thread_id: str, messages: list[BaseMessage], head_config: RunnableConfig
+    ) -> None:
+        questions = [m for m in messages if isinstance(m, HumanMessage)]
+        title = " ".join(text_of(questions[0]).split())[:80] if questions else ""
+        await self._storage.registry.record(
+            ctx.tenant,
+            thread_id,
+            title=title,
+            turn_count=len(questions),
+            head_checkpoint_id=str(head_config["configurable"]["checkpoint_id"]),
+        )
 
     async def _walk_back(self, head: CheckpointTuple, steps: int) -> CheckpointTuple:
         current = head
@@ -441,6 +512,10 @@ async def _deadline(ctx: RequestContext) -> AsyncIterator[None]:
             yield
     except TimeoutError:
         raise DeadlineExceeded(f"the turn did not finish within the call's deadline ({ctx.rpc})") from None
+
+
+def _checkpoint_not_found(checkpoint_id: str, thread_id: str) -> NotFound:
+    return NotFound(f"checkpoint {checkpoint_id} not found in thread {thread_id!r}", reason="CHECKPOINT_NOT_FOUND")
 
 
 def _human_message_id(config: RunnableConfig, request_id: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import json
 import re
 import uuid
@@ -77,6 +78,25 @@ def encode_page_token(thread_id: str, before_checkpoint_id: str) -> str:
     """An opaque token for the History page that starts after before_checkpoint_id."""
     payload = json.dumps({"v": _TOKEN_VERSION, "t": thread_id, "b": before_checkpoint_id}, separators=(",", ":"))
     return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def encode_threads_token(updated_at: dt.datetime, thread_id: str) -> str:
+    """An opaque token for the ListThreads page after the thread (updated_at, thread_id)."""
+    payload = json.dumps({"v": _TOKEN_VERSION, "u": updated_at.isoformat(), "t": thread_id}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def decode_threads_token(token: str) -> tuple[dt.datetime, str]:
+    """The (updated_at, thread_id) a ListThreads page token continues after; InvalidArgument when malformed."""
+    try:
+        payload = json.loads(base64.urlsafe_b64decode((token + "=" * (-len(token) % 4)).encode("ascii")))
+        if payload.get("v") == _TOKEN_VERSION and isinstance(payload.get("t"), str):
+            at = dt.datetime.fromisoformat(payload["u"])
+            if at.tzinfo is not None:
+                return at, payload["t"]
+    except (ValueError, UnicodeError, binascii.Error, KeyError, TypeError, AttributeError):
+        pass
+    raise InvalidArgument("page_token", "page_token is malformed; pass next_page_token unchanged")
 
 
 def decode_page_token(token: str, thread_id: str) -> str:

@@ -22,7 +22,7 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +70,10 @@ def advisory_key(thread_key: str) -> int:
 
 class PooledPostgresSaver(AuditedSaverMixin, AsyncPostgresSaver):
     """AsyncPostgresSaver with concurrent pool use and the run's own connection for its writes."""
+
+    def cursor(self) -> AbstractAsyncContextManager[AsyncCursor[DictRow]]:
+        """A cursor on the connection this saver would use now (the run's, inside a locked run)."""
+        return self._cursor()
 
     @asynccontextmanager
     async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:

@@ -29,6 +29,12 @@ from threadline.config import redact
 from threadline.engine.audit import AuditedSaverMixin
 from threadline.engine.postgres import PooledPostgresSaver, PostgresThreadLocks, open_pool
 from threadline.engine.thread_locks import LocalThreadLocks, ThreadLocks
+from threadline.engine.thread_registry import (
+    MemoryThreadRegistry,
+    PostgresThreadRegistry,
+    SqliteThreadRegistry,
+    ThreadRegistry,
+)
 from threadline.errors import ConfigurationError, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -71,6 +77,8 @@ class Storage:
     """Raises one of STORAGE_ERRORS when the database cannot serve."""
     idle_threads: Callable[[str, int], Awaitable[list[str]]]
     """(cutoff checkpoint id, limit): storage thread ids whose newest checkpoint is older."""
+    registry: ThreadRegistry
+    """One summary row per thread, for ListThreads."""
 
 
 # Checkpoint ids are UUIDv6 (time first, hex), so comparing their text compares their times.
@@ -109,7 +117,7 @@ async def open_storage(url: str, settings: StorageSettings = StorageSettings()) 
             idle = [thread for thread, spaces in memory.storage.items() if spaces.get("") and max(spaces[""]) < cutoff]
             return idle[:limit]
 
-        yield Storage(memory, _local_locks(settings), _always_up, idle_in_memory)
+        yield Storage(memory, _local_locks(settings), _always_up, idle_in_memory, MemoryThreadRegistry())
     elif scheme == "sqlite":
         async with _sqlite(url, settings) as storage:
             yield storage
@@ -144,6 +152,8 @@ async def _sqlite(url: str, settings: StorageSettings) -> AsyncIterator[Storage]
         await conn.execute("PRAGMA journal_mode=WAL")
         saver = AuditedSqliteSaver(conn, serde=safe_serializer())
         await saver.setup()
+        sqlite_registry = SqliteThreadRegistry(conn)
+        await sqlite_registry.setup()
         log.info("checkpoints in SQLite file %s", url.removeprefix("sqlite:///"))
 
         async def ping() -> None:
@@ -153,7 +163,7 @@ async def _sqlite(url: str, settings: StorageSettings) -> AsyncIterator[Storage]
             async with conn.execute(_IDLE_THREADS_SQL.format(param="?"), (cutoff, limit)) as cursor:
                 return [str(row[0]) for row in await cursor.fetchall()]
 
-        yield Storage(saver, _local_locks(settings), ping, idle_threads)
+        yield Storage(saver, _local_locks(settings), ping, idle_threads, sqlite_registry)
 
 
 @asynccontextmanager
@@ -176,6 +186,8 @@ async def _postgres(url: str, settings: StorageSettings) -> AsyncIterator[Storag
     try:
         saver = PooledPostgresSaver(pool, serde=safe_serializer())  # type: ignore[arg-type]
         await saver.setup()
+        pg_registry = PostgresThreadRegistry(saver)
+        await pg_registry.setup()
         log.info("checkpoints in PostgreSQL at %s", redact(url))
 
         async def ping() -> None:
@@ -187,6 +199,7 @@ async def _postgres(url: str, settings: StorageSettings) -> AsyncIterator[Storag
                 rows = await (await conn.execute(_IDLE_THREADS_SQL.format(param="%s"), (cutoff, limit))).fetchall()
                 return [str(row["thread_id"]) for row in rows]
 
-        yield Storage(saver, PostgresThreadLocks(pool, max_wait_s=settings.busy_wait_max_s), ping, idle_threads)
+        locks = PostgresThreadLocks(pool, max_wait_s=settings.busy_wait_max_s)
+        yield Storage(saver, locks, ping, idle_threads, pg_registry)
     finally:
         await pool.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from threadline.engine.thread_registry import ThreadSummary
+
 
 @dataclass(frozen=True)
 class ToolCallView:
@@ -111,3 +113,23 @@ class RewindResult:
     head: CheckpointView
     rewound_to_checkpoint_id: str
     messages: tuple[MessageView, ...]
+
+
+@dataclass(frozen=True)
+class StateView:
+    """A thread's full state at one checkpoint."""
+
+    thread_id: str
+    checkpoint: CheckpointView
+    messages: tuple[MessageView, ...]
+    next: tuple[str, ...]
+    is_head: bool
+    metadata_json: str
+
+
+@dataclass(frozen=True)
+class ThreadsPage:
+    """One page of a tenant's threads."""
+
+    threads: tuple[ThreadSummary, ...]
+    next_page_token: str

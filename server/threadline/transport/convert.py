@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -11,6 +12,8 @@ from threadline.engine.views import (
     HistoryPage,
     MessageView,
     RewindResult,
+    StateView,
+    ThreadsPage,
     TokenEvent,
     ToolCallEvent,
     ToolCallView,
@@ -73,14 +76,18 @@ def stream_event(event: TurnEvent) -> pb.StreamAskResponse:
     return pb.StreamAskResponse(final=turn(event.turn))
 
 
+def _timestamp(moment: dt.datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
 def checkpoint(view: CheckpointView) -> pb.Checkpoint:
-    created = Timestamp()
-    created.FromDatetime(view.created_at)
     return pb.Checkpoint(
         checkpoint_id=view.checkpoint_id,
         parent_checkpoint_id=view.parent_checkpoint_id,
         step=view.step,
-        create_time=created,
+        create_time=_timestamp(view.created_at),
         nodes=list(view.nodes),
         source=_SOURCES.get(view.source, pb.CHECKPOINT_SOURCE_UNSPECIFIED),
         preview=view.preview,
@@ -108,4 +115,32 @@ def rewind(result: RewindResult) -> pb.RewindResponse:
         head=checkpoint(result.head),
         rewound_to_checkpoint_id=result.rewound_to_checkpoint_id,
         messages=messages(result.messages),
+    )
+
+
+def state(view: StateView) -> pb.GetStateResponse:
+    return pb.GetStateResponse(
+        thread_id=view.thread_id,
+        checkpoint=checkpoint(view.checkpoint),
+        messages=messages(view.messages),
+        next=list(view.next),
+        is_head=view.is_head,
+        metadata_json=view.metadata_json,
+    )
+
+
+def threads(page: ThreadsPage) -> pb.ListThreadsResponse:
+    return pb.ListThreadsResponse(
+        threads=[
+            pb.ThreadSummary(
+                thread_id=t.thread_id,
+                title=t.title,
+                turn_count=t.turn_count,
+                create_time=_timestamp(t.created_at),
+                update_time=_timestamp(t.updated_at),
+                head_checkpoint_id=t.head_checkpoint_id,
+            )
+            for t in page.threads
+        ],
+        next_page_token=page.next_page_token,
     )

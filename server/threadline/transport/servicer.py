@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import grpc
@@ -56,15 +56,18 @@ class ThreadlineServicer(pb_grpc.ThreadlineServiceServicer):
     async def Ask(self, request: pb.AskRequest, context: Context) -> pb.AskResponse:
         ctx = request_context("Ask", request.request_id, context)
         async with reported_errors(context):
-            result = await self._engine.ask(ctx, request.thread_id, request.query)
+            result = await self._engine.ask(ctx, request.thread_id, request.query, request.checkpoint_id)
         return pb.AskResponse(turn=convert.turn(result))
 
     async def StreamAsk(self, request: pb.StreamAskRequest, context: Context) -> AsyncIterator[pb.StreamAskResponse]:
         ctx = request_context("StreamAsk", request.request_id, context)
-        async with reported_errors(context):
-            # The turn runs inside this handler's task, so a client that goes away or a
-            # passed deadline cancels the graph run itself: nothing is left running.
-            async for event in self._engine.stream_ask(ctx, request.thread_id, request.query):
+        # The turn runs inside this handler's task, so a client that goes away or a passed
+        # deadline cancels the graph run itself: nothing is left running. aclosing() ends the
+        # turn here too, in this task, rather than whenever the garbage collector finalizes it
+        # from another task (where its context variables and locks are not its own).
+        turn = self._engine.stream_ask(ctx, request.thread_id, request.query, request.checkpoint_id)
+        async with reported_errors(context), aclosing(turn):
+            async for event in turn:
                 yield convert.stream_event(event)
 
     async def History(self, request: pb.HistoryRequest, context: Context) -> pb.HistoryResponse:
@@ -90,3 +93,15 @@ class ThreadlineServicer(pb_grpc.ThreadlineServiceServicer):
         async with reported_errors(context):
             existed = await self._engine.delete_thread(ctx, request.thread_id, allow_missing=request.allow_missing)
         return pb.DeleteThreadResponse(thread_id=request.thread_id, existed=existed)
+
+    async def GetState(self, request: pb.GetStateRequest, context: Context) -> pb.GetStateResponse:
+        ctx = request_context("GetState", "", context)
+        async with reported_errors(context):
+            state = await self._engine.get_state(ctx, request.thread_id, request.checkpoint_id)
+        return convert.state(state)
+
+    async def ListThreads(self, request: pb.ListThreadsRequest, context: Context) -> pb.ListThreadsResponse:
+        ctx = request_context("ListThreads", "", context)
+        async with reported_errors(context):
+            page = await self._engine.list_threads(ctx, request.page_size, request.page_token)
+        return convert.threads(page)

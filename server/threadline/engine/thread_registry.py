@@ -1,0 +1,210 @@
+"""The thread registry: one row per thread with what ListThreads shows, newest activity first.
+
+LangGraph's checkpoint tables can only list threads by scanning every checkpoint, so
+each turn (and Rewind) also upserts a small row here, in the same database; for
+PostgreSQL on the run's own locked connection, so the row is fenced like the
+checkpoints it summarizes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiosqlite
+
+from threadline.engine.postgres import PooledPostgresSaver
+
+
+@dataclass(frozen=True)
+class ThreadSummary:
+    """What ListThreads says about one thread."""
+
+    thread_id: str
+    title: str
+    turn_count: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    head_checkpoint_id: str
+
+
+Cursor = tuple[dt.datetime, str]
+"""(updated_at, thread_id) of the last thread of a page: the next page starts after it."""
+
+
+class ThreadRegistry(Protocol):
+    """Keeps one summary row per thread."""
+
+    async def setup(self) -> None:
+        """Creates the table if it does not exist."""
+
+    async def record(
+        self, tenant: str, thread_id: str, *, title: str, turn_count: int, head_checkpoint_id: str
+    ) -> None:
+        """Notes activity on a thread (creating its row, with this title, on first sight)."""
+
+    async def page(self, tenant: str, *, limit: int, after: Cursor | None) -> list[ThreadSummary]:
+        """The tenant's threads, newest activity first, starting after the cursor."""
+
+    async def forget(self, tenant: str, thread_id: str) -> None:
+        """Removes a thread's row."""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+_CREATE_PG = """
+CREATE TABLE IF NOT EXISTS threadline_threads (
+    tenant text NOT NULL,
+    thread_id text NOT NULL,
+    title text NOT NULL,
+    turn_count integer NOT NULL,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    head_checkpoint_id text NOT NULL,
+    PRIMARY KEY (tenant, thread_id)
+);
+CREATE INDEX IF NOT EXISTS threadline_threads_by_activity
+    ON threadline_threads (tenant, updated_at DESC, thread_id);
+"""
+_UPSERT = """
+INSERT INTO threadline_threads (tenant, thread_id, title, turn_count, created_at, updated_at, head_checkpoint_id)
+VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})
+ON CONFLICT (tenant, thread_id) DO UPDATE SET
+    turn_count = excluded.turn_count, updated_at = excluded.updated_at, head_checkpoint_id = excluded.head_checkpoint_id
+"""
+_PAGE = """
+SELECT thread_id, title, turn_count, created_at, updated_at, head_checkpoint_id FROM threadline_threads
+WHERE tenant = {p} AND ({p} OR updated_at < {p} OR (updated_at = {p} AND thread_id > {p}))
+ORDER BY updated_at DESC, thread_id LIMIT {p}
+"""
+_FORGET = "DELETE FROM threadline_threads WHERE tenant = {p} AND thread_id = {p}"
+
+
+class PostgresThreadRegistry:
+    """The registry in PostgreSQL, written through the saver's connections (the run's, when locked)."""
+
+    def __init__(self, saver: PooledPostgresSaver) -> None:
+        self._saver = saver
+
+    async def setup(self) -> None:
+        async with self._saver.cursor() as cur:
+            for statement in _CREATE_PG.split(";"):
+                if statement.strip():
+                    await cur.execute(statement)
+
+    async def record(
+        self, tenant: str, thread_id: str, *, title: str, turn_count: int, head_checkpoint_id: str
+    ) -> None:
+        now = _now()
+        async with self._saver.cursor() as cur:
+            await cur.execute(
+                _UPSERT.format(p="%s"), (tenant, thread_id, title, turn_count, now, now, head_checkpoint_id)
+            )
+
+    async def page(self, tenant: str, *, limit: int, after: Cursor | None) -> list[ThreadSummary]:
+        at, last = after if after is not None else (_now(), "")
+        async with self._saver.cursor() as cur:
+            await cur.execute(_PAGE.format(p="%s"), (tenant, after is None, at, at, last, limit))
+            return [_summary(row) for row in await cur.fetchall()]
+
+    async def forget(self, tenant: str, thread_id: str) -> None:
+        async with self._saver.cursor() as cur:
+            await cur.execute(_FORGET.format(p="%s"), (tenant, thread_id))
+
+
+class SqliteThreadRegistry:
+    """The registry in the SQLite file, next to the checkpoints."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def setup(self) -> None:
+        # Timestamps are ISO 8601 text in UTC with microseconds: they sort as they compare.
+        await self._conn.executescript(_CREATE_PG.replace("timestamptz", "text"))
+        await self._conn.commit()
+
+    async def record(
+        self, tenant: str, thread_id: str, *, title: str, turn_count: int, head_checkpoint_id: str
+    ) -> None:
+        now = _now().isoformat(timespec="microseconds")
+        await self._conn.execute(
+            _UPSERT.format(p="?"), (tenant, thread_id, title, turn_count, now, now, head_checkpoint_id)
+        )
+        await self._conn.commit()
+
+    async def page(self, tenant: str, *, limit: int, after: Cursor | None) -> list[ThreadSummary]:
+        at, last = after if after is not None else (_now(), "")
+        stamp = at.isoformat(timespec="microseconds")
+        async with self._conn.execute(_PAGE.format(p="?"), (tenant, after is None, stamp, stamp, last, limit)) as cur:
+            rows = await cur.fetchall()
+        return [
+            _summary(
+                dict(
+                    zip(
+                        ("thread_id", "title", "turn_count", "created_at", "updated_at", "head_checkpoint_id"),
+                        r,
+                        strict=True,
+                    )
+                )
+            )
+            for r in rows
+        ]
+
+    async def forget(self, tenant: str, thread_id: str) -> None:
+        await self._conn.execute(_FORGET.format(p="?"), (tenant, thread_id))
+        await self._conn.commit()
+
+
+class MemoryThreadRegistry:
+    """The registry in a dict (memory://)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], ThreadSummary] = {}
+
+    async def setup(self) -> None:
+        return None
+
+    async def record(
+        self, tenant: str, thread_id: str, *, title: str, turn_count: int, head_checkpoint_id: str
+    ) -> None:
+        now = _now()
+        known = self._rows.get((tenant, thread_id))
+        self._rows[(tenant, thread_id)] = ThreadSummary(
+            thread_id,
+            known.title if known else title,
+            turn_count,
+            known.created_at if known else now,
+            now,
+            head_checkpoint_id,
+        )
+
+    async def page(self, tenant: str, *, limit: int, after: Cursor | None) -> list[ThreadSummary]:
+        rows = sorted(
+            (row for (owner, _), row in self._rows.items() if owner == tenant),
+            key=lambda row: (-row.updated_at.timestamp(), row.thread_id),
+        )
+        if after is not None:
+            at, last = after
+            rows = [r for r in rows if r.updated_at < at or (r.updated_at == at and r.thread_id > last)]
+        return rows[:limit]
+
+    async def forget(self, tenant: str, thread_id: str) -> None:
+        self._rows.pop((tenant, thread_id), None)
+
+
+def _summary(row: dict[str, Any]) -> ThreadSummary:
+    return ThreadSummary(
+        thread_id=str(row["thread_id"]),
+        title=str(row["title"]),
+        turn_count=int(row["turn_count"]),
+        created_at=_as_datetime(row["created_at"]),
+        updated_at=_as_datetime(row["updated_at"]),
+        head_checkpoint_id=str(row["head_checkpoint_id"]),
+    )
+
+
+def _as_datetime(value: Any) -> dt.datetime:
+    return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
