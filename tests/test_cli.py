@@ -44,3 +44,27 @@ def test_errors_print_the_status_and_exit_non_zero(sqlite_server: ServerProcess)
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr and "THREAD_NOT_FOUND" in missing.stderr
     bad = _threadline(sqlite_server, "ask", "   ")
     assert bad.returncode == 2 and "INVALID_ARGUMENT" in bad.stderr
+
+
+def test_fork_state_threads_and_the_history_tree(sqlite_server: ServerProcess) -> None:
+    turn = json.loads(_threadline(sqlite_server, "ask", "My name is Ada.", "--json").stdout)
+    thread, first = turn["threadId"], turn["checkpointId"]
+    _threadline(sqlite_server, "ask", "My name is Grace.", "--thread", thread)
+    forked = _threadline(sqlite_server, "ask", "My name is Linus.", "--thread", thread, "--checkpoint", first)
+    assert forked.returncode == 0, forked.stderr
+
+    state = _threadline(sqlite_server, "state", thread)
+    assert state.returncode == 0 and state.stdout.startswith("head: ") and "Linus" in state.stdout
+    assert "Grace" not in state.stdout and "next: (nothing" in state.stdout
+
+    tree = _threadline(sqlite_server, "history", thread, "--tree")
+    assert tree.returncode == 0, tree.stderr
+    lines = tree.stdout.splitlines()
+    grace = next(line for line in lines if "Noted: your name is Grace" in line)
+    linus = next(line for line in lines if "Noted: your name is Linus" in line)
+    assert linus.startswith("*") and not grace.startswith("*"), "the current branch is marked"
+    indent = len(grace) - len(grace[1:].lstrip())
+    assert len(linus) - len(linus[1:].lstrip()) != indent, "the two branches are drawn at different depths"
+
+    listed = _threadline(sqlite_server, "threads", "--page-size", "100")
+    assert listed.returncode == 0 and thread in listed.stdout and "turns=2" in listed.stdout

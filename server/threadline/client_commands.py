@@ -1,4 +1,4 @@
-"""The `threadline` subcommands that talk to a running server: ask, history, rewind, delete.
+"""The `threadline` subcommands that talk to a running server: ask, history, rewind, delete, state, threads.
 
 They print human-readable text, or with --json the response messages as JSON.
 Results go to stdout and everything else (progress, ids, errors) to stderr, so
@@ -36,6 +36,7 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     ask.add_argument("query", help="the message to send")
     ask.add_argument("--thread", default="", help="the thread to continue (default: start a new one)")
     ask.add_argument("--request-id", default="", help="an id recorded in the audit trail")
+    ask.add_argument("--checkpoint", default="", help="fork: run from this checkpoint of --thread instead of its head")
     ask.add_argument("--stream", action="store_true", help="print tokens and tool calls as they happen")
     ask.add_argument(
         "--json", action="store_true", help="print the Turn as JSON (with --stream: each event, one a line)"
@@ -48,6 +49,7 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     history.add_argument("--page-size", type=int, default=0, help="checkpoints per page (default: 20)")
     history.add_argument("--page-token", default="", help="the next-page token a previous call printed")
     history.add_argument("--all", action="store_true", help="fetch every page")
+    history.add_argument("--tree", action="store_true", help="draw every checkpoint as a tree of branches (all pages)")
     history.add_argument("--json", action="store_true", help="print the HistoryResponse as JSON")
     _add_connection_arguments(history)
     history.set_defaults(func=_with_client(_history))
@@ -68,6 +70,20 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     delete.add_argument("--json", action="store_true", help="print the DeleteThreadResponse as JSON")
     _add_connection_arguments(delete)
     delete.set_defaults(func=_with_client(_delete))
+
+    state = subparsers.add_parser("state", help="print a thread's full state at a checkpoint (default: its head)")
+    state.add_argument("thread", help="the thread to read")
+    state.add_argument("--checkpoint", default="", help="the checkpoint to read (default: the head)")
+    state.add_argument("--json", action="store_true", help="print the GetStateResponse as JSON")
+    _add_connection_arguments(state)
+    state.set_defaults(func=_with_client(_state))
+
+    threads = subparsers.add_parser("threads", help="list threads, most recently active first")
+    threads.add_argument("--page-size", type=int, default=0, help="threads per page (default: 20)")
+    threads.add_argument("--page-token", default="", help="the next-page token a previous call printed")
+    threads.add_argument("--json", action="store_true", help="print the ListThreadsResponse as JSON")
+    _add_connection_arguments(threads)
+    threads.set_defaults(func=_with_client(_threads))
 
 
 def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,14 +117,26 @@ def _with_client(command: _Command) -> Callable[[argparse.Namespace], int]:
 
 def _ask(client: ThreadlineClient, args: argparse.Namespace) -> None:
     if args.stream:
-        events = client.stream_ask(args.query, thread_id=args.thread, request_id=args.request_id, timeout=args.timeout)
+        events = client.stream_ask(
+            args.query,
+            thread_id=args.thread,
+            request_id=args.request_id,
+            checkpoint_id=args.checkpoint,
+            timeout=args.timeout,
+        )
         if args.json:
             for event in events:
                 print(json_format.MessageToJson(event, indent=None), flush=True)
             return
         turn = _print_stream(events)
     else:
-        turn = client.ask(args.query, thread_id=args.thread, request_id=args.request_id, timeout=args.timeout)
+        turn = client.ask(
+            args.query,
+            thread_id=args.thread,
+            request_id=args.request_id,
+            checkpoint_id=args.checkpoint,
+            timeout=args.timeout,
+        )
         if args.json:
             print(json_format.MessageToJson(turn))
             return
@@ -158,6 +186,10 @@ def _print_stream(events: Iterable[pb.StreamAskResponse]) -> pb.Turn:
 
 def _history(client: ThreadlineClient, args: argparse.Namespace) -> None:
     response = client.history(args.thread, page_size=args.page_size, page_token=args.page_token, timeout=args.timeout)
+    if args.tree:
+        checkpoints = list(client.iter_checkpoints(args.thread, page_size=100, timeout=args.timeout))
+        _print_tree(checkpoints, response.head_checkpoint_id)
+        return
     if args.all:
         page = response
         while page.next_page_token:
@@ -175,6 +207,55 @@ def _history(client: ThreadlineClient, args: argparse.Namespace) -> None:
     for checkpoint in response.checkpoints:
         marker = "*" if checkpoint.checkpoint_id == response.head_checkpoint_id else " "
         print(f"{marker} {_format_checkpoint(checkpoint)}")
+    if response.next_page_token:
+        print(f"more: --page-token {response.next_page_token}", file=sys.stderr)
+
+
+def _print_tree(checkpoints: list[pb.Checkpoint], head: str) -> None:
+    """Draws the checkpoints oldest first, each child indented under its parent; branches get deeper.
+
+    The current branch (the head and its ancestors) is marked with "*".
+    """
+    children: dict[str, list[pb.Checkpoint]] = {}
+    for checkpoint in reversed(checkpoints):  # oldest first
+        children.setdefault(checkpoint.parent_checkpoint_id, []).append(checkpoint)
+    by_id = {c.checkpoint_id: c for c in checkpoints}
+    current: set[str] = set()
+    walk = head
+    while walk in by_id:
+        current.add(walk)
+        walk = by_id[walk].parent_checkpoint_id
+    # Iterative, depth-first: a long thread must not hit Python's recursion limit.
+    stack: list[tuple[pb.Checkpoint, int]] = [(c, 0) for c in reversed(children.get("", []))]
+    while stack:
+        checkpoint, depth = stack.pop()
+        marker = "*" if checkpoint.checkpoint_id in current else " "
+        print(f"{marker} {'  ' * depth}{_format_checkpoint(checkpoint)}")
+        kids = children.get(checkpoint.checkpoint_id, [])
+        # The first child continues the line; later children are branches, drawn one level deeper.
+        stack.extend((kid, depth + (1 if i else 0)) for i, kid in reversed(list(enumerate(kids))))
+
+
+def _state(client: ThreadlineClient, args: argparse.Namespace) -> None:
+    response = client.get_state(args.thread, checkpoint_id=args.checkpoint, timeout=args.timeout)
+    if args.json:
+        print(json_format.MessageToJson(response))
+        return
+    print(f"{'head' if response.is_head else 'checkpoint'}: {_format_checkpoint(response.checkpoint)}")
+    print(f"next: {', '.join(response.next) or '(nothing: the turn ended here)'}")
+    print(f"metadata: {response.metadata_json}")
+    print()
+    _print_messages(response.messages)
+
+
+def _threads(client: ThreadlineClient, args: argparse.Namespace) -> None:
+    response = client.list_threads(page_size=args.page_size, page_token=args.page_token, timeout=args.timeout)
+    if args.json:
+        print(json_format.MessageToJson(response))
+        return
+    for thread in response.threads:
+        updated = thread.update_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{thread.thread_id}  {updated}  turns={thread.turn_count}  {thread.title}")
     if response.next_page_token:
         print(f"more: --page-token {response.next_page_token}", file=sys.stderr)
 
