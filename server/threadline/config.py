@@ -58,6 +58,9 @@ class Settings:
     busy_wait_max_s: float = _setting(30.0, "longest an enqueued turn waits when its call has no shorter deadline")
     retention_ttl_s: float = _setting(0.0, "delete threads idle longer than this many seconds (0: keep forever)")
     retention_interval_s: float = _setting(300.0, "how often idle threads are looked for")
+    approval_tools: str = _setting(
+        "", "comma-separated tools of the default agent that wait for a human's approval (e.g. current_time)"
+    )
     graph: str = _setting("", "serve a user graph instead: package.module:attr (a StateGraph or factory)")
     shutdown_grace_s: float = _setting(10.0, "seconds in-flight calls get to finish on SIGTERM/SIGINT")
     max_message_bytes: int = _setting(4 * 1024 * 1024, "largest gRPC message received or sent")

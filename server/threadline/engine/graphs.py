@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Sequence
+import sys
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
-from langgraph.graph import START, MessagesState, StateGraph
+from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 from pydantic import SecretStr
 
 from threadline.config import Settings
+from threadline.engine.approval import APPROVAL_NODE, approval_node, route_after_agent
 from threadline.engine.offline_model import OfflineChatModel
 from threadline.engine.tools import default_tools
 from threadline.errors import ConfigurationError
@@ -44,12 +46,32 @@ def chat_model(settings: Settings) -> BaseChatModel:
         base_url=settings.openai_base_url or None,
         timeout=settings.model_timeout_s,
         max_retries=settings.model_max_retries,
+        **_stream_chunk_timeout(),
     )
 
 
-def default_agent(model: BaseChatModel, tools: Sequence[BaseTool]) -> StateGraph[Any]:
-    """agent -> tools -> agent until the model answers without calling a tool."""
+def _stream_chunk_timeout() -> dict[str, Any]:
+    """langchain-openai's per-chunk stream timeout, where it does not break cancellation.
+
+    It wraps every chunk read in asyncio.wait_for, which before Python 3.12 loses a cancellation that
+    arrives as a chunk does (CPython gh-86296): a cancelled turn's model stream then runs on to its end.
+    On 3.11 it is off; a silent stream is still bounded by the HTTP read timeout (model_timeout_s).
+    """
+    return {"stream_chunk_timeout": None} if sys.version_info < (3, 12) else {}
+
+
+def default_agent(
+    model: BaseChatModel, tools: Sequence[BaseTool], needs_approval: Collection[str] = ()
+) -> StateGraph[Any]:
+    """agent -> tools -> agent until the model answers without calling a tool.
+
+    Calls to tools named in needs_approval go through the approval node first, which
+    pauses the turn until a human approves, edits or rejects them.
+    """
     bound = model.bind_tools(tools)
+    unknown = set(needs_approval) - {t.name for t in tools}
+    if unknown:
+        raise ConfigurationError(f"THREADLINE_APPROVAL_TOOLS: no such tool: {', '.join(sorted(unknown))}")
 
     async def agent(state: MessagesState) -> dict[str, Any]:
         return {"messages": [await bound.ainvoke(state["messages"])]}
@@ -59,7 +81,12 @@ def default_agent(model: BaseChatModel, tools: Sequence[BaseTool]) -> StateGraph
     # A failing tool becomes an error result the model can read, not a failed turn.
     builder.add_node("tools", ToolNode(tools, handle_tool_errors=True))
     builder.add_edge(START, "agent")
-    builder.add_conditional_edges("agent", tools_condition)
+    if needs_approval:
+        node: Any = approval_node(needs_approval)  # its Command[...] return names where it goes next
+        builder.add_node(APPROVAL_NODE, node, destinations=("tools", "agent"))
+        builder.add_conditional_edges("agent", route_after_agent(needs_approval), ["tools", APPROVAL_NODE, END])
+    else:
+        builder.add_conditional_edges("agent", tools_condition)
     builder.add_edge("tools", "agent")
     return builder
 
@@ -89,4 +116,5 @@ def graph_builder(settings: Settings) -> StateGraph[Any]:
     if settings.graph:
         log.info("serving user graph %s", settings.graph)
         return load_user_graph(settings.graph)
-    return default_agent(chat_model(settings), default_tools())
+    needs_approval = [name.strip() for name in settings.approval_tools.split(",") if name.strip()]
+    return default_agent(chat_model(settings), default_tools(), needs_approval)

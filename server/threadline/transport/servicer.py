@@ -59,16 +59,19 @@ class ThreadlineServicer(pb_grpc.ThreadlineServiceServicer):
             result = await self._engine.ask(ctx, request.thread_id, request.query, request.checkpoint_id)
         return pb.AskResponse(turn=convert.turn(result))
 
-    async def StreamAsk(self, request: pb.StreamAskRequest, context: Context) -> AsyncIterator[pb.StreamAskResponse]:
+    # grpc.aio accepts a coroutine that writes; the generated stub only types the iterator style.
+    async def StreamAsk(self, request: pb.StreamAskRequest, context: Context) -> None:  # type: ignore[override]
         ctx = request_context("StreamAsk", request.request_id, context)
         # The turn runs inside this handler's task, so a client that goes away or a passed
-        # deadline cancels the graph run itself: nothing is left running. aclosing() ends the
-        # turn here too, in this task, rather than whenever the garbage collector finalizes it
-        # from another task (where its context variables and locks are not its own).
+        # deadline cancels the graph run itself (and its model stream): nothing is left running.
+        # A coroutine that writes, rather than an async generator that yields, so that the
+        # cancellation arrives here, in this task, and aclosing() ends the turn in the task
+        # (and context) it started in; a suspended generator would be finalized later from
+        # another task, where the turn's context variables and locks are not its own.
         turn = self._engine.stream_ask(ctx, request.thread_id, request.query, request.checkpoint_id)
         async with reported_errors(context), aclosing(turn):
             async for event in turn:
-                yield convert.stream_event(event)
+                await context.write(convert.stream_event(event))
 
     async def History(self, request: pb.HistoryRequest, context: Context) -> pb.HistoryResponse:
         ctx = request_context("History", "", context)
