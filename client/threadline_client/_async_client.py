@@ -85,6 +85,7 @@ class AsyncThreadlineClient:
         thread_id: str = "",
         request_id: str = "",
         checkpoint_id: str = "",
+        abandon_interrupt: bool = False,
         timeout: float | None = None,
     ) -> pb.Turn:
         """Runs one turn of the agent and returns it.
@@ -94,12 +95,13 @@ class AsyncThreadlineClient:
             thread_id: The thread to continue; "" creates a new thread.
             request_id: An optional id of this call, recorded in the audit trail.
             checkpoint_id: Run from this checkpoint of the thread instead of its head (a fork).
+            abandon_interrupt: On a thread waiting for a human, give up the pending tool calls.
             timeout: Seconds before the call fails with DEADLINE_EXCEEDED; None waits forever.
 
         Returns:
             The completed turn, with its thread_id, answer and new checkpoint_id.
         """
-        request = _common.ask_request(query, thread_id, request_id, checkpoint_id)
+        request = _common.ask_request(query, thread_id, request_id, checkpoint_id, abandon_interrupt)
         try:
             response: pb.AskResponse = await self._stub().Ask(request, timeout=timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as err:
@@ -113,6 +115,7 @@ class AsyncThreadlineClient:
         thread_id: str = "",
         request_id: str = "",
         checkpoint_id: str = "",
+        abandon_interrupt: bool = False,
         timeout: float | None = None,
     ) -> AsyncIterator[pb.StreamAskResponse]:
         """Runs one turn like ask(), yielding its events as they happen.
@@ -127,12 +130,13 @@ class AsyncThreadlineClient:
             thread_id: The thread to continue; "" creates a new thread.
             request_id: An optional id of this call, recorded in the audit trail.
             checkpoint_id: Run from this checkpoint of the thread instead of its head (a fork).
+            abandon_interrupt: On a thread waiting for a human, give up the pending tool calls.
             timeout: Seconds the whole stream may take; None waits forever.
 
         Yields:
             Token, tool call, tool result and (last) final events.
         """
-        request = _common.stream_ask_request(query, thread_id, request_id, checkpoint_id)
+        request = _common.stream_ask_request(query, thread_id, request_id, checkpoint_id, abandon_interrupt)
         call = self._stub().StreamAsk(request, timeout=timeout, metadata=self._metadata)
         try:
             async for event in call:
@@ -294,6 +298,58 @@ class AsyncThreadlineClient:
         except grpc.aio.AioRpcError as err:
             raise error_from_aio_rpc_error(err) from err
         return response
+
+    async def resume(
+        self,
+        thread_id: str,
+        interrupt_id: str,
+        decision: pb.ResumeDecision,
+        *,
+        request_id: str = "",
+        timeout: float | None = None,
+    ) -> pb.Turn:
+        """Continues a turn that paused for a human (Turn.interrupts) with a decision.
+
+        Args:
+            thread_id: The interrupted thread.
+            interrupt_id: The Interrupt.interrupt_id to answer.
+            decision: e.g. pb.ResumeDecision(approve=pb.Approval()) or reject=pb.Rejection(reason=...).
+            request_id: An optional id of this call, recorded in the audit trail.
+            timeout: Seconds before the call fails with DEADLINE_EXCEEDED; None waits forever.
+
+        Returns:
+            The continued turn (it may pause again).
+        """
+        request = pb.ResumeRequest(
+            thread_id=thread_id, interrupt_id=interrupt_id, decision=decision, request_id=request_id
+        )
+        try:
+            response: pb.ResumeResponse = await self._stub().Resume(request, timeout=timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as err:
+            raise error_from_aio_rpc_error(err) from err
+        return response.turn
+
+    async def stream_resume(
+        self,
+        thread_id: str,
+        interrupt_id: str,
+        decision: pb.ResumeDecision,
+        *,
+        request_id: str = "",
+        timeout: float | None = None,
+    ) -> AsyncIterator[pb.StreamResumeResponse]:
+        """resume(), yielding its events as they happen; the last carries the `final` Turn."""
+        request = pb.StreamResumeRequest(
+            thread_id=thread_id, interrupt_id=interrupt_id, decision=decision, request_id=request_id
+        )
+        call = self._stub().StreamResume(request, timeout=timeout, metadata=self._metadata)
+        try:
+            async for event in call:
+                yield event
+        except grpc.aio.AioRpcError as err:
+            raise error_from_aio_rpc_error(err) from err
+        finally:
+            call.cancel()
 
 
 def _async_stub(channel: grpc.aio.Channel) -> ThreadlineServiceAsyncStub:

@@ -19,14 +19,30 @@ def channel_options(max_message_bytes: int, extra: Sequence[tuple[str, Any]]) ->
     return [*limits, *extra]
 
 
-def ask_request(query: str, thread_id: str, request_id: str, checkpoint_id: str) -> pb.AskRequest:
+def ask_request(
+    query: str, thread_id: str, request_id: str, checkpoint_id: str, abandon_interrupt: bool
+) -> pb.AskRequest:
     """Builds an AskRequest."""
-    return pb.AskRequest(query=query, thread_id=thread_id, request_id=request_id, checkpoint_id=checkpoint_id)
+    return pb.AskRequest(
+        query=query,
+        thread_id=thread_id,
+        request_id=request_id,
+        checkpoint_id=checkpoint_id,
+        abandon_interrupt=abandon_interrupt,
+    )
 
 
-def stream_ask_request(query: str, thread_id: str, request_id: str, checkpoint_id: str) -> pb.StreamAskRequest:
+def stream_ask_request(
+    query: str, thread_id: str, request_id: str, checkpoint_id: str, abandon_interrupt: bool
+) -> pb.StreamAskRequest:
     """Builds a StreamAskRequest."""
-    return pb.StreamAskRequest(query=query, thread_id=thread_id, request_id=request_id, checkpoint_id=checkpoint_id)
+    return pb.StreamAskRequest(
+        query=query,
+        thread_id=thread_id,
+        request_id=request_id,
+        checkpoint_id=checkpoint_id,
+        abandon_interrupt=abandon_interrupt,
+    )
 
 
 def history_request(thread_id: str, page_size: int, page_token: str) -> pb.HistoryRequest:

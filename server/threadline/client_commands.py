@@ -1,4 +1,4 @@
-"""The `threadline` subcommands that talk to a running server: ask, history, rewind, delete, state, threads.
+"""The `threadline` subcommands that talk to a running server: ask, history, rewind, delete, state, resume, threads.
 
 They print human-readable text, or with --json the response messages as JSON.
 Results go to stdout and everything else (progress, ids, errors) to stderr, so
@@ -78,6 +78,22 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     _add_connection_arguments(state)
     state.set_defaults(func=_with_client(_state))
 
+    resume = subparsers.add_parser("resume", help="answer a turn that waits for a human's approval")
+    resume.add_argument("thread", help="the interrupted thread")
+    resume.add_argument("interrupt", help="the interrupt id the paused turn printed")
+    decision = resume.add_mutually_exclusive_group(required=True)
+    decision.add_argument("--approve", action="store_true", help="run the pending tool calls")
+    decision.add_argument("--reject", metavar="REASON", help="run none of them; the model is told the reason")
+    decision.add_argument(
+        "--edit", metavar="CALL_ID=JSON", action="append", help="run a call with these arguments (repeatable)"
+    )
+    decision.add_argument("--value", metavar="JSON", help="answer a user graph's own interrupt() with this JSON")
+    resume.add_argument("--request-id", default="", help="an id recorded in the audit trail")
+    resume.add_argument("--stream", action="store_true", help="print tokens and tool calls as they happen")
+    resume.add_argument("--json", action="store_true", help="print the Turn as JSON")
+    _add_connection_arguments(resume)
+    resume.set_defaults(func=_with_client(_resume))
+
     threads = subparsers.add_parser("threads", help="list threads, most recently active first")
     threads.add_argument("--page-size", type=int, default=0, help="threads per page (default: 20)")
     threads.add_argument("--page-token", default="", help="the next-page token a previous call printed")
@@ -141,10 +157,11 @@ def _ask(client: ThreadlineClient, args: argparse.Namespace) -> None:
             print(json_format.MessageToJson(turn))
             return
         print(turn.answer)
+    _print_pause(turn)
     print(f"thread: {turn.thread_id}  checkpoint: {turn.checkpoint_id}", file=sys.stderr)
 
 
-def _print_stream(events: Iterable[pb.StreamAskResponse]) -> pb.Turn:
+def _print_stream(events: Iterable[pb.StreamAskResponse] | Iterable[pb.StreamResumeResponse]) -> pb.Turn:
     """Prints a streamed turn as it arrives and returns its final Turn.
 
     Tokens go to stdout; tool activity to stderr, after ending any partial
@@ -234,6 +251,42 @@ def _print_tree(checkpoints: list[pb.Checkpoint], head: str) -> None:
         kids = children.get(checkpoint.checkpoint_id, [])
         # The first child continues the line; later children are branches, drawn one level deeper.
         stack.extend((kid, depth + (1 if i else 0)) for i, kid in reversed(list(enumerate(kids))))
+
+
+def _resume(client: ThreadlineClient, args: argparse.Namespace) -> None:
+    if args.approve:
+        decision = pb.ResumeDecision(approve=pb.Approval())
+    elif args.reject is not None:
+        decision = pb.ResumeDecision(reject=pb.Rejection(reason=args.reject))
+    elif args.edit:
+        edits = dict(item.partition("=")[::2] for item in args.edit)
+        decision = pb.ResumeDecision(edit=pb.Edit(arguments_json=edits))
+    else:
+        decision = pb.ResumeDecision(value_json=args.value)
+    if args.stream and not args.json:
+        events = client.stream_resume(
+            args.thread, args.interrupt, decision, request_id=args.request_id, timeout=args.timeout
+        )
+        turn = _print_stream(events)
+    else:
+        turn = client.resume(args.thread, args.interrupt, decision, request_id=args.request_id, timeout=args.timeout)
+        if args.json:
+            print(json_format.MessageToJson(turn))
+            return
+        print(turn.answer)
+    _print_pause(turn)
+    print(f"thread: {turn.thread_id}  checkpoint: {turn.checkpoint_id}", file=sys.stderr)
+
+
+def _print_pause(turn: pb.Turn) -> None:
+    """Says what a paused turn waits for, and how to answer it."""
+    for pause in turn.interrupts:
+        calls = ", ".join(f"{c.name} {c.arguments_json}" for c in pause.tool_calls) or pause.value_json
+        print(f"[waiting for approval] {calls}", file=sys.stderr)
+        print(
+            f"  answer: threadline resume {turn.thread_id} {pause.interrupt_id} --approve | --reject REASON",
+            file=sys.stderr,
+        )
 
 
 def _state(client: ThreadlineClient, args: argparse.Namespace) -> None:

@@ -19,6 +19,8 @@ UPPER_SNAKE_CASE `reason`:
   ABORTED              reason THREAD_BUSY: another turn holds the thread; retry the call later.
   FAILED_PRECONDITION  reason REQUEST_SUPERSEDED: a request_id whose cut-short turn can no
                        longer be finished (the thread moved on); send it with a new request_id.
+                       reason THREAD_INTERRUPTED: the thread waits for a human (Resume it,
+                       or Ask with abandon_interrupt); NOT_INTERRUPTED: Resume with nothing pending.
   UNAVAILABLE          reason STORAGE_UNAVAILABLE or MODEL_UNAVAILABLE: retry this call.
   RESOURCE_EXHAUSTED   reason MODEL_RATE_LIMITED, or a message over the size limit.
   FAILED_PRECONDITION  reason MODEL_REJECTED_CREDENTIALS: fix the configuration first.
@@ -197,6 +199,7 @@ class Turn(_message.Message):
     ANSWER_FIELD_NUMBER: _builtins.int
     CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
     MESSAGES_FIELD_NUMBER: _builtins.int
+    INTERRUPTS_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """The thread the turn ran on (the new id when the request left it empty)."""
     answer: _builtins.str
@@ -209,6 +212,13 @@ class Turn(_message.Message):
         tool calls and tool results.
         """
 
+    @_builtins.property
+    def interrupts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Interrupt]:
+        """Not empty when the turn paused for a human: what it waits for. Continue it
+        with Resume; until then Ask on the thread is FAILED_PRECONDITION
+        (THREAD_INTERRUPTED) unless it sets abandon_interrupt.
+        """
+
     def __init__(
         self,
         *,
@@ -216,14 +226,47 @@ class Turn(_message.Message):
         answer: _builtins.str = ...,
         checkpoint_id: _builtins.str = ...,
         messages: _abc.Iterable[Global___Message] | None = ...,
+        interrupts: _abc.Iterable[Global___Interrupt] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "checkpoint_id", b"checkpoint_id", "messages", b"messages", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "checkpoint_id", b"checkpoint_id", "interrupts", b"interrupts", "messages", b"messages", "thread_id", b"thread_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Turn: _TypeAlias = Turn  # noqa: Y015
+
+@_typing.final
+class Interrupt(_message.Message):
+    """A pause of a turn, waiting for a human."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERRUPT_ID_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    VALUE_JSON_FIELD_NUMBER: _builtins.int
+    interrupt_id: _builtins.str
+    """The interrupt's id; pass it to Resume."""
+    value_json: _builtins.str
+    """What the graph passed to interrupt(), as JSON."""
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
+        """For the default agent's tool approval: the tool calls waiting for a decision."""
+
+    def __init__(
+        self,
+        *,
+        interrupt_id: _builtins.str = ...,
+        tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
+        value_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interrupt_id", b"interrupt_id", "tool_calls", b"tool_calls", "value_json", b"value_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Interrupt: _TypeAlias = Interrupt  # noqa: Y015
 
 @_typing.final
 class AskRequest(_message.Message):
@@ -235,6 +278,7 @@ class AskRequest(_message.Message):
     QUERY_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    ABANDON_INTERRUPT_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """The thread to continue. Empty: the server creates a new thread and returns
     its id. Bad syntax: INVALID_ARGUMENT.
@@ -255,6 +299,11 @@ class AskRequest(_message.Message):
     branch stays readable in History. Needs thread_id. Bad syntax:
     INVALID_ARGUMENT; not in this thread: NOT_FOUND.
     """
+    abandon_interrupt: _builtins.bool
+    """When the thread waits for a human (an interrupted turn), give up the pending
+    tool calls (the model is told they were rejected) and run this turn instead.
+    Without it, Ask on such a thread is FAILED_PRECONDITION (THREAD_INTERRUPTED).
+    """
     def __init__(
         self,
         *,
@@ -262,10 +311,11 @@ class AskRequest(_message.Message):
         query: _builtins.str = ...,
         request_id: _builtins.str = ...,
         checkpoint_id: _builtins.str = ...,
+        abandon_interrupt: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "query", b"query", "request_id", b"request_id", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandon_interrupt", b"abandon_interrupt", "checkpoint_id", b"checkpoint_id", "query", b"query", "request_id", b"request_id", "thread_id", b"thread_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -305,6 +355,7 @@ class StreamAskRequest(_message.Message):
     QUERY_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    ABANDON_INTERRUPT_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """The thread to continue; empty creates one. Bad syntax: INVALID_ARGUMENT."""
     query: _builtins.str
@@ -319,6 +370,11 @@ class StreamAskRequest(_message.Message):
     branch stays readable in History. Needs thread_id. Bad syntax:
     INVALID_ARGUMENT; not in this thread: NOT_FOUND.
     """
+    abandon_interrupt: _builtins.bool
+    """When the thread waits for a human (an interrupted turn), give up the pending
+    tool calls (the model is told they were rejected) and run this turn instead.
+    Without it, Ask on such a thread is FAILED_PRECONDITION (THREAD_INTERRUPTED).
+    """
     def __init__(
         self,
         *,
@@ -326,10 +382,11 @@ class StreamAskRequest(_message.Message):
         query: _builtins.str = ...,
         request_id: _builtins.str = ...,
         checkpoint_id: _builtins.str = ...,
+        abandon_interrupt: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "query", b"query", "request_id", b"request_id", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandon_interrupt", b"abandon_interrupt", "checkpoint_id", b"checkpoint_id", "query", b"query", "request_id", b"request_id", "thread_id", b"thread_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -470,8 +527,8 @@ class Checkpoint(_message.Message):
     message_count: _builtins.int
     """How many messages the thread's state held at this checkpoint."""
     rpc: _builtins.str
-    """The call that wrote it: "Ask", "StreamAsk", "Rewind", or "Fork" (an Ask or
-    StreamAsk that named a checkpoint_id to run from).
+    """The call that wrote it: "Ask", "StreamAsk", "Rewind", "Resume", "StreamResume",
+    or "Fork" (an Ask or StreamAsk that named a checkpoint_id to run from).
     """
     request_id: _builtins.str
     """The request_id of the call that wrote it, if the caller sent one."""
@@ -761,6 +818,7 @@ class GetStateResponse(_message.Message):
     NEXT_FIELD_NUMBER: _builtins.int
     IS_HEAD_FIELD_NUMBER: _builtins.int
     METADATA_JSON_FIELD_NUMBER: _builtins.int
+    INTERRUPTS_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """The thread read."""
     is_head: _builtins.bool
@@ -779,6 +837,10 @@ class GetStateResponse(_message.Message):
     def next(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The graph nodes that would run next from it (empty when a turn ended there)."""
 
+    @_builtins.property
+    def interrupts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Interrupt]:
+        """The interrupts pending at this checkpoint (a turn paused for a human); answer them with Resume."""
+
     def __init__(
         self,
         *,
@@ -788,10 +850,11 @@ class GetStateResponse(_message.Message):
         next: _abc.Iterable[_builtins.str] | None = ...,
         is_head: _builtins.bool = ...,
         metadata_json: _builtins.str = ...,
+        interrupts: _abc.Iterable[Global___Interrupt] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "is_head", b"is_head", "messages", b"messages", "metadata_json", b"metadata_json", "next", b"next", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "interrupts", b"interrupts", "is_head", b"is_head", "messages", b"messages", "metadata_json", b"metadata_json", "next", b"next", "thread_id", b"thread_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -896,3 +959,268 @@ class ListThreadsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListThreadsResponse: _TypeAlias = ListThreadsResponse  # noqa: Y015
+
+@_typing.final
+class ResumeDecision(_message.Message):
+    """A human's answer to an interrupt."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPROVE_FIELD_NUMBER: _builtins.int
+    REJECT_FIELD_NUMBER: _builtins.int
+    EDIT_FIELD_NUMBER: _builtins.int
+    VALUE_JSON_FIELD_NUMBER: _builtins.int
+    value_json: _builtins.str
+    """Resume a user graph's own interrupt() with this JSON value. Bad JSON: INVALID_ARGUMENT."""
+    @_builtins.property
+    def approve(self) -> Global___Approval:
+        """Run the pending tool calls as the model asked."""
+
+    @_builtins.property
+    def reject(self) -> Global___Rejection:
+        """Run none of them; the model is told the reason."""
+
+    @_builtins.property
+    def edit(self) -> Global___Edit:
+        """Run them with other arguments."""
+
+    def __init__(
+        self,
+        *,
+        approve: Global___Approval | None = ...,
+        reject: Global___Rejection | None = ...,
+        edit: Global___Edit | None = ...,
+        value_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approve", b"approve", "decision", b"decision", "edit", b"edit", "reject", b"reject", "value_json", b"value_json"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approve", b"approve", "decision", b"decision", "edit", b"edit", "reject", b"reject", "value_json", b"value_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_decision: _TypeAlias = _typing.Literal["approve", "reject", "edit", "value_json"]  # noqa: Y015
+    _WhichOneofArgType_decision: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_decision) -> _WhichOneofReturnType_decision | None: ...
+
+Global___ResumeDecision: _TypeAlias = ResumeDecision  # noqa: Y015
+
+@_typing.final
+class Approval(_message.Message):
+    """Approve the pending tool calls."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Approval: _TypeAlias = Approval  # noqa: Y015
+
+@_typing.final
+class Rejection(_message.Message):
+    """Reject the pending tool calls."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Why; the model reads it."""
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Rejection: _TypeAlias = Rejection  # noqa: Y015
+
+@_typing.final
+class Edit(_message.Message):
+    """Run the pending tool calls with these arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ArgumentsJsonEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ARGUMENTS_JSON_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def arguments_json(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """New arguments by tool call id, each a JSON object; calls not named keep theirs. Bad JSON: INVALID_ARGUMENT."""
+
+    def __init__(
+        self,
+        *,
+        arguments_json: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Edit: _TypeAlias = Edit  # noqa: Y015
+
+@_typing.final
+class ResumeRequest(_message.Message):
+    """Request of Resume."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    INTERRUPT_ID_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    thread_id: _builtins.str
+    """The interrupted thread. Bad syntax: INVALID_ARGUMENT; unknown: NOT_FOUND."""
+    interrupt_id: _builtins.str
+    """The Interrupt.interrupt_id to answer; not pending: NOT_FOUND."""
+    request_id: _builtins.str
+    """Optional caller-chosen id of this call, recorded in the audit trail. Bad syntax: INVALID_ARGUMENT."""
+    @_builtins.property
+    def decision(self) -> Global___ResumeDecision:
+        """The answer."""
+
+    def __init__(
+        self,
+        *,
+        thread_id: _builtins.str = ...,
+        interrupt_id: _builtins.str = ...,
+        decision: Global___ResumeDecision | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "interrupt_id", b"interrupt_id", "request_id", b"request_id", "thread_id", b"thread_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeRequest: _TypeAlias = ResumeRequest  # noqa: Y015
+
+@_typing.final
+class ResumeResponse(_message.Message):
+    """Response of Resume."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TURN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def turn(self) -> Global___Turn:
+        """The continued turn: the messages it added since the pause (it may pause again)."""
+
+    def __init__(
+        self,
+        *,
+        turn: Global___Turn | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["turn", b"turn"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["turn", b"turn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeResponse: _TypeAlias = ResumeResponse  # noqa: Y015
+
+@_typing.final
+class StreamResumeRequest(_message.Message):
+    """Request of StreamResume; the fields mean what they mean in ResumeRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    INTERRUPT_ID_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    thread_id: _builtins.str
+    """The interrupted thread."""
+    interrupt_id: _builtins.str
+    """The Interrupt.interrupt_id to answer."""
+    request_id: _builtins.str
+    """Optional caller-chosen id of this call."""
+    @_builtins.property
+    def decision(self) -> Global___ResumeDecision:
+        """The answer."""
+
+    def __init__(
+        self,
+        *,
+        thread_id: _builtins.str = ...,
+        interrupt_id: _builtins.str = ...,
+        decision: Global___ResumeDecision | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "interrupt_id", b"interrupt_id", "request_id", b"request_id", "thread_id", b"thread_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamResumeRequest: _TypeAlias = StreamResumeRequest  # noqa: Y015
+
+@_typing.final
+class StreamResumeResponse(_message.Message):
+    """One event of a streamed Resume; as in StreamAskResponse."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_FIELD_NUMBER: _builtins.int
+    TOOL_RESULT_FIELD_NUMBER: _builtins.int
+    FINAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def token(self) -> Global___TokenDelta:
+        """A text token from the model."""
+
+    @_builtins.property
+    def tool_call(self) -> Global___ToolCall:
+        """The model asked to run a tool."""
+
+    @_builtins.property
+    def tool_result(self) -> Global___ToolResult:
+        """A tool finished."""
+
+    @_builtins.property
+    def final(self) -> Global___Turn:
+        """The continued turn; the same Turn that Resume returns."""
+
+    def __init__(
+        self,
+        *,
+        token: Global___TokenDelta | None = ...,
+        tool_call: Global___ToolCall | None = ...,
+        tool_result: Global___ToolResult | None = ...,
+        final: Global___Turn | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "final", b"final", "token", b"token", "tool_call", b"tool_call", "tool_result", b"tool_result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "final", b"final", "token", b"token", "tool_call", b"tool_call", "tool_result", b"tool_result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["token", "tool_call", "tool_result", "final"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___StreamResumeResponse: _TypeAlias = StreamResumeResponse  # noqa: Y015

@@ -71,6 +71,16 @@ class ThreadlineServiceStub:
                 request_serializer=threadline_dot_v1_dot_threadline__pb2.ListThreadsRequest.SerializeToString,
                 response_deserializer=threadline_dot_v1_dot_threadline__pb2.ListThreadsResponse.FromString,
                 _registered_method=True)
+        self.Resume = channel.unary_unary(
+                '/threadline.v1.ThreadlineService/Resume',
+                request_serializer=threadline_dot_v1_dot_threadline__pb2.ResumeRequest.SerializeToString,
+                response_deserializer=threadline_dot_v1_dot_threadline__pb2.ResumeResponse.FromString,
+                _registered_method=True)
+        self.StreamResume = channel.unary_stream(
+                '/threadline.v1.ThreadlineService/StreamResume',
+                request_serializer=threadline_dot_v1_dot_threadline__pb2.StreamResumeRequest.SerializeToString,
+                response_deserializer=threadline_dot_v1_dot_threadline__pb2.StreamResumeResponse.FromString,
+                _registered_method=True)
 
 
 class ThreadlineServiceServicer:
@@ -175,6 +185,28 @@ class ThreadlineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Resume(self, request, context):
+        """Continues a turn that paused for a human (Turn.interrupts is not empty):
+        approve, reject (with a reason) or edit the pending tool calls, or answer a
+        user graph's own interrupt() with a JSON value. Returns the continued turn,
+        which may pause again.
+
+        Errors: INVALID_ARGUMENT (bad thread_id, no decision, bad JSON), NOT_FOUND
+        (unknown thread; reason INTERRUPT_NOT_FOUND for an interrupt_id that is not
+        pending), FAILED_PRECONDITION (reason NOT_INTERRUPTED: nothing waits on the
+        thread), ABORTED (THREAD_BUSY), UNAVAILABLE, and the model errors of Ask.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamResume(self, request, context):
+        """Resume, streamed like StreamAsk.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ThreadlineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -212,6 +244,16 @@ def add_ThreadlineServiceServicer_to_server(servicer, server):
                     servicer.ListThreads,
                     request_deserializer=threadline_dot_v1_dot_threadline__pb2.ListThreadsRequest.FromString,
                     response_serializer=threadline_dot_v1_dot_threadline__pb2.ListThreadsResponse.SerializeToString,
+            ),
+            'Resume': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resume,
+                    request_deserializer=threadline_dot_v1_dot_threadline__pb2.ResumeRequest.FromString,
+                    response_serializer=threadline_dot_v1_dot_threadline__pb2.ResumeResponse.SerializeToString,
+            ),
+            'StreamResume': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamResume,
+                    request_deserializer=threadline_dot_v1_dot_threadline__pb2.StreamResumeRequest.FromString,
+                    response_serializer=threadline_dot_v1_dot_threadline__pb2.StreamResumeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -404,6 +446,60 @@ class ThreadlineService:
             '/threadline.v1.ThreadlineService/ListThreads',
             threadline_dot_v1_dot_threadline__pb2.ListThreadsRequest.SerializeToString,
             threadline_dot_v1_dot_threadline__pb2.ListThreadsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Resume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/threadline.v1.ThreadlineService/Resume',
+            threadline_dot_v1_dot_threadline__pb2.ResumeRequest.SerializeToString,
+            threadline_dot_v1_dot_threadline__pb2.ResumeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamResume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/threadline.v1.ThreadlineService/StreamResume',
+            threadline_dot_v1_dot_threadline__pb2.StreamResumeRequest.SerializeToString,
+            threadline_dot_v1_dot_threadline__pb2.StreamResumeResponse.FromString,
             options,
             channel_credentials,
             insecure,

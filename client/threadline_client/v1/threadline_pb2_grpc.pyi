@@ -19,6 +19,8 @@ UPPER_SNAKE_CASE `reason`:
   ABORTED              reason THREAD_BUSY: another turn holds the thread; retry the call later.
   FAILED_PRECONDITION  reason REQUEST_SUPERSEDED: a request_id whose cut-short turn can no
                        longer be finished (the thread moved on); send it with a new request_id.
+                       reason THREAD_INTERRUPTED: the thread waits for a human (Resume it,
+                       or Ask with abandon_interrupt); NOT_INTERRUPTED: Resume with nothing pending.
   UNAVAILABLE          reason STORAGE_UNAVAILABLE or MODEL_UNAVAILABLE: retry this call.
   RESOURCE_EXHAUSTED   reason MODEL_RATE_LIMITED, or a message over the size limit.
   FAILED_PRECONDITION  reason MODEL_REJECTED_CREDENTIALS: fix the configuration first.
@@ -132,6 +134,19 @@ class ThreadlineServiceStub:
 
     Errors: INVALID_ARGUMENT (negative page_size, malformed page_token), UNAVAILABLE.
     """
+    Resume: _grpc.UnaryUnaryMultiCallable[_threadline_pb2.ResumeRequest, _threadline_pb2.ResumeResponse]
+    """Continues a turn that paused for a human (Turn.interrupts is not empty):
+    approve, reject (with a reason) or edit the pending tool calls, or answer a
+    user graph's own interrupt() with a JSON value. Returns the continued turn,
+    which may pause again.
+
+    Errors: INVALID_ARGUMENT (bad thread_id, no decision, bad JSON), NOT_FOUND
+    (unknown thread; reason INTERRUPT_NOT_FOUND for an interrupt_id that is not
+    pending), FAILED_PRECONDITION (reason NOT_INTERRUPTED: nothing waits on the
+    thread), ABORTED (THREAD_BUSY), UNAVAILABLE, and the model errors of Ask.
+    """
+    StreamResume: _grpc.UnaryStreamMultiCallable[_threadline_pb2.StreamResumeRequest, _threadline_pb2.StreamResumeResponse]
+    """Resume, streamed like StreamAsk."""
 
 @_typing.type_check_only
 class ThreadlineServiceAsyncStub(ThreadlineServiceStub):
@@ -208,6 +223,19 @@ class ThreadlineServiceAsyncStub(ThreadlineServiceStub):
 
     Errors: INVALID_ARGUMENT (negative page_size, malformed page_token), UNAVAILABLE.
     """
+    Resume: _aio.UnaryUnaryMultiCallable[_threadline_pb2.ResumeRequest, _threadline_pb2.ResumeResponse]  # type: ignore[assignment]
+    """Continues a turn that paused for a human (Turn.interrupts is not empty):
+    approve, reject (with a reason) or edit the pending tool calls, or answer a
+    user graph's own interrupt() with a JSON value. Returns the continued turn,
+    which may pause again.
+
+    Errors: INVALID_ARGUMENT (bad thread_id, no decision, bad JSON), NOT_FOUND
+    (unknown thread; reason INTERRUPT_NOT_FOUND for an interrupt_id that is not
+    pending), FAILED_PRECONDITION (reason NOT_INTERRUPTED: nothing waits on the
+    thread), ABORTED (THREAD_BUSY), UNAVAILABLE, and the model errors of Ask.
+    """
+    StreamResume: _aio.UnaryStreamMultiCallable[_threadline_pb2.StreamResumeRequest, _threadline_pb2.StreamResumeResponse]  # type: ignore[assignment]
+    """Resume, streamed like StreamAsk."""
 
 class ThreadlineServiceServicer(metaclass=_abc_1.ABCMeta):
     """The Threadline agent service."""
@@ -323,5 +351,30 @@ class ThreadlineServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Errors: INVALID_ARGUMENT (negative page_size, malformed page_token), UNAVAILABLE.
         """
+
+    @_abc_1.abstractmethod
+    def Resume(
+        self,
+        request: _threadline_pb2.ResumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_threadline_pb2.ResumeResponse, _abc.Awaitable[_threadline_pb2.ResumeResponse]]:
+        """Continues a turn that paused for a human (Turn.interrupts is not empty):
+        approve, reject (with a reason) or edit the pending tool calls, or answer a
+        user graph's own interrupt() with a JSON value. Returns the continued turn,
+        which may pause again.
+
+        Errors: INVALID_ARGUMENT (bad thread_id, no decision, bad JSON), NOT_FOUND
+        (unknown thread; reason INTERRUPT_NOT_FOUND for an interrupt_id that is not
+        pending), FAILED_PRECONDITION (reason NOT_INTERRUPTED: nothing waits on the
+        thread), ABORTED (THREAD_BUSY), UNAVAILABLE, and the model errors of Ask.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamResume(
+        self,
+        request: _threadline_pb2.StreamResumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_threadline_pb2.StreamResumeResponse], _abc.AsyncIterator[_threadline_pb2.StreamResumeResponse]]:
+        """Resume, streamed like StreamAsk."""
 
 def add_ThreadlineServiceServicer_to_server(servicer: ThreadlineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

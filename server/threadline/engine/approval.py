@@ -13,12 +13,15 @@ with a decision, which this node turns into the next step:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.graph import END, MessagesState
 from langgraph.types import Command, interrupt
+
+from threadline.errors import InvalidArgument
 
 APPROVAL_NODE = "approval"
 
@@ -74,3 +77,42 @@ def approval_node(tools: Collection[str]) -> Callable[[MessagesState], Command[L
         return Command(goto="agent", update={"messages": rejection_messages(last, reason)})
 
     return approval
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A human's answer to an interrupt, as Resume carries it."""
+
+    action: Literal["approve", "reject", "edit", "value"]
+    reason: str = ""
+    arguments_json: Mapping[str, str] = field(default_factory=dict)
+    """For edit: new arguments (JSON objects) by tool call id."""
+    value_json: str = ""
+    """For value: the JSON answer to a user graph's own interrupt()."""
+
+    def resume_value(self) -> Any:
+        """What interrupt() returns in the graph; InvalidArgument for bad JSON."""
+        if self.action == "approve":
+            return {"action": "approve"}
+        if self.action == "reject":
+            return {"action": "reject", "reason": self.reason}
+        if self.action == "edit":
+            arguments = {
+                call_id: _json_object(text, "decision.edit.arguments_json")
+                for call_id, text in self.arguments_json.items()
+            }
+            return {"action": "edit", "arguments": arguments}
+        try:
+            return json.loads(self.value_json)
+        except ValueError:
+            raise InvalidArgument("decision.value_json", "decision.value_json is not valid JSON") from None
+
+
+def _json_object(text: str, field_name: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise InvalidArgument(field_name, f"{field_name} values must be JSON objects, got {text[:60]!r}")
+    return value

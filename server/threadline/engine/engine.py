@@ -19,11 +19,12 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import StateSnapshot, StreamMode
+from langgraph.types import Command, Interrupt, StateSnapshot, StreamMode
 
 from threadline.config import Settings
 from threadline.context import RequestContext
 from threadline.engine import audit
+from threadline.engine.approval import Decision, rejection_messages
 from threadline.engine.audit import recording
 from threadline.engine.failures import translated_failures
 from threadline.engine.graphs import graph_builder
@@ -45,11 +46,13 @@ from threadline.engine.storage import STORAGE_ERRORS, Storage, StorageSettings, 
 from threadline.engine.views import (
     CheckpointView,
     HistoryPage,
+    InterruptView,
     RewindResult,
     StateView,
     ThreadsPage,
     TokenEvent,
     ToolCallEvent,
+    ToolCallView,
     ToolResultEvent,
     TurnCompleted,
     TurnEvent,
@@ -89,6 +92,7 @@ class Engine:
         *,
         max_query_chars: int,
         wait_when_busy: bool = True,
+        may_interrupt: bool = False,
         secrets: tuple[str, ...] = (),
     ) -> None:
         self._graph = graph
@@ -96,6 +100,8 @@ class Engine:
         self._saver = storage.saver
         self._max_query_chars = max_query_chars
         self._wait_when_busy = wait_when_busy
+        # Only graphs that can pause for a human pay for a look at the head before each turn.
+        self._may_interrupt = may_interrupt
         self._secrets = secrets
         self._storage_down_since: float | None = None
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
@@ -122,6 +128,7 @@ class Engine:
                 storage,
                 max_query_chars=settings.max_query_chars,
                 wait_when_busy=settings.busy_policy == "enqueue",
+                may_interrupt=bool(settings.graph or settings.approval_tools.strip()),
                 secrets=(settings.openai_api_key,),
             )
 
@@ -153,25 +160,53 @@ class Engine:
 
     # -- turns -------------------------------------------------------------------------------
 
-    async def ask(self, ctx: RequestContext, thread_id: str, query: str, checkpoint_id: str = "") -> TurnResult:
+    async def ask(
+        self,
+        ctx: RequestContext,
+        thread_id: str,
+        query: str,
+        checkpoint_id: str = "",
+        *,
+        abandon_interrupt: bool = False,
+    ) -> TurnResult:
         """Runs one turn and returns it; thread_id "" creates a thread; checkpoint_id forks from there."""
-        async with aclosing(self._turn(ctx, thread_id, query, checkpoint_id, stream_tokens=False)) as events:
-            async for event in events:
-                if isinstance(event, TurnCompleted):
-                    return event.turn
-        raise AssertionError("a turn always ends with TurnCompleted")
+        turn = self._turn(ctx, thread_id, query, checkpoint_id, abandon_interrupt, stream_tokens=False)
+        return await _completed(turn)
 
     def stream_ask(
-        self, ctx: RequestContext, thread_id: str, query: str, checkpoint_id: str = ""
+        self,
+        ctx: RequestContext,
+        thread_id: str,
+        query: str,
+        checkpoint_id: str = "",
+        *,
+        abandon_interrupt: bool = False,
     ) -> AsyncGenerator[TurnEvent, None]:
         """Runs one turn, yielding tokens, tool calls and tool results as they happen, then TurnCompleted.
 
         The arguments are checked before the first event is produced.
         """
-        return self._turn(ctx, thread_id, query, checkpoint_id, stream_tokens=True)
+        return self._turn(ctx, thread_id, query, checkpoint_id, abandon_interrupt, stream_tokens=True)
+
+    async def resume(self, ctx: RequestContext, thread_id: str, interrupt_id: str, decision: Decision) -> TurnResult:
+        """Continues a paused turn with a human's decision and returns it."""
+        return await _completed(self._resume(ctx, thread_id, interrupt_id, decision, stream_tokens=False))
+
+    def stream_resume(
+        self, ctx: RequestContext, thread_id: str, interrupt_id: str, decision: Decision
+    ) -> AsyncGenerator[TurnEvent, None]:
+        """Resume, yielding events as they happen, then TurnCompleted."""
+        return self._resume(ctx, thread_id, interrupt_id, decision, stream_tokens=True)
 
     async def _turn(
-        self, ctx: RequestContext, thread_id: str, query: str, fork_from: str, *, stream_tokens: bool
+        self,
+        ctx: RequestContext,
+        thread_id: str,
+        query: str,
+        fork_from: str,
+        abandon_interrupt: bool,
+        *,
+        stream_tokens: bool,
     ) -> AsyncGenerator[TurnEvent, None]:
         if fork_from and not thread_id:
             raise InvalidArgument("thread_id", "thread_id is required with checkpoint_id")
@@ -187,7 +222,6 @@ class Engine:
         # Forking: LangGraph runs from the named checkpoint and writes the new branch after it.
         start = self._config(ctx, thread_id, fork_from) if fork_from else config
         run_config: RunnableConfig = {**start, "recursion_limit": RECURSION_LIMIT}
-        modes: list[StreamMode] = ["messages", "updates"] if stream_tokens else ["updates"]
         rpc = "Fork" if fork_from else ctx.rpc
         with (
             translated_failures(secrets=self._secrets),
@@ -199,24 +233,100 @@ class Engine:
                 prior = await self._prior_turn(config, ctx.request_id, query_digest) if ctx.request_id else None
                 if prior is not None and not prior.next:
                     # The turn of this request_id finished before: the same result, no second run.
-                    yield TurnCompleted(_turn_result(thread_id, human, prior))
+                    yield TurnCompleted(_turn_result(thread_id, prior, _index_of(prior, human)))
                     return
+                if prior is None and self._may_interrupt and not fork_from:
+                    await self._settle_interrupts(config, thread_id, abandon_interrupt)
                 # A turn cut short (crash, cancel, model failure) resumes from its last
                 # checkpoint: its question is already in the thread and is not asked twice.
                 graph_input = None if prior is not None else {"messages": [human]}
-                # durability="sync": a turn's last checkpoint is written before the caller hears
-                # of the answer, so an answered turn survives a kill -9.
-                # The call's deadline bounds the whole run: model requests and tools are
-                # cancelled with it (their HTTP streams closed), not left running.
-                async with _deadline(ctx):
-                    async for mode, payload in self._graph.astream(
-                        graph_input, run_config, stream_mode=modes, durability="sync"
-                    ):
-                        for event in _events_of(mode, payload):
-                            yield event
-                state = await self._graph.aget_state(config)
-                await self._note_activity(ctx, thread_id, state.values.get("messages", []), state.config)
-        yield TurnCompleted(_turn_result(thread_id, human, state))
+                async for event in self._run(ctx, thread_id, config, run_config, graph_input, stream_tokens, human):
+                    yield event
+
+    async def _resume(
+        self, ctx: RequestContext, thread_id: str, interrupt_id: str, decision: Decision, *, stream_tokens: bool
+    ) -> AsyncGenerator[TurnEvent, None]:
+        check_thread_id(thread_id)
+        check_request_id(ctx.request_id)
+        if not interrupt_id:
+            raise InvalidArgument("interrupt_id", "interrupt_id is required")
+        value = decision.resume_value()
+        self._check_storage_up()
+        config = self._config(ctx, thread_id)
+        run_config: RunnableConfig = {**config, "recursion_limit": RECURSION_LIMIT}
+        with (
+            translated_failures(secrets=self._secrets),
+            recording(rpc=ctx.rpc, request_id=ctx.request_id, replica=self.replica),
+        ):
+            async with self._hold(ctx, config):
+                await self._head(config, thread_id)
+                paused = await self._graph.aget_state(config)
+                pending = {item.id for item in paused.interrupts}
+                if not pending:
+                    raise FailedPrecondition(
+                        f"thread {thread_id!r} is not waiting for a human", reason="NOT_INTERRUPTED"
+                    )
+                if interrupt_id not in pending:
+                    raise NotFound(
+                        f"interrupt {interrupt_id!r} is not pending on thread {thread_id!r} "
+                        f"(pending: {', '.join(sorted(pending))})",
+                        reason="INTERRUPT_NOT_FOUND",
+                    )
+                command: Command[Any] = Command(resume={interrupt_id: value})
+                first_new = len(paused.values.get("messages", []))
+                async for event in self._run(ctx, thread_id, config, run_config, command, stream_tokens, first_new):
+                    yield event
+
+    async def _run(
+        self,
+        ctx: RequestContext,
+        thread_id: str,
+        config: RunnableConfig,
+        run_config: RunnableConfig,
+        graph_input: Any,
+        stream_tokens: bool,
+        first_new: HumanMessage | int,
+    ) -> AsyncGenerator[TurnEvent, None]:
+        """Runs the graph (the caller holds the thread) and ends with TurnCompleted."""
+        modes: list[StreamMode] = ["messages", "updates"] if stream_tokens else ["updates"]
+        # durability="sync": a turn's last checkpoint is written before the caller hears
+        # of the answer, so an answered turn survives a kill -9.
+        # The call's deadline bounds the whole run: model requests and tools are
+        # cancelled with it (their HTTP streams closed), not left running.
+        async with _deadline(ctx):
+            async for mode, payload in self._graph.astream(
+                graph_input, run_config, stream_mode=modes, durability="sync"
+            ):
+                for event in _events_of(mode, payload):
+                    yield event
+        state = await self._graph.aget_state(config)
+        await self._note_activity(ctx, thread_id, state.values.get("messages", []), state.config)
+        start = first_new if isinstance(first_new, int) else _index_of(state, first_new)
+        yield TurnCompleted(_turn_result(thread_id, state, start))
+
+    async def _settle_interrupts(self, config: RunnableConfig, thread_id: str, abandon: bool) -> None:
+        """Refuses a turn on a thread that waits for a human, or gives up what it waits for."""
+        head = await self._graph.aget_state(config)
+        if not head.interrupts:
+            return
+        if not abandon:
+            raise FailedPrecondition(
+                f"thread {thread_id!r} waits for a human (interrupts {[i.id for i in head.interrupts]}): "
+                "Resume it, or Ask with abandon_interrupt",
+                reason="THREAD_INTERRUPTED",
+            )
+        messages = head.values.get("messages", [])
+        last = messages[-1] if messages else None
+        answers = (
+            {"messages": rejection_messages(last, "abandoned: the caller moved on to another question")}
+            if isinstance(last, AIMessage) and last.tool_calls
+            else None
+        )
+        for task in head.tasks:
+            if task.interrupts:
+                # As if the paused node had finished without running anything: nothing is left pending.
+                await self._graph.aupdate_state(config, answers, as_node=task.name)
+                answers = None
 
     async def _prior_turn(self, config: RunnableConfig, request_id: str, query_digest: str) -> StateSnapshot | None:
         """The thread's state after the last step of an earlier call with this request_id, if any."""
@@ -385,6 +495,7 @@ class Engine:
             next=tuple(snapshot.next),
             is_head=_id_of(item) == _id_of(head),
             metadata_json=json.dumps(dict(item.metadata or {}), default=str, sort_keys=True),
+            interrupts=tuple(_interrupt_view(i) for i in snapshot.interrupts),
         )
 
     async def list_threads(self, ctx: RequestContext, page_size: int, page_token: str) -> ThreadsPage:
@@ -525,17 +636,44 @@ def _human_message_id(config: RunnableConfig, request_id: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"threadline:{config['configurable']['thread_id']}:{request_id}"))
 
 
-def _turn_result(thread_id: str, human: HumanMessage, state: StateSnapshot) -> TurnResult:
+def _index_of(state: StateSnapshot, human: HumanMessage) -> int:
     messages: list[BaseMessage] = list(state.values.get("messages", []))
-    start = next((i for i, m in enumerate(messages) if m.id == human.id), len(messages))
-    added = messages[start:]
+    return next((i for i, m in enumerate(messages) if m.id == human.id), len(messages))
+
+
+def _turn_result(thread_id: str, state: StateSnapshot, start: int) -> TurnResult:
+    added: list[BaseMessage] = list(state.values.get("messages", []))[start:]
     answer = next((text_of(m) for m in reversed(added) if isinstance(m, AIMessage)), "")
     return TurnResult(
         thread_id=thread_id,
         answer=answer,
         checkpoint_id=str(state.config["configurable"]["checkpoint_id"]),
         messages=views_of(added),
+        interrupts=tuple(_interrupt_view(item) for item in state.interrupts),
     )
+
+
+def _interrupt_view(item: Interrupt) -> InterruptView:
+    value = item.value
+    calls = value.get("tool_calls", []) if isinstance(value, dict) else []
+    return InterruptView(
+        interrupt_id=item.id,
+        tool_calls=tuple(
+            ToolCallView(id=c.get("id") or "", name=c.get("name", ""), arguments_json=json.dumps(c.get("args", {})))
+            for c in calls
+            if isinstance(c, dict)
+        ),
+        value_json=json.dumps(value, default=str),
+    )
+
+
+async def _completed(events: AsyncGenerator[TurnEvent, None]) -> TurnResult:
+    """The TurnCompleted of a turn's events; the generator is closed here, in this task."""
+    async with aclosing(events):
+        async for event in events:
+            if isinstance(event, TurnCompleted):
+                return event.turn
+    raise AssertionError("a turn always ends with TurnCompleted")
 
 
 def _writers(item: CheckpointTuple, parent: CheckpointTuple | None) -> tuple[str, ...]:

@@ -50,13 +50,23 @@ class CheckpointView:
 
 
 @dataclass(frozen=True)
+class InterruptView:
+    """A pause of a turn, waiting for a human."""
+
+    interrupt_id: str
+    tool_calls: tuple[ToolCallView, ...]
+    value_json: str
+
+
+@dataclass(frozen=True)
 class TurnResult:
-    """A completed turn."""
+    """A completed (or paused) turn."""
 
     thread_id: str
     answer: str
     checkpoint_id: str
     messages: tuple[MessageView, ...]
+    interrupts: tuple[InterruptView, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,7 @@ class StateView:
     next: tuple[str, ...]
     is_head: bool
     metadata_json: str
+    interrupts: tuple[InterruptView, ...]
 
 
 @dataclass(frozen=True)

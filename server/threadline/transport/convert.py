@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from typing import TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from threadline.engine.approval import Decision
 from threadline.engine.views import (
     CheckpointView,
     HistoryPage,
+    InterruptView,
     MessageView,
     RewindResult,
     StateView,
@@ -22,6 +25,7 @@ from threadline.engine.views import (
     TurnEvent,
     TurnResult,
 )
+from threadline.errors import InvalidArgument
 from threadline_client.v1 import threadline_pb2 as pb
 
 _ROLES = {"human": pb.ROLE_HUMAN, "ai": pb.ROLE_AI, "tool": pb.ROLE_TOOL, "system": pb.ROLE_SYSTEM}
@@ -58,22 +62,50 @@ def turn(result: TurnResult) -> pb.Turn:
         answer=result.answer,
         checkpoint_id=result.checkpoint_id,
         messages=messages(result.messages),
+        interrupts=interrupts(result.interrupts),
     )
 
 
-def stream_event(event: TurnEvent) -> pb.StreamAskResponse:
+def interrupts(views: Iterable[InterruptView]) -> list[pb.Interrupt]:
+    return [
+        pb.Interrupt(
+            interrupt_id=i.interrupt_id, tool_calls=[tool_call(c) for c in i.tool_calls], value_json=i.value_json
+        )
+        for i in views
+    ]
+
+
+StreamMessage = TypeVar("StreamMessage", pb.StreamAskResponse, pb.StreamResumeResponse)
+
+
+def stream_event(event: TurnEvent, message: type[StreamMessage]) -> StreamMessage:
+    """One streamed event as `message` (StreamAskResponse or StreamResumeResponse: the same fields)."""
     if isinstance(event, TokenEvent):
-        return pb.StreamAskResponse(token=pb.TokenDelta(text=event.text, message_id=event.message_id))
+        return message(token=pb.TokenDelta(text=event.text, message_id=event.message_id))
     if isinstance(event, ToolCallEvent):
-        return pb.StreamAskResponse(tool_call=tool_call(event.call))
+        return message(tool_call=tool_call(event.call))
     if isinstance(event, ToolResultEvent):
-        return pb.StreamAskResponse(
+        return message(
             tool_result=pb.ToolResult(
                 tool_call_id=event.tool_call_id, name=event.name, content=event.content, is_error=event.is_error
             )
         )
     assert isinstance(event, TurnCompleted)
-    return pb.StreamAskResponse(final=turn(event.turn))
+    return message(final=turn(event.turn))
+
+
+def decision(request: pb.ResumeDecision) -> Decision:
+    """The engine's Decision from the contract's; InvalidArgument when none is set."""
+    kind = request.WhichOneof("decision")
+    if kind == "approve":
+        return Decision("approve")
+    if kind == "reject":
+        return Decision("reject", reason=request.reject.reason)
+    if kind == "edit":
+        return Decision("edit", arguments_json=dict(request.edit.arguments_json))
+    if kind == "value_json":
+        return Decision("value", value_json=request.value_json)
+    raise InvalidArgument("decision", "set one of decision.approve, reject, edit or value_json")
 
 
 def _timestamp(moment: dt.datetime) -> Timestamp:
@@ -126,6 +158,7 @@ def state(view: StateView) -> pb.GetStateResponse:
         next=list(view.next),
         is_head=view.is_head,
         metadata_json=view.metadata_json,
+        interrupts=interrupts(view.interrupts),
     )
 
 

@@ -7,7 +7,7 @@ status_mapping; what is left here is plumbing.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
@@ -15,6 +15,7 @@ import grpc
 
 from threadline.context import RequestContext
 from threadline.engine import Engine
+from threadline.engine.views import TurnEvent
 from threadline.transport import convert
 from threadline.transport.status_mapping import status_for
 from threadline_client.v1 import threadline_pb2 as pb
@@ -47,6 +48,21 @@ async def reported_errors(context: Context) -> AsyncIterator[None]:
         await context.abort_with_status(status_for(exc))
 
 
+async def _stream(
+    turn: AsyncGenerator[TurnEvent, None], context: Context, message: type[convert.StreamMessage]
+) -> None:
+    """Writes a turn's events to a server-streaming call, reporting any error on it.
+
+    A coroutine that writes, rather than an async generator that yields, so that a
+    cancellation arrives in the handler's own task and aclosing() ends the turn in the
+    task (and context) it started in; a suspended generator would be finalized later
+    from another task, where the turn's context variables and locks are not its own.
+    """
+    async with reported_errors(context), aclosing(turn):
+        async for event in turn:
+            await context.write(convert.stream_event(event, message))
+
+
 class ThreadlineServicer(pb_grpc.ThreadlineServiceServicer):
     """The threadline.v1.ThreadlineService implementation."""
 
@@ -56,7 +72,13 @@ class ThreadlineServicer(pb_grpc.ThreadlineServiceServicer):
     async def Ask(self, request: pb.AskRequest, context: Context) -> pb.AskResponse:
         ctx = request_context("Ask", request.request_id, context)
         async with reported_errors(context):
-            result = await self._engine.ask(ctx, request.thread_id, request.query, request.checkpoint_id)
+            result = await self._engine.ask(
+                ctx,
+                request.thread_id,
+                request.query,
+                request.checkpoint_id,
+                abandon_interrupt=request.abandon_interrupt,
+            )
         return pb.AskResponse(turn=convert.turn(result))
 
     # grpc.aio accepts a coroutine that writes; the generated stub only types the iterator style.
@@ -64,14 +86,14 @@ class ThreadlineServicer(pb_grpc.ThreadlineServiceServicer):
         ctx = request_context("StreamAsk", request.request_id, context)
         # The turn runs inside this handler's task, so a client that goes away or a passed
         # deadline cancels the graph run itself (and its model stream): nothing is left running.
-        # A coroutine that writes, rather than an async generator that yields, so that the
-        # cancellation arrives here, in this task, and aclosing() ends the turn in the task
-        # (and context) it started in; a suspended generator would be finalized later from
-        # another task, where the turn's context variables and locks are not its own.
-        turn = self._engine.stream_ask(ctx, request.thread_id, request.query, request.checkpoint_id)
-        async with reported_errors(context), aclosing(turn):
-            async for event in turn:
-                await context.write(convert.stream_event(event))
+        turn = self._engine.stream_ask(
+            ctx,
+            request.thread_id,
+            request.query,
+            request.checkpoint_id,
+            abandon_interrupt=request.abandon_interrupt,
+        )
+        await _stream(turn, context, pb.StreamAskResponse)
 
     async def History(self, request: pb.HistoryRequest, context: Context) -> pb.HistoryResponse:
         ctx = request_context("History", "", context)
@@ -108,3 +130,18 @@ class ThreadlineServicer(pb_grpc.ThreadlineServiceServicer):
         async with reported_errors(context):
             page = await self._engine.list_threads(ctx, request.page_size, request.page_token)
         return convert.threads(page)
+
+    async def Resume(self, request: pb.ResumeRequest, context: Context) -> pb.ResumeResponse:
+        ctx = request_context("Resume", request.request_id, context)
+        async with reported_errors(context):
+            decision = convert.decision(request.decision)
+            result = await self._engine.resume(ctx, request.thread_id, request.interrupt_id, decision)
+        return pb.ResumeResponse(turn=convert.turn(result))
+
+    # grpc.aio accepts a coroutine that writes; the generated stub only types the iterator style.
+    async def StreamResume(self, request: pb.StreamResumeRequest, context: Context) -> None:  # type: ignore[override]
+        ctx = request_context("StreamResume", request.request_id, context)
+        async with reported_errors(context):
+            decision = convert.decision(request.decision)
+        turn = self._engine.stream_resume(ctx, request.thread_id, request.interrupt_id, decision)
+        await _stream(turn, context, pb.StreamResumeResponse)

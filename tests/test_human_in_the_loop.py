@@ -1,0 +1,147 @@
+"""Tools behind a human's approval: the turn pauses, survives restarts, and Resume approves, edits or rejects."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.conftest import BACKENDS, database_url
+from tests.support import ROOT, ServerProcess, server_env
+from threadline_client import ThreadlineClient, ThreadlineError, pb
+
+APPROVAL = server_env(THREADLINE_APPROVAL_TOOLS="calculator")
+APPROVE = pb.ResumeDecision(approve=pb.Approval())
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def approval_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, logs: Path
+) -> Iterator[ServerProcess]:
+    url = database_url(request.param, tmp_path_factory.mktemp("hitl"), request)
+    with ServerProcess(url, logs, env=APPROVAL) as server:
+        yield server
+
+
+@pytest.fixture
+def client(approval_server: ServerProcess) -> Iterator[ThreadlineClient]:
+    with ThreadlineClient(approval_server.address) as c:
+        yield c
+
+
+def _paused(client: ThreadlineClient, query: str = "What is 6*7?") -> pb.Turn:
+    turn = client.ask(query)
+    assert len(turn.interrupts) == 1 and not turn.answer
+    (call,) = turn.interrupts[0].tool_calls
+    assert call.name == "calculator" and json.loads(call.arguments_json) == {"expression": query[8:-1]}
+    return turn
+
+
+def test_a_tool_needing_approval_pauses_the_turn_until_approved(client: ThreadlineClient) -> None:
+    turn = _paused(client)
+    with pytest.raises(ThreadlineError) as caught:
+        client.ask("My name is Ada.", thread_id=turn.thread_id)
+    assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION and caught.value.reason == "THREAD_INTERRUPTED"
+    state = client.get_state(turn.thread_id)
+    assert list(state.next) == ["approval"] and list(state.interrupts) == list(turn.interrupts)
+
+    resumed = client.resume(turn.thread_id, turn.interrupts[0].interrupt_id, APPROVE, request_id="ok-1")
+    assert resumed.answer == "The answer is 42." and not resumed.interrupts
+    assert [m.role for m in resumed.messages] == [pb.ROLE_TOOL, pb.ROLE_AI]
+    head = client.history(turn.thread_id, page_size=1).checkpoints[0]
+    assert head.rpc == "Resume" and head.request_id == "ok-1"
+    assert "Ada" in client.ask("My name is Ada.", thread_id=turn.thread_id).answer
+
+
+def test_a_rejected_call_does_not_run_and_the_model_hears_why(client: ThreadlineClient) -> None:
+    turn = _paused(client)
+    decision = pb.ResumeDecision(reject=pb.Rejection(reason="no maths today"))
+    resumed = client.resume(turn.thread_id, turn.interrupts[0].interrupt_id, decision)
+    tool = next(m for m in resumed.messages if m.role == pb.ROLE_TOOL)
+    assert "rejected" in tool.text and "no maths today" in tool.text
+    assert "42" not in resumed.answer and "no maths today" in resumed.answer
+
+
+def test_an_edited_call_runs_with_the_new_arguments(client: ThreadlineClient) -> None:
+    turn = _paused(client)
+    call_id = turn.interrupts[0].tool_calls[0].id
+    decision = pb.ResumeDecision(edit=pb.Edit(arguments_json={call_id: '{"expression": "2+2"}'}))
+    resumed = client.resume(turn.thread_id, turn.interrupts[0].interrupt_id, decision)
+    assert resumed.answer == "The answer is 4."
+
+
+def test_streamed_turns_pause_and_resume_too(client: ThreadlineClient) -> None:
+    events = list(client.stream_ask("What is 3*3?"))
+    assert [e.WhichOneof("event") for e in events] == ["tool_call", "final"]
+    paused = events[-1].final
+    assert paused.interrupts
+    resumed = list(client.stream_resume(paused.thread_id, paused.interrupts[0].interrupt_id, APPROVE))
+    kinds = [e.WhichOneof("event") for e in resumed]
+    assert kinds[0] == "tool_result" and "token" in kinds and kinds[-1] == "final"
+    assert (
+        "".join(e.token.text for e in resumed if e.HasField("token")) == resumed[-1].final.answer == "The answer is 9."
+    )
+
+
+def test_a_new_question_may_abandon_the_pending_call(client: ThreadlineClient) -> None:
+    turn = _paused(client)
+    answered = client.ask("My name is Ada.", thread_id=turn.thread_id, abandon_interrupt=True)
+    assert "Ada" in answered.answer and not answered.interrupts
+    texts = [m.text for m in client.history(turn.thread_id).messages]
+    assert any("abandoned" in t for t in texts), "the model was told the call was given up"
+    with pytest.raises(ThreadlineError) as caught:
+        client.resume(turn.thread_id, turn.interrupts[0].interrupt_id, APPROVE)
+    assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION and caught.value.reason == "NOT_INTERRUPTED"
+
+
+def test_resume_errors(client: ThreadlineClient) -> None:
+    turn = _paused(client)
+    interrupt = turn.interrupts[0].interrupt_id
+    bad_json = pb.ResumeDecision(edit=pb.Edit(arguments_json={"x": "["}))
+    cases = [
+        (turn.thread_id, "not-this-one", APPROVE, grpc.StatusCode.NOT_FOUND, "INTERRUPT_NOT_FOUND"),
+        (turn.thread_id, interrupt, pb.ResumeDecision(), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
+        (turn.thread_id, interrupt, bad_json, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
+        ("no-such-thread", interrupt, APPROVE, grpc.StatusCode.NOT_FOUND, "THREAD_NOT_FOUND"),
+    ]
+    for thread, interrupt_id, decision, code, reason in cases:
+        with pytest.raises(ThreadlineError) as caught:
+            client.resume(thread, interrupt_id, decision)
+        assert caught.value.code == code and caught.value.reason == reason, caught.value
+    assert client.resume(turn.thread_id, interrupt, APPROVE).answer == "The answer is 42.", "errors changed nothing"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_pause_survives_a_sigkill_and_resumes_on_a_new_process(
+    backend: str, tmp_path: Path, logs: Path, request: pytest.FixtureRequest
+) -> None:
+    url = database_url(backend, tmp_path, request)
+    first = ServerProcess(url, logs, env=APPROVAL).start()
+    try:
+        with ThreadlineClient(first.address) as client:
+            turn = _paused(client)
+    finally:
+        first.kill()
+    with ServerProcess(url, logs, env=APPROVAL) as second, ThreadlineClient(second.address) as client:
+        resumed = client.resume(turn.thread_id, turn.interrupts[0].interrupt_id, APPROVE)
+        assert resumed.answer == "The answer is 42."
+
+
+def test_the_command_line_shows_the_pause_and_resumes_it(approval_server: ServerProcess) -> None:
+    def threadline(*args: str) -> subprocess.CompletedProcess[str]:
+        env = server_env(THREADLINE_ADDRESS=approval_server.address)
+        command = [sys.executable, "-m", "threadline", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+
+    asked = threadline("ask", "What is 5*5?")
+    assert asked.returncode == 0 and "[waiting for approval] calculator" in asked.stderr
+    answer_line = next(line for line in asked.stderr.splitlines() if "threadline resume" in line)
+    thread, interrupt = answer_line.split("threadline resume ")[1].split()[:2]
+    resumed = threadline("resume", thread, interrupt, "--approve", "--stream")
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.strip() == "The answer is 25."
