@@ -522,3 +522,21 @@ def test_a_refused_key_is_failed_precondition_without_the_key(
     assert API_KEY not in endpoint_server.log()
     with endpoint(endpoint_port) as model:
         assert_usable(endpoint_client, model, thread)
+
+
+def test_a_turn_cut_by_a_model_failure_is_finished_by_a_retry_with_its_request_id(
+    client: ThreadlineClient, model: ModelServer
+) -> None:
+    thread = new_thread(client, model)
+    model.reset()
+    model.script(*[failure(500, retry_after_s=QUICK_RETRY_S)] * 3)  # the first try and both retries fail
+    error = error_of(lambda: client.ask("Tell me more.", thread_id=thread, request_id="more-1", timeout=10))
+    assert error.code == grpc.StatusCode.UNAVAILABLE
+
+    model.script(text("Here is more."))
+    retried = client.ask("Tell me more.", thread_id=thread, request_id="more-1", timeout=10)
+    assert retried.answer == "Here is more."
+    humans = [m.text for m in client.history(thread).messages if m.role == pb.ROLE_HUMAN]
+    assert humans == ["My name is Ada.", "Tell me more."], "the question is in the thread once"
+    assert client.ask("Tell me more.", thread_id=thread, request_id="more-1") == retried
+    assert len(model.requests) == 4, "the finished turn was not run again"
