@@ -16,6 +16,8 @@ from typing import IO
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from threadline_client import ThreadlineClient
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_START_TIMEOUT_S = 60.0
 
@@ -41,6 +43,17 @@ def server_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("THREADLINE_", "OPENAI_"))}
     env.update(overrides)
     return env
+
+
+def assert_one_linear_chain(client: ThreadlineClient, thread: str) -> None:
+    """Every checkpoint of the thread is on its head's chain: nothing forked or orphaned."""
+    checkpoints = list(client.iter_checkpoints(thread, page_size=100))
+    by_id = {c.checkpoint_id: c for c in checkpoints}
+    chain, current = [], client.history(thread, page_size=1).head_checkpoint_id
+    while current:
+        chain.append(current)
+        current = by_id[current].parent_checkpoint_id
+    assert len(chain) == len(checkpoints), f"{thread}: {len(checkpoints) - len(chain)} checkpoints off the head's chain"
 
 
 class ServerProcess:

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.support import ServerProcess, server_env
+from tests.support import ServerProcess, assert_one_linear_chain, server_env
 from threadline_client import ThreadlineClient, ThreadlineError, pb
 
 CONCURRENT_ASKS = 20
@@ -48,13 +48,7 @@ def _ask_concurrently(servers: list[ServerProcess], thread: str) -> list[pb.Turn
 
 
 def _assert_one_linear_chain_of(client: ThreadlineClient, thread: str, accepted: set[int]) -> None:
-    checkpoints = list(client.iter_checkpoints(thread, page_size=100))
-    by_id = {c.checkpoint_id: c for c in checkpoints}
-    chain, current = [], client.history(thread, page_size=1).head_checkpoint_id
-    while current:
-        chain.append(current)
-        current = by_id[current].parent_checkpoint_id
-    assert len(chain) == len(checkpoints), "every checkpoint is on the head's chain: nothing forked or orphaned"
+    assert_one_linear_chain(client, thread)
 
     messages = list(client.history(thread).messages)
     humans = [m for m in messages if m.role == pb.ROLE_HUMAN]

@@ -12,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from tests.conftest import BACKENDS, database_url
-from tests.support import ServerProcess, ThrowawayPostgres, health_status, server_env
+from tests.support import ServerProcess, ThrowawayPostgres, assert_one_linear_chain, health_status, server_env
 from threadline_client import ThreadlineClient, ThreadlineError
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -141,13 +141,7 @@ def test_an_outage_under_load_fails_calls_fast_and_corrupts_no_thread(
         with ThreadlineClient(server.address) as client:
             for worker in range(6):
                 thread = f"load-{worker}"
-                checkpoints = list(client.iter_checkpoints(thread, page_size=100))
-                by_id = {c.checkpoint_id: c for c in checkpoints}
-                chain, current = [], client.history(thread, page_size=1).head_checkpoint_id
-                while current:
-                    chain.append(current)
-                    current = by_id[current].parent_checkpoint_id
-                assert len(chain) == len(checkpoints), f"{thread}: one linear chain"
+                assert_one_linear_chain(client, thread)
                 assert client.ask("What is my name?", thread_id=thread, timeout=10).answer, "the thread is usable"
     assert "Traceback" not in server.log()
 

@@ -1,0 +1,168 @@
+"""Cost of a turn, of History and of storage as a thread grows: 10, 100 and 500 turns (PostgreSQL).
+
+One thread grows turn by turn ("My itemN is valueN.", three checkpoints a turn, offline model).
+At each length the benchmark times further turns and History(page_size=10) over gRPC, the same
+graph on the same kind of saver in process (ainvoke, aget_state_history(limit=10)), and counts
+the bytes the thread occupies in PostgreSQL (checkpoints, blobs and pending writes).
+
+Targets (benchmarks issue): turn latency and History latency at 500 turns <= 1.5x at 10 turns;
+bytes per turn over turns 400-500 <= 1.5x the bytes per turn over turns 1-10 (linear storage).
+
+Run alone: .venv/bin/python bench/thread_length.py   (BENCH_LENGTHS=10,100,500 to change)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from harness import Row, print_table, scratch_database, server, verdict
+
+from threadline.engine.graphs import default_agent
+from threadline.engine.offline_model import OfflineChatModel
+from threadline.engine.postgres import PooledPostgresSaver, open_pool
+from threadline.engine.tools import default_tools
+from threadline_client import AsyncThreadlineClient
+
+LENGTHS = tuple(int(n) for n in os.environ.get("BENCH_LENGTHS", "10,100,500").split(","))
+SAMPLES = 5
+THREAD = "bench-length"
+TENANT_PREFIX = "default/"
+
+_BYTES_SQL = """
+SELECT
+  (SELECT coalesce(sum(pg_column_size(c.*)), 0) FROM checkpoints c WHERE thread_id = %(t)s)
++ (SELECT coalesce(sum(pg_column_size(b.*)), 0) FROM checkpoint_blobs b WHERE thread_id = %(t)s)
++ (SELECT coalesce(sum(pg_column_size(w.*)), 0) FROM checkpoint_writes w WHERE thread_id = %(t)s) AS bytes
+"""
+
+
+def _query(turn: int) -> str:
+    return f"My item{turn} is value{turn}."
+
+
+async def _timed(call: Any) -> float:
+    started = time.perf_counter()
+    await call()
+    return (time.perf_counter() - started) * 1000
+
+
+def _bytes(url: str, thread_key: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(_BYTES_SQL, {"t": thread_key}).fetchone()
+        return int(row[0]) if row else 0
+
+
+async def _over_grpc(url: str, address: str) -> dict[int, tuple[float, float, int]]:
+    """{length: (turn ms, History ms, bytes)} for a thread grown over gRPC."""
+    results: dict[int, tuple[float, float, int]] = {}
+    async with AsyncThreadlineClient(address) as client:
+        done = 0
+        for length in LENGTHS:
+            while done < length:
+                await client.ask(_query(done), thread_id=THREAD)
+                done += 1
+            stored = _bytes(url, TENANT_PREFIX + THREAD)
+            turns = []
+            for _ in range(SAMPLES):
+                turns.append(await _timed(lambda n=done: client.ask(_query(n), thread_id=THREAD)))
+                done += 1
+            histories = [await _timed(lambda: client.history(THREAD, page_size=10)) for _ in range(SAMPLES)]
+            results[length] = (statistics.median(turns), statistics.median(histories), stored)
+    return results
+
+
+async def _in_process(url: str) -> dict[int, tuple[float, float]]:
+    """{length: (turn ms, aget_state_history(limit=10) ms)} for the same graph called directly."""
+    pool = await open_pool(url, min_size=2, max_size=4, timeout_s=10, prepare_threshold=0)
+    try:
+        saver = PooledPostgresSaver(pool)  # type: ignore[arg-type]
+        await saver.setup()
+        graph = default_agent(OfflineChatModel(), default_tools()).compile(checkpointer=saver)
+        config: Any = {"configurable": {"thread_id": "bench-length-inproc"}}
+        results: dict[int, tuple[float, float]] = {}
+        done = 0
+
+        async def turn() -> None:
+            await graph.ainvoke({"messages": [("human", _query(done))]}, config, durability="sync")
+
+        async def history() -> None:
+            [s async for s in graph.aget_state_history(config, limit=10)]
+
+        for length in LENGTHS:
+            while done < length:
+                await turn()
+                done += 1
+            turns = []
+            for _ in range(SAMPLES):
+                turns.append(await _timed(turn))
+                done += 1
+            histories = [await _timed(history) for _ in range(SAMPLES)]
+            results[length] = (statistics.median(turns), statistics.median(histories))
+        return results
+    finally:
+        await pool.close()
+
+
+def main() -> list[str]:
+    logs = Path(tempfile.mkdtemp(prefix="threadline-bench-"))
+    with scratch_database() as url:
+        with server(url, logs) as process:
+            grpc_results = asyncio.run(_over_grpc(url, process.address))
+        inproc = asyncio.run(_in_process(url))
+    rows = []
+    for length in LENGTHS:
+        turn_ms, history_ms, stored = grpc_results[length]
+        rows.append(
+            Row(f"{length:>4} turns: Ask over gRPC", turn_ms, "ms", f"in-process ainvoke {inproc[length][0]:.1f} ms")
+        )
+        rows.append(
+            Row(
+                f"{length:>4} turns: History(page_size=10)",
+                history_ms,
+                "ms",
+                f"in-process aget_state_history(limit=10) {inproc[length][1]:.1f} ms",
+            )
+        )
+        rows.append(
+            Row(f"{length:>4} turns: PostgreSQL bytes", stored / 1024, "KiB", f"{stored / length / 1024:.1f} KiB/turn")
+        )
+    print_table(f"Cost as a thread grows (median of {SAMPLES} at each length)", rows)
+    first, last = LENGTHS[0], LENGTHS[-1]
+    verdicts = [
+        verdict(
+            f"turn latency at {last} turns <= 1.5x at {first}",
+            grpc_results[last][0] <= 1.5 * grpc_results[first][0],
+            f"{grpc_results[last][0]:.1f} vs {grpc_results[first][0]:.1f} ms",
+        ),
+        verdict(
+            f"History latency at {last} turns <= 1.5x at {first}",
+            grpc_results[last][1] <= 1.5 * grpc_results[first][1],
+            f"{grpc_results[last][1]:.1f} vs {grpc_results[first][1]:.1f} ms",
+        ),
+    ]
+    if len(LENGTHS) >= 2:
+        early = grpc_results[first][2] / first
+        # Bytes per turn across the last step of lengths: the marginal cost of a turn on a long thread.
+        previous = LENGTHS[-2]
+        late = (grpc_results[last][2] - grpc_results[previous][2]) / (last - previous)
+        verdicts.append(
+            verdict(
+                f"bytes per turn over turns {previous}-{last} <= 1.5x over turns 1-{first}",
+                late <= 1.5 * early,
+                f"{late / 1024:.1f} vs {early / 1024:.1f} KiB/turn",
+            )
+        )
+    for line in verdicts:
+        print(line)
+    return verdicts
+
+
+if __name__ == "__main__":
+    main()
