@@ -144,7 +144,7 @@ class Engine:
         except _PROBE_FAILURES as exc:
             if self._storage_down_since is None:
                 self._storage_down_since = time.monotonic()
-                log.warning("checkpoint database unreachable: %s", exc or type(exc).__name__)
+                log.warning("checkpoint database unreachable: %s", str(exc) or type(exc).__name__)
             return False
         if self._storage_down_since is not None:
             log.info("checkpoint database reachable again after %.1fs", time.monotonic() - self._storage_down_since)
