@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -11,15 +10,15 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from typing import Any
 
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command, Interrupt, StateSnapshot, StreamMode
+from langgraph.types import Command, StateSnapshot, StreamMode
 
 from threadline.config import Settings
 from threadline.context import RequestContext
@@ -41,19 +40,24 @@ from threadline.engine.identifiers import (
     new_thread_id,
     storage_thread_id,
 )
-from threadline.engine.messages import preview_of, text_of, tool_call_views, views_of
+from threadline.engine.messages import preview_of, text_of, views_of
+from threadline.engine.snapshots import (
+    events_of,
+    id_of,
+    index_of,
+    interrupt_view,
+    messages_of,
+    parse_ts,
+    turn_result,
+    writers,
+)
 from threadline.engine.storage import STORAGE_ERRORS, Storage, StorageSettings, open_storage
 from threadline.engine.views import (
     CheckpointView,
     HistoryPage,
-    InterruptView,
     RewindResult,
     StateView,
     ThreadsPage,
-    TokenEvent,
-    ToolCallEvent,
-    ToolCallView,
-    ToolResultEvent,
     TurnCompleted,
     TurnEvent,
     TurnResult,
@@ -79,7 +83,6 @@ _PROBE_FAILURES: tuple[type[BaseException], ...] = (TimeoutError, *STORAGE_ERROR
 # LangGraph's pseudo-node for copying a checkpoint: the copy gets the target's
 # state and becomes the newest checkpoint of the thread, i.e. its head.
 _COPY_NODE = "__copy__"
-_INTERNAL_CHANNELS = ("__input__", "__interrupt__")
 
 
 class Engine:
@@ -233,7 +236,7 @@ class Engine:
                 prior = await self._prior_turn(config, ctx.request_id, query_digest) if ctx.request_id else None
                 if prior is not None and not prior.next:
                     # The turn of this request_id finished before: the same result, no second run.
-                    yield TurnCompleted(_turn_result(thread_id, prior, _index_of(prior, human)))
+                    yield TurnCompleted(turn_result(thread_id, prior, index_of(prior, human)))
                     return
                 if prior is None and self._may_interrupt and not fork_from:
                     await self._settle_interrupts(config, thread_id, abandon_interrupt)
@@ -297,12 +300,12 @@ class Engine:
             async for mode, payload in self._graph.astream(
                 graph_input, run_config, stream_mode=modes, durability="sync"
             ):
-                for event in _events_of(mode, payload):
+                for event in events_of(mode, payload):
                     yield event
         state = await self._graph.aget_state(config)
         await self._note_activity(ctx, thread_id, state.values.get("messages", []), state.config)
-        start = first_new if isinstance(first_new, int) else _index_of(state, first_new)
-        yield TurnCompleted(_turn_result(thread_id, state, start))
+        start = first_new if isinstance(first_new, int) else index_of(state, first_new)
+        yield TurnCompleted(turn_result(thread_id, state, start))
 
     async def _settle_interrupts(self, config: RunnableConfig, thread_id: str, abandon: bool) -> None:
         """Refuses a turn on a thread that waits for a human, or gives up what it waits for."""
@@ -343,7 +346,7 @@ class Engine:
             raise InvalidArgument("request_id", f"request_id {request_id!r} was used with a different query")
         snapshot = await self._graph.aget_state(found[0].config)
         head = await self._saver.aget_tuple(config)
-        if snapshot.next and head is not None and _id_of(head) != _id_of(found[0]):
+        if snapshot.next and head is not None and id_of(head) != id_of(found[0]):
             raise FailedPrecondition(
                 f"the turn of request_id {request_id!r} was cut short and the thread has moved on since; "
                 "send the query again with a new request_id",
@@ -369,15 +372,15 @@ class Engine:
             # parent of the page's last checkpoint (needed to tell which nodes wrote it).
             tuples = [t async for t in self._saver.alist(config, before=before_config, limit=size + 1)]
             page = tuples[:size]
-            known = {_id_of(t): t for t in tuples}
+            known = {id_of(t): t for t in tuples}
             checkpoints = tuple([await self._checkpoint_view(t, known) for t in page])
         more = len(tuples) > size
         return HistoryPage(
             thread_id=thread_id,
-            messages=() if page_token else views_of(_messages_of(head)),
+            messages=() if page_token else views_of(messages_of(head)),
             checkpoints=checkpoints,
-            next_page_token=encode_page_token(thread_id, _id_of(page[-1])) if more else "",
-            head_checkpoint_id=_id_of(head),
+            next_page_token=encode_page_token(thread_id, id_of(page[-1])) if more else "",
+            head_checkpoint_id=id_of(head),
         )
 
     async def rewind(
@@ -409,17 +412,17 @@ class Engine:
                 else:
                     assert steps_back is not None
                     target = await self._walk_back(head, steps_back)
-                with recording(rpc=ctx.rpc, request_id=ctx.request_id, rewound_to=_id_of(target), replica=self.replica):
+                with recording(rpc=ctx.rpc, request_id=ctx.request_id, rewound_to=id_of(target), replica=self.replica):
                     new_config = await self._graph.aupdate_state(target.config, None, as_node=_COPY_NODE)
                 new_head = await self._saver.aget_tuple(new_config)
                 assert new_head is not None, "a checkpoint just written can be read"
                 head_view = await self._checkpoint_view(new_head, {})
-                await self._note_activity(ctx, thread_id, _messages_of(new_head), new_head.config)
+                await self._note_activity(ctx, thread_id, messages_of(new_head), new_head.config)
         return RewindResult(
             thread_id=thread_id,
             head=head_view,
-            rewound_to_checkpoint_id=_id_of(target),
-            messages=views_of(_messages_of(new_head)),
+            rewound_to_checkpoint_id=id_of(target),
+            messages=views_of(messages_of(new_head)),
         )
 
     def _hold(self, ctx: RequestContext, config: RunnableConfig) -> AbstractAsyncContextManager[None]:
@@ -464,7 +467,7 @@ class Engine:
                 try:
                     async with self._storage.locks.hold(key, wait=False, deadline=None):
                         head = await self._saver.aget_tuple(config)
-                        if head is None or _id_of(head) >= cutoff:
+                        if head is None or id_of(head) >= cutoff:
                             continue
                         await self._saver.adelete_thread(key)
                         tenant, _, thread_id = key.partition("/")
@@ -491,11 +494,11 @@ class Engine:
         return StateView(
             thread_id=thread_id,
             checkpoint=view,
-            messages=views_of(_messages_of(item)),
+            messages=views_of(messages_of(item)),
             next=tuple(snapshot.next),
-            is_head=_id_of(item) == _id_of(head),
+            is_head=id_of(item) == id_of(head),
             metadata_json=json.dumps(dict(item.metadata or {}), default=str, sort_keys=True),
-            interrupts=tuple(_interrupt_view(i) for i in snapshot.interrupts),
+            interrupts=tuple(interrupt_view(i) for i in snapshot.interrupts),
         )
 
     async def list_threads(self, ctx: RequestContext, page_size: int, page_token: str) -> ThreadsPage:
@@ -560,13 +563,13 @@ class Engine:
             parent = known.get(parent_id) if parent_id else None
             if parent is None and item.parent_config is not None:
                 parent = await self._saver.aget_tuple(item.parent_config)
-            nodes = _writers(item, parent)
-        messages = _messages_of(item)
+            nodes = writers(item, parent)
+        messages = messages_of(item)
         return CheckpointView(
-            checkpoint_id=_id_of(item),
+            checkpoint_id=id_of(item),
             parent_checkpoint_id=parent_id,
             step=int(metadata.get("step", 0)),
-            created_at=_parse_ts(item.checkpoint["ts"]),
+            created_at=parse_ts(item.checkpoint["ts"]),
             nodes=nodes,
             source=source,
             preview=preview_of(messages),
@@ -586,31 +589,6 @@ class Engine:
         if checkpoint_id is not None:
             configurable["checkpoint_id"] = checkpoint_id
         return {"configurable": configurable}
-
-
-def _events_of(mode: str, payload: Any) -> Iterator[TurnEvent]:
-    if mode == "messages":
-        chunk, _metadata = payload
-        if isinstance(chunk, AIMessageChunk):
-            text = text_of(chunk)
-            if text:
-                yield TokenEvent(text=text, message_id=chunk.id or "")
-        return
-    for update in (payload or {}).values():
-        if not isinstance(update, dict):
-            continue
-        written = update.get("messages", [])
-        for message in written if isinstance(written, list) else [written]:
-            if isinstance(message, AIMessage):
-                for call in tool_call_views(message):
-                    yield ToolCallEvent(call)
-            elif isinstance(message, ToolMessage):
-                yield ToolResultEvent(
-                    tool_call_id=message.tool_call_id,
-                    name=message.name or "",
-                    content=text_of(message),
-                    is_error=message.status == "error",
-                )
 
 
 @asynccontextmanager
@@ -636,37 +614,6 @@ def _human_message_id(config: RunnableConfig, request_id: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"threadline:{config['configurable']['thread_id']}:{request_id}"))
 
 
-def _index_of(state: StateSnapshot, human: HumanMessage) -> int:
-    messages: list[BaseMessage] = list(state.values.get("messages", []))
-    return next((i for i, m in enumerate(messages) if m.id == human.id), len(messages))
-
-
-def _turn_result(thread_id: str, state: StateSnapshot, start: int) -> TurnResult:
-    added: list[BaseMessage] = list(state.values.get("messages", []))[start:]
-    answer = next((text_of(m) for m in reversed(added) if isinstance(m, AIMessage)), "")
-    return TurnResult(
-        thread_id=thread_id,
-        answer=answer,
-        checkpoint_id=str(state.config["configurable"]["checkpoint_id"]),
-        messages=views_of(added),
-        interrupts=tuple(_interrupt_view(item) for item in state.interrupts),
-    )
-
-
-def _interrupt_view(item: Interrupt) -> InterruptView:
-    value = item.value
-    calls = value.get("tool_calls", []) if isinstance(value, dict) else []
-    return InterruptView(
-        interrupt_id=item.id,
-        tool_calls=tuple(
-            ToolCallView(id=c.get("id") or "", name=c.get("name", ""), arguments_json=json.dumps(c.get("args", {})))
-            for c in calls
-            if isinstance(c, dict)
-        ),
-        value_json=json.dumps(value, default=str),
-    )
-
-
 async def _completed(events: AsyncGenerator[TurnEvent, None]) -> TurnResult:
     """The TurnCompleted of a turn's events; the generator is closed here, in this task."""
     async with aclosing(events):
@@ -674,26 +621,3 @@ async def _completed(events: AsyncGenerator[TurnEvent, None]) -> TurnResult:
             if isinstance(event, TurnCompleted):
                 return event.turn
     raise AssertionError("a turn always ends with TurnCompleted")
-
-
-def _writers(item: CheckpointTuple, parent: CheckpointTuple | None) -> tuple[str, ...]:
-    # A node that ran in the step that wrote `item` has a newer versions_seen entry than in its parent.
-    seen = item.checkpoint.get("versions_seen", {})
-    before = parent.checkpoint.get("versions_seen", {}) if parent is not None else {}
-    return tuple(
-        sorted(
-            node for node, versions in seen.items() if node not in _INTERNAL_CHANNELS and before.get(node) != versions
-        )
-    )
-
-
-def _id_of(item: CheckpointTuple) -> str:
-    return str(item.config["configurable"]["checkpoint_id"])
-
-
-def _messages_of(item: CheckpointTuple) -> list[BaseMessage]:
-    return list(item.checkpoint.get("channel_values", {}).get("messages", []))
-
-
-def _parse_ts(ts: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(ts)
