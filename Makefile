@@ -32,7 +32,7 @@ typecheck: install
 ## Benchmarks: Threadline over gRPC against in-process baselines (needs PostgreSQL, like `make test`).
 bench: install
 	cd bench && ../$(BIN)/python ask_throughput.py && ../$(BIN)/python stream_latency.py \
-		&& ../$(BIN)/python thread_length.py
+		&& ../$(BIN)/python thread_length.py && ../$(BIN)/python open_streams.py
 
 ## Regenerate the committed gRPC code from protos/.
 proto: install

@@ -1,0 +1,103 @@
+"""Memory with many open streams: 1,000 concurrent StreamAsk calls held open by a slow model.
+
+The local model server (its own process) streams 50 tokens 100 ms apart, so every stream stays
+open for about 5 s and all of them are open at once. The benchmark reads the Threadline server's
+peak resident memory (VmHWM) before and after, and counts the calls that failed.
+
+Target (benchmarks issue): 1,000 concurrent open StreamAsk calls with no error and server RSS <= 400 MB.
+
+Run alone: .venv/bin/python bench/open_streams.py   (BENCH_STREAMS to change the count)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness import ROOT, Row, print_table, server, verdict
+
+from tests.support import free_port
+from threadline_client import AsyncThreadlineClient
+
+STREAMS = int(os.environ.get("BENCH_STREAMS", "1000"))
+TOKEN_DELAY_MS = 100
+QUERY = " ".join(["word"] * 48)  # the model server answers "You said: <query>": 50 tokens
+API_KEY = "sk-bench"
+
+
+def _memory_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+async def _open_streams(address: str) -> tuple[int, int, float]:
+    """(completed, failed, seconds) for STREAMS concurrent StreamAsk calls."""
+    # A few channels: one HTTP/2 connection caps its concurrent streams (100 by default in gRPC core).
+    clients = [
+        AsyncThreadlineClient(address, channel_options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(20)
+    ]
+
+    async def one(i: int) -> bool:
+        tokens = 0
+        async for event in clients[i % len(clients)].stream_ask(QUERY, timeout=120):
+            tokens += event.HasField("token")
+        return tokens == 50
+
+    started = time.monotonic()
+    results = await asyncio.gather(*(one(i) for i in range(STREAMS)), return_exceptions=True)
+    took = time.monotonic() - started
+    for client in clients:
+        await client.close()
+    ok = sum(1 for r in results if r is True)
+    return ok, len(results) - ok, took
+
+
+def main() -> list[str]:
+    logs = Path(tempfile.mkdtemp(prefix="threadline-bench-"))
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}/v1"
+    model = subprocess.Popen(
+        [sys.executable, "-m", "tests.model_server", "--port", str(port), "--token-delay-ms", str(TOKEN_DELAY_MS)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1.5)
+        env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": base_url, "THREADLINE_MODEL": "test-model"}
+        with server(f"sqlite:///{logs / 'streams.db'}", logs, **env) as process:
+            assert process.process is not None
+            pid = process.process.pid
+            idle_kib = _memory_kib(pid, "VmRSS")
+            ok, failed, took = asyncio.run(_open_streams(process.address))
+            peak_kib = _memory_kib(pid, "VmHWM")
+    finally:
+        model.terminate()
+        model.wait(10)
+    rows = [
+        Row("server RSS idle", idle_kib / 1024, "MiB"),
+        Row(f"server peak RSS with {STREAMS} open StreamAsk", peak_kib / 1024, "MiB"),
+        Row("streams completed", ok, "", f"{failed} failed; all done in {took:.1f} s"),
+    ]
+    print_table(f"{STREAMS} concurrent StreamAsk ({TOKEN_DELAY_MS} ms/token, 50 tokens)", rows)
+    verdicts = [
+        verdict(
+            f"{STREAMS} concurrent open StreamAsk, no error, RSS <= 400 MB",
+            failed == 0 and peak_kib <= 400 * 1024,
+            f"{failed} errors, peak {peak_kib / 1024:.0f} MiB",
+        )
+    ]
+    for line in verdicts:
+        print(line)
+    return verdicts
+
+
+if __name__ == "__main__":
+    main()
