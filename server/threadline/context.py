@@ -7,8 +7,7 @@ engine's signatures or teaching it about gRPC.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 DEFAULT_TENANT = "default"
 
@@ -25,10 +24,3 @@ class RequestContext:
     """The caller's optional id of this call (validated), recorded with what it writes."""
     deadline: float | None = None
     """time.monotonic() value by which the call must end; None: no deadline."""
-    started_at: float = field(default_factory=time.monotonic)
-
-    def remaining(self) -> float | None:
-        """Seconds left before the deadline, never negative; None without a deadline."""
-        if self.deadline is None:
-            return None
-        return max(0.0, self.deadline - time.monotonic())

@@ -62,6 +62,3 @@ class LocalThreadLocks:
                 del self._locks[thread_key]
             else:
                 self._locks[thread_key] = (lock, users - 1)
-
-    def __len__(self) -> int:
-        return len(self._locks)

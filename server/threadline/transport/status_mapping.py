@@ -13,7 +13,7 @@ import uuid
 
 import grpc
 from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from threadline import errors
@@ -60,11 +60,5 @@ def status_for(exc: BaseException) -> grpc.Status:
         reason, metadata = "INTERNAL", {"incident": incident}
     detail = any_pb2.Any()
     detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))
-    status = status_pb2.Status(code=_rpc_code(code), message=message, details=[detail])
+    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
     return rpc_status.to_status(status)
-
-
-def _rpc_code(code: grpc.StatusCode) -> int:
-    value: int = code.value[0]
-    assert code_pb2.Code.Name(value), f"{code} is a canonical code"
-    return value
