@@ -153,6 +153,7 @@ class AsyncThreadlineClient:
         *,
         page_size: int = 0,
         page_token: str = "",
+        message_limit: int = 0,
         timeout: float | None = None,
     ) -> pb.HistoryResponse:
         """Returns one page of a thread's checkpoints, and (on the first page) its conversation.
@@ -161,12 +162,14 @@ class AsyncThreadlineClient:
             thread_id: The thread to read.
             page_size: Checkpoints per page; 0 lets the server choose (20), at most 100.
             page_token: The previous page's next_page_token; "" for the first page.
+            message_limit: The conversation's newest messages to return with the first page;
+                0 lets the server choose (100), at most 1000. `message_count` tells how many there are.
             timeout: Seconds before the call fails with DEADLINE_EXCEEDED; None waits forever.
 
         Returns:
             The page; its next_page_token is "" on the last page.
         """
-        request = _common.history_request(thread_id, page_size, page_token)
+        request = _common.history_request(thread_id, page_size, page_token, message_limit)
         try:
             response: pb.HistoryResponse = await self._stub().History(request, timeout=timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as err:

@@ -45,9 +45,11 @@ def stream_ask_request(
     )
 
 
-def history_request(thread_id: str, page_size: int, page_token: str) -> pb.HistoryRequest:
+def history_request(thread_id: str, page_size: int, page_token: str, message_limit: int) -> pb.HistoryRequest:
     """Builds a HistoryRequest."""
-    return pb.HistoryRequest(thread_id=thread_id, page_size=page_size, page_token=page_token)
+    return pb.HistoryRequest(
+        thread_id=thread_id, page_size=page_size, page_token=page_token, message_limit=message_limit
+    )
 
 
 def rewind_request(

@@ -48,6 +48,9 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     history.add_argument("thread", help="the thread to read")
     history.add_argument("--page-size", type=int, default=0, help="checkpoints per page (default: 20)")
     history.add_argument("--page-token", default="", help="the next-page token a previous call printed")
+    history.add_argument(
+        "--messages", type=int, default=0, help="the conversation's newest messages to print (default: 100)"
+    )
     history.add_argument("--all", action="store_true", help="fetch every page")
     history.add_argument("--tree", action="store_true", help="draw every checkpoint as a tree of branches (all pages)")
     history.add_argument("--json", action="store_true", help="print the HistoryResponse as JSON")
@@ -202,7 +205,13 @@ def _print_stream(events: Iterable[pb.StreamAskResponse] | Iterable[pb.StreamRes
 
 
 def _history(client: ThreadlineClient, args: argparse.Namespace) -> None:
-    response = client.history(args.thread, page_size=args.page_size, page_token=args.page_token, timeout=args.timeout)
+    response = client.history(
+        args.thread,
+        page_size=args.page_size,
+        page_token=args.page_token,
+        message_limit=args.messages,
+        timeout=args.timeout,
+    )
     if args.tree:
         checkpoints = list(client.iter_checkpoints(args.thread, page_size=100, timeout=args.timeout))
         _print_tree(checkpoints, response.head_checkpoint_id)
@@ -218,6 +227,9 @@ def _history(client: ThreadlineClient, args: argparse.Namespace) -> None:
     if args.json:
         print(json_format.MessageToJson(response))
         return
+    left_out = response.message_count - len(response.messages)
+    if left_out > 0:
+        print(f"({left_out} older messages not shown; --messages N shows more)")
     _print_messages(response.messages)
     if response.messages:
         print()

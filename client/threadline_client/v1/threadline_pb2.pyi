@@ -579,6 +579,7 @@ class HistoryRequest(_message.Message):
     THREAD_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MESSAGE_LIMIT_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """The thread to read. Bad syntax: INVALID_ARGUMENT; unknown: NOT_FOUND."""
     page_size: _builtins.int
@@ -590,16 +591,23 @@ class HistoryRequest(_message.Message):
     for the first page. A malformed token, or one issued for another thread:
     INVALID_ARGUMENT.
     """
+    message_limit: _builtins.int
+    """How many of the conversation's newest messages the first page carries:
+    0 means 100, values above 1000 are coerced to 1000, negative values get
+    INVALID_ARGUMENT. Bounded so that a long thread's History stays small and
+    fast; `message_count` in the response tells how many there are in all.
+    """
     def __init__(
         self,
         *,
         thread_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        message_limit: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_limit", b"message_limit", "page_size", b"page_size", "page_token", b"page_token", "thread_id", b"thread_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -616,16 +624,23 @@ class HistoryResponse(_message.Message):
     CHECKPOINTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     HEAD_CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_COUNT_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """The thread read."""
     next_page_token: _builtins.str
     """Pass as `page_token` for the next page; empty on the last page."""
     head_checkpoint_id: _builtins.str
     """The thread's current head (the checkpoint the next Ask continues from)."""
+    message_count: _builtins.int
+    """How many messages the conversation holds at the head, on the first page
+    (0 on later pages). More than `messages` holds when older ones were left
+    out by `message_limit`; GetState returns the whole conversation.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
-        """The conversation as of the head checkpoint, oldest first. Sent with the
-        first page only (empty page_token); empty on later pages.
+        """The newest messages of the conversation as of the head checkpoint (at
+        most `message_limit` of them), oldest first. Sent with the first page only
+        (empty page_token); empty on later pages.
         """
 
     @_builtins.property
@@ -640,10 +655,11 @@ class HistoryResponse(_message.Message):
         checkpoints: _abc.Iterable[Global___Checkpoint] | None = ...,
         next_page_token: _builtins.str = ...,
         head_checkpoint_id: _builtins.str = ...,
+        message_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoints", b"checkpoints", "head_checkpoint_id", b"head_checkpoint_id", "messages", b"messages", "next_page_token", b"next_page_token", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoints", b"checkpoints", "head_checkpoint_id", b"head_checkpoint_id", "message_count", b"message_count", "messages", b"messages", "next_page_token", b"next_page_token", "thread_id", b"thread_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, ToolMessage
-from langgraph.graph import END, MessagesState
+from langgraph.graph import END
 from langgraph.types import Command, interrupt
 
+from threadline.engine.agent_state import AgentState
 from threadline.errors import InvalidArgument
 
 APPROVAL_NODE = "approval"
@@ -46,10 +47,10 @@ def rejection_messages(message: AIMessage, reason: str) -> list[ToolMessage]:
     ]
 
 
-def route_after_agent(tools: Collection[str]) -> Callable[[MessagesState], str]:
+def route_after_agent(tools: Collection[str]) -> Callable[[AgentState], str]:
     """agent -> approval (a call needs approval), tools (calls that do not), or the end."""
 
-    def route(state: MessagesState) -> str:
+    def route(state: AgentState) -> str:
         last = state["messages"][-1]
         if not isinstance(last, AIMessage) or not last.tool_calls:
             return END
@@ -58,10 +59,10 @@ def route_after_agent(tools: Collection[str]) -> Callable[[MessagesState], str]:
     return route
 
 
-def approval_node(tools: Collection[str]) -> Callable[[MessagesState], Command[Literal["tools", "agent"]]]:
+def approval_node(tools: Collection[str]) -> Callable[[AgentState], Command[Literal["tools", "agent"]]]:
     """The node that pauses for a human and carries out the decision."""
 
-    def approval(state: MessagesState) -> Command[Literal["tools", "agent"]]:
+    def approval(state: AgentState) -> Command[Literal["tools", "agent"]]:
         last = state["messages"][-1]
         assert isinstance(last, AIMessage)
         decision = interrupt({"tool_calls": calls_needing_approval(last, tools)})

@@ -46,8 +46,9 @@ from threadline.engine.snapshots import (
     id_of,
     index_of,
     interrupt_view,
-    messages_of,
     parse_ts,
+    snapshot_turn,
+    stored_messages,
     turn_result,
     writers,
 )
@@ -74,6 +75,8 @@ from threadline.errors import (
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+DEFAULT_MESSAGE_LIMIT = 100
+MAX_MESSAGE_LIMIT = 1000
 log = logging.getLogger(__name__)
 
 RECURSION_LIMIT = 50
@@ -236,7 +239,7 @@ class Engine:
                 prior = await self._prior_turn(config, ctx.request_id, query_digest) if ctx.request_id else None
                 if prior is not None and not prior.next:
                     # The turn of this request_id finished before: the same result, no second run.
-                    yield TurnCompleted(turn_result(thread_id, prior, index_of(prior, human)))
+                    yield TurnCompleted(snapshot_turn(thread_id, prior, human))
                     return
                 if prior is None and self._may_interrupt and not fork_from:
                     await self._settle_interrupts(config, thread_id, abandon_interrupt)
@@ -291,7 +294,14 @@ class Engine:
         first_new: HumanMessage | int,
     ) -> AsyncGenerator[TurnEvent, None]:
         """Runs the graph (the caller holds the thread) and ends with TurnCompleted."""
-        modes: list[StreamMode] = ["messages", "updates"] if stream_tokens else ["updates"]
+        # "checkpoints" parts carry the state at each checkpoint as the run makes it: the
+        # replica keeps them (hot states), so the next turn and History need not rebuild it.
+        modes: list[StreamMode] = ["updates", "checkpoints"]
+        if stream_tokens:
+            modes.append("messages")
+        thread_key = str(config["configurable"]["thread_id"])
+        last: tuple[str, list[BaseMessage]] | None = None
+        interrupted = False
         # durability="sync": a turn's last checkpoint is written before the caller hears
         # of the answer, so an answered turn survives a kill -9.
         # The call's deadline bounds the whole run: model requests and tools are
@@ -300,12 +310,36 @@ class Engine:
             async for mode, payload in self._graph.astream(
                 graph_input, run_config, stream_mode=modes, durability="sync"
             ):
+                if mode == "checkpoints":
+                    last = self._remember(thread_key, payload) or last
+                    continue
+                if mode == "updates" and isinstance(payload, dict) and "__interrupt__" in payload:
+                    interrupted = True
                 for event in events_of(mode, payload):
                     yield event
-        state = await self._graph.aget_state(config)
-        await self._note_activity(ctx, thread_id, state.values.get("messages", []), state.config)
-        start = first_new if isinstance(first_new, int) else index_of(state, first_new)
-        yield TurnCompleted(turn_result(thread_id, state, start))
+        if last is None or interrupted:
+            # The pending interrupts are only known from a read of the head.
+            state = await self._graph.aget_state(config)
+            head_id = str(state.config["configurable"]["checkpoint_id"])
+            messages: list[BaseMessage] = list(state.values.get("messages", []))
+            interrupts = state.interrupts
+        else:
+            (head_id, messages), interrupts = last, ()
+        await self._note_activity(ctx, thread_id, messages, head_id)
+        start = first_new if isinstance(first_new, int) else index_of(messages, first_new)
+        yield TurnCompleted(turn_result(thread_id, head_id, messages, interrupts, start))
+
+    def _remember(self, thread_key: str, payload: Any) -> tuple[str, list[BaseMessage]] | None:
+        """Keeps the messages at a checkpoint of the thread's root graph; returns (checkpoint id, messages)."""
+        configurable = payload.get("config", {}).get("configurable", {})
+        if configurable.get("checkpoint_ns") or "checkpoint_id" not in configurable:
+            return None
+        messages = payload.get("values", {}).get("messages")
+        if not isinstance(messages, list):
+            return None
+        checkpoint_id = str(configurable["checkpoint_id"])
+        self._storage.hot.remember(thread_key, checkpoint_id, messages)
+        return checkpoint_id, messages
 
     async def _settle_interrupts(self, config: RunnableConfig, thread_id: str, abandon: bool) -> None:
         """Refuses a turn on a thread that waits for a human, or gives up what it waits for."""
@@ -354,14 +388,33 @@ class Engine:
             )
         return snapshot
 
+    async def _messages_at(self, item: CheckpointTuple) -> list[BaseMessage]:
+        """The conversation at a checkpoint: stored whole, known to this replica, or rebuilt by LangGraph."""
+        stored = stored_messages(item)
+        if stored is not None:
+            return stored
+        thread_key = str(item.config["configurable"]["thread_id"])
+        known = self._storage.hot.messages_at(thread_key, id_of(item))
+        if known is not None:
+            return known
+        state = await self._graph.aget_state(item.config)
+        messages: list[BaseMessage] = list(state.values.get("messages", []))
+        self._storage.hot.remember(thread_key, id_of(item), messages)
+        return messages
+
     # -- reading and rewinding ------------------------------------------------------------------
 
-    async def history(self, ctx: RequestContext, thread_id: str, page_size: int, page_token: str) -> HistoryPage:
-        """One page of the thread's checkpoints (newest first), plus its conversation on the first page."""
+    async def history(
+        self, ctx: RequestContext, thread_id: str, page_size: int, page_token: str, message_limit: int = 0
+    ) -> HistoryPage:
+        """One page of the thread's checkpoints (newest first), plus the conversation's newest messages on the first."""
         check_thread_id(thread_id)
         if page_size < 0:
             raise InvalidArgument("page_size", "page_size must not be negative")
+        if message_limit < 0:
+            raise InvalidArgument("message_limit", "message_limit must not be negative")
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        shown = min(message_limit or DEFAULT_MESSAGE_LIMIT, MAX_MESSAGE_LIMIT)
         before = decode_page_token(page_token, thread_id) if page_token else None
         self._check_storage_up()
         config = self._config(ctx, thread_id)
@@ -376,13 +429,15 @@ class Engine:
             page = tuples[:size]
             known = {id_of(t): t for t in tuples}
             checkpoints = tuple([await self._checkpoint_view(t, known) for t in page])
+            conversation = [] if page_token else await self._messages_at(head)
         more = len(tuples) > size
         return HistoryPage(
             thread_id=thread_id,
-            messages=() if page_token else views_of(messages_of(head)),
+            messages=views_of(conversation[-shown:]),
             checkpoints=checkpoints,
             next_page_token=encode_page_token(thread_id, id_of(page[-1])) if more else "",
             head_checkpoint_id=id_of(head),
+            message_count=len(conversation),
         )
 
     async def rewind(
@@ -419,12 +474,13 @@ class Engine:
                 new_head = await self._saver.aget_tuple(new_config)
                 assert new_head is not None, "a checkpoint just written can be read"
                 head_view = await self._checkpoint_view(new_head, {})
-                await self._note_activity(ctx, thread_id, messages_of(new_head), new_head.config)
+                conversation = await self._messages_at(new_head)
+                await self._note_activity(ctx, thread_id, conversation, id_of(new_head))
         return RewindResult(
             thread_id=thread_id,
             head=head_view,
             rewound_to_checkpoint_id=id_of(target),
-            messages=views_of(messages_of(new_head)),
+            messages=views_of(conversation),
         )
 
     def _hold(self, ctx: RequestContext, config: RunnableConfig) -> AbstractAsyncContextManager[None]:
@@ -449,6 +505,7 @@ class Engine:
                         return False
                     raise NotFound(f"thread {thread_id!r} not found", reason="THREAD_NOT_FOUND")
                 await self._saver.adelete_thread(config["configurable"]["thread_id"])
+                self._storage.hot.forget(config["configurable"]["thread_id"])
                 await self._storage.registry.forget(ctx.tenant, thread_id)
         log.info("deleted thread %s", config["configurable"]["thread_id"])
         return True
@@ -472,6 +529,7 @@ class Engine:
                         if head is None or id_of(head) >= cutoff:
                             continue
                         await self._saver.adelete_thread(key)
+                        self._storage.hot.forget(key)
                         tenant, _, thread_id = key.partition("/")
                         await self._storage.registry.forget(tenant, thread_id)
                         deleted += 1
@@ -496,7 +554,7 @@ class Engine:
         return StateView(
             thread_id=thread_id,
             checkpoint=view,
-            messages=views_of(messages_of(item)),
+            messages=views_of(snapshot.values.get("messages", [])),
             next=tuple(snapshot.next),
             is_head=id_of(item) == id_of(head),
             metadata_json=json.dumps(dict(item.metadata or {}), default=str, sort_keys=True),
@@ -520,7 +578,7 @@ class Engine:
         )
 
     async def _note_activity(
-        self, ctx: RequestContext, thread_id: str, messages: list[BaseMessage], head_config: RunnableConfig
+        self, ctx: RequestContext, thread_id: str, messages: list[BaseMessage], head_checkpoint_id: str
     ) -> None:
         questions = [m for m in messages if isinstance(m, HumanMessage)]
         title = " ".join(text_of(questions[0]).split())[:80] if questions else ""
@@ -529,7 +587,7 @@ class Engine:
             thread_id,
             title=title,
             turn_count=len(questions),
-            head_checkpoint_id=str(head_config["configurable"]["checkpoint_id"]),
+            head_checkpoint_id=head_checkpoint_id,
         )
 
     async def _walk_back(self, head: CheckpointTuple, steps: int) -> CheckpointTuple:
@@ -566,7 +624,7 @@ class Engine:
             if parent is None and item.parent_config is not None:
                 parent = await self._saver.aget_tuple(item.parent_config)
             nodes = writers(item, parent)
-        messages = messages_of(item)
+        messages = await self._messages_at(item)
         return CheckpointView(
             checkpoint_id=id_of(item),
             parent_checkpoint_id=parent_id,

@@ -10,12 +10,13 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
-from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 from pydantic import SecretStr
 
 from threadline.config import Settings
+from threadline.engine.agent_state import AgentState
 from threadline.engine.approval import APPROVAL_NODE, approval_node, route_after_agent
 from threadline.engine.offline_model import OfflineChatModel
 from threadline.engine.tools import default_tools
@@ -73,10 +74,10 @@ def default_agent(
     if unknown:
         raise ConfigurationError(f"THREADLINE_APPROVAL_TOOLS: no such tool: {', '.join(sorted(unknown))}")
 
-    async def agent(state: MessagesState) -> dict[str, Any]:
+    async def agent(state: AgentState) -> dict[str, Any]:
         return {"messages": [await bound.ainvoke(state["messages"])]}
 
-    builder: StateGraph[Any] = StateGraph(MessagesState)
+    builder: StateGraph[Any] = StateGraph(AgentState)
     builder.add_node("agent", agent)
     # A failing tool becomes an error result the model can read, not a failed turn.
     builder.add_node("tools", ToolNode(tools, handle_tool_errors=True))

@@ -34,6 +34,7 @@ from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import DictRow, dict_row
 
 from threadline.engine.audit import AuditedSaverMixin
+from threadline.engine.hot_states import HotStatesSaverMixin
 from threadline.engine.thread_locks import LocalThreadLocks
 from threadline.errors import ThreadBusy
 
@@ -68,7 +69,7 @@ def advisory_key(thread_key: str) -> int:
     return int.from_bytes(hashlib.sha256(thread_key.encode()).digest()[:8], "big", signed=True)
 
 
-class PooledPostgresSaver(AuditedSaverMixin, AsyncPostgresSaver):
+class PooledPostgresSaver(HotStatesSaverMixin, AuditedSaverMixin, AsyncPostgresSaver):
     """AsyncPostgresSaver with concurrent pool use and the run's own connection for its writes."""
 
     def cursor(self) -> AbstractAsyncContextManager[AsyncCursor[DictRow]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
@@ -52,23 +52,35 @@ def events_of(mode: str, payload: Any) -> Iterator[TurnEvent]:
                 )
 
 
-def index_of(state: StateSnapshot, human: HumanMessage) -> int:
-    """Where the turn that asked `human` starts in the state's messages."""
-    messages: list[BaseMessage] = list(state.values.get("messages", []))
+def index_of(messages: list[BaseMessage], human: HumanMessage) -> int:
+    """Where the turn that asked `human` starts in the messages."""
     return next((i for i, m in enumerate(messages) if m.id == human.id), len(messages))
 
 
-def turn_result(thread_id: str, state: StateSnapshot, start: int) -> TurnResult:
-    """The turn whose messages start at `start`, as of the state."""
-    added: list[BaseMessage] = list(state.values.get("messages", []))[start:]
+def turn_result(
+    thread_id: str,
+    checkpoint_id: str,
+    messages: list[BaseMessage],
+    interrupts: Iterable[Interrupt],
+    start: int,
+) -> TurnResult:
+    """The turn whose messages start at `start`, as of a checkpoint with these messages and pending interrupts."""
+    added = messages[start:]
     answer = next((text_of(m) for m in reversed(added) if isinstance(m, AIMessage)), "")
     return TurnResult(
         thread_id=thread_id,
         answer=answer,
-        checkpoint_id=str(state.config["configurable"]["checkpoint_id"]),
+        checkpoint_id=checkpoint_id,
         messages=views_of(added),
-        interrupts=tuple(interrupt_view(item) for item in state.interrupts),
+        interrupts=tuple(interrupt_view(item) for item in interrupts),
     )
+
+
+def snapshot_turn(thread_id: str, state: StateSnapshot, start: int | HumanMessage) -> TurnResult:
+    """The turn starting at `start` (an index, or the question that opened it), as of a state snapshot."""
+    messages: list[BaseMessage] = list(state.values.get("messages", []))
+    first = start if isinstance(start, int) else index_of(messages, start)
+    return turn_result(thread_id, str(state.config["configurable"]["checkpoint_id"]), messages, state.interrupts, first)
 
 
 def interrupt_view(item: Interrupt) -> InterruptView:
@@ -103,9 +115,10 @@ def id_of(item: CheckpointTuple) -> str:
     return str(item.config["configurable"]["checkpoint_id"])
 
 
-def messages_of(item: CheckpointTuple) -> list[BaseMessage]:
-    """The messages stored in the checkpoint."""
-    return list(item.checkpoint.get("channel_values", {}).get("messages", []))
+def stored_messages(item: CheckpointTuple) -> list[BaseMessage] | None:
+    """The messages stored whole in the checkpoint, or None where they are delta-stored (or absent)."""
+    value = item.checkpoint.get("channel_values", {}).get("messages")
+    return list(value) if isinstance(value, list) else None
 
 
 def parse_ts(ts: str) -> dt.datetime:

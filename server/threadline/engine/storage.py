@@ -27,6 +27,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from threadline.config import redact
 from threadline.engine.audit import AuditedSaverMixin
+from threadline.engine.hot_states import HotStates, HotStatesSaverMixin
 from threadline.engine.postgres import PooledPostgresSaver, PostgresThreadLocks, open_pool
 from threadline.engine.thread_locks import LocalThreadLocks, ThreadLocks
 from threadline.engine.thread_registry import (
@@ -65,6 +66,8 @@ class StorageSettings:
     """psycopg's prepare_threshold: None disables prepared statements (PgBouncer in transaction mode)."""
     busy_wait_max_s: float = 30.0
     """Longest a turn waits for a busy thread when the call has no shorter deadline."""
+    hot_threads: int = 256
+    """Threads whose recent conversation states this replica keeps in memory (0: none)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ class Storage:
     """(cutoff checkpoint id, limit): storage thread ids whose newest checkpoint is older."""
     registry: ThreadRegistry
     """One summary row per thread, for ListThreads."""
+    hot: HotStates
+    """Messages at recent checkpoints of recently used threads; the saver reads them too."""
 
 
 # Checkpoint ids are UUIDv6 (time first, hex), so comparing their text compares their times.
@@ -88,12 +93,17 @@ _IDLE_THREADS_SQL = (
 )
 
 
-class AuditedMemorySaver(AuditedSaverMixin, InMemorySaver):
-    """InMemorySaver with the audit trail."""
+class AuditedMemorySaver(HotStatesSaverMixin, AuditedSaverMixin, InMemorySaver):
+    """InMemorySaver with the audit trail and hot states."""
 
 
-class AuditedSqliteSaver(AuditedSaverMixin, AsyncSqliteSaver):
-    """AsyncSqliteSaver with the audit trail."""
+class AuditedSqliteSaver(HotStatesSaverMixin, AuditedSaverMixin, AsyncSqliteSaver):
+    """AsyncSqliteSaver with the audit trail and hot states."""
+
+
+def _with_hot_states(saver: HotStatesSaverMixin, settings: StorageSettings) -> HotStates:
+    saver.hot_states = HotStates(settings.hot_threads)
+    return saver.hot_states
 
 
 def safe_serializer() -> JsonPlusSerializer:
@@ -117,7 +127,8 @@ async def open_storage(url: str, settings: StorageSettings = StorageSettings()) 
             idle = [thread for thread, spaces in memory.storage.items() if spaces.get("") and max(spaces[""]) < cutoff]
             return idle[:limit]
 
-        yield Storage(memory, _local_locks(settings), _always_up, idle_in_memory, MemoryThreadRegistry())
+        hot = _with_hot_states(memory, settings)
+        yield Storage(memory, _local_locks(settings), _always_up, idle_in_memory, MemoryThreadRegistry(), hot)
     elif scheme == "sqlite":
         async with _sqlite(url, settings) as storage:
             yield storage
@@ -163,7 +174,8 @@ async def _sqlite(url: str, settings: StorageSettings) -> AsyncIterator[Storage]
             async with conn.execute(_IDLE_THREADS_SQL.format(param="?"), (cutoff, limit)) as cursor:
                 return [str(row[0]) for row in await cursor.fetchall()]
 
-        yield Storage(saver, _local_locks(settings), ping, idle_threads, sqlite_registry)
+        hot = _with_hot_states(saver, settings)
+        yield Storage(saver, _local_locks(settings), ping, idle_threads, sqlite_registry, hot)
 
 
 @asynccontextmanager
@@ -184,7 +196,7 @@ async def _postgres(url: str, settings: StorageSettings) -> AsyncIterator[Storag
             f"cannot connect to PostgreSQL at {redact(url)} within {settings.pool_timeout_s:g}s"
         ) from None
     try:
-        saver = PooledPostgresSaver(pool, serde=safe_serializer())  # type: ignore[arg-type]
+        saver = PooledPostgresSaver(pool, serde=safe_serializer())
         await saver.setup()
         pg_registry = PostgresThreadRegistry(saver)
         await pg_registry.setup()
@@ -200,6 +212,6 @@ async def _postgres(url: str, settings: StorageSettings) -> AsyncIterator[Storag
                 return [str(row["thread_id"]) for row in rows]
 
         locks = PostgresThreadLocks(pool, max_wait_s=settings.busy_wait_max_s)
-        yield Storage(saver, locks, ping, idle_threads, pg_registry)
+        yield Storage(saver, locks, ping, idle_threads, pg_registry, _with_hot_states(saver, settings))
     finally:
         await pool.close()

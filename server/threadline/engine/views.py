@@ -113,6 +113,8 @@ class HistoryPage:
     checkpoints: tuple[CheckpointView, ...]
     next_page_token: str
     head_checkpoint_id: str
+    message_count: int
+    """Messages in the whole conversation at the head (on the first page; 0 on later pages)."""
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,7 @@ def history(page: HistoryPage) -> pb.HistoryResponse:
         checkpoints=[checkpoint(c) for c in page.checkpoints],
         next_page_token=page.next_page_token,
         head_checkpoint_id=page.head_checkpoint_id,
+        message_count=page.message_count,
     )
 
 

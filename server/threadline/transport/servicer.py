@@ -98,7 +98,9 @@ class ThreadlineServicer(pb_grpc.ThreadlineServiceServicer):
     async def History(self, request: pb.HistoryRequest, context: Context) -> pb.HistoryResponse:
         ctx = request_context("History", "", context)
         async with reported_errors(context):
-            page = await self._engine.history(ctx, request.thread_id, request.page_size, request.page_token)
+            page = await self._engine.history(
+                ctx, request.thread_id, request.page_size, request.page_token, request.message_limit
+            )
         return convert.history(page)
 
     async def Rewind(self, request: pb.RewindRequest, context: Context) -> pb.RewindResponse:
