@@ -69,7 +69,11 @@ def test_a_cold_replica_reads_every_checkpoint_as_the_hot_one(
     with ServerProcess(url, logs, env=env) as hot, ThreadlineClient(hot.address) as client:
         thread = _busy_thread(client)
         seen_hot = _everything(client, thread)
-    with ServerProcess(url, logs, env=env) as cold, ThreadlineClient(cold.address) as client:
+    # No hot states at all on the second server: everything it answers is LangGraph's own rebuild.
+    with (
+        ServerProcess(url, logs, env={**env, "THREADLINE_HOT_THREADS": "0"}) as cold,
+        ThreadlineClient(cold.address) as client,
+    ):
         seen_cold = _everything(client, thread)
     assert seen_cold == seen_hot
     assert len(seen_hot["states"]) > 20

@@ -58,6 +58,7 @@ class Settings:
     busy_wait_max_s: float = _setting(30.0, "longest an enqueued turn waits when its call has no shorter deadline")
     retention_ttl_s: float = _setting(0.0, "delete threads idle longer than this many seconds (0: keep forever)")
     retention_interval_s: float = _setting(300.0, "how often idle threads are looked for")
+    hot_threads: int = _setting(256, "threads whose recent states this replica keeps in memory (0: none)")
     approval_tools: str = _setting(
         "", "comma-separated tools of the default agent that wait for a human's approval (e.g. current_time)"
     )
@@ -154,6 +155,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigurationError("THREADLINE_RETENTION_TTL_S must be >= 0 and THREADLINE_RETENTION_INTERVAL_S > 0")
     if settings.shutdown_grace_s < 0:
         raise ConfigurationError("THREADLINE_SHUTDOWN_GRACE_S must not be negative")
+    if settings.hot_threads < 0:
+        raise ConfigurationError("THREADLINE_HOT_THREADS must not be negative")
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigurationError(f"THREADLINE_LOG_LEVEL: unknown level {settings.log_level!r}")
 

@@ -127,6 +127,7 @@ class Engine:
             pool_check=settings.db_pool_check,
             prepare_threshold=settings.prepare_threshold,
             busy_wait_max_s=settings.busy_wait_max_s,
+            hot_threads=settings.hot_threads,
         )
         async with open_storage(settings.database_url, storage_settings) as storage:
             yield cls(
