@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck proto bench clean
+.PHONY: install run test lint typecheck proto bench bench-agent-server-venv clean
 
 $(STAMP): pyproject.toml client/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +32,30 @@ typecheck: install
 ## Benchmarks: Threadline over gRPC against in-process baselines (needs PostgreSQL, like `make test`).
 bench: install
 	cd bench && ../$(BIN)/python ask_throughput.py && ../$(BIN)/python stream_latency.py \
-		&& ../$(BIN)/python thread_length.py && ../$(BIN)/python open_streams.py
+		&& ../$(BIN)/python thread_length.py && ../$(BIN)/python open_streams.py \
+		&& ../$(BIN)/python agent_server.py
+
+## The LangGraph Agent Server (dev mode) for bench/agent_server.py, which `make bench` skips without it. A venv of
+## its own: langgraph-api pins grpcio and protobuf below ours. The rest follows constraints.txt (same langgraph and
+## langchain-core), and the graph's dependencies are ours minus gRPC (the graph imports server/ from the source tree).
+AGENT_SERVER_VENV ?= .venv-agent-server
+AGENT_SERVER_STAMP := $(AGENT_SERVER_VENV)/.installed
+AGENT_SERVER_PACKAGES := 'langgraph-cli[inmem]==0.4.40' langgraph-api==0.16.7 langgraph-runtime-inmem==0.36.7
+
+$(AGENT_SERVER_STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(AGENT_SERVER_VENV)
+	$(AGENT_SERVER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	grep -vE '^(grpcio|protobuf)' constraints.txt > $(AGENT_SERVER_VENV)/constraints.txt
+	$(AGENT_SERVER_VENV)/bin/python -c 'import tomllib; print(*(d for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"] if not d.startswith(("grpcio", "protobuf", "threadline-client"))), sep="\n")' > $(AGENT_SERVER_VENV)/requirements.txt
+	$(AGENT_SERVER_VENV)/bin/python -m pip install --quiet -c $(AGENT_SERVER_VENV)/constraints.txt \
+		-r $(AGENT_SERVER_VENV)/requirements.txt $(AGENT_SERVER_PACKAGES)
+	touch $@
+
+bench-agent-server-venv: $(AGENT_SERVER_STAMP)
 
 ## Regenerate the committed gRPC code from protos/.
 proto: install
 	$(BIN)/python scripts/generate_proto.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist client/build client/dist
+	rm -rf $(VENV) $(AGENT_SERVER_VENV) .pytest_cache .mypy_cache .ruff_cache build dist client/build client/dist

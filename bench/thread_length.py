@@ -62,7 +62,7 @@ def _bytes(url: str, thread_key: str) -> int:
 
 
 async def _over_grpc(url: str, address: str) -> tuple[dict[int, tuple[float, float, int]], int]:
-    """{length: (turn ms, History ms, bytes)} for a thread grown over gRPC, and its bytes LATE_SPAN turns before the end."""
+    """{length: (turn ms, History ms, bytes)} for a thread grown over gRPC; its bytes LATE_SPAN turns before the end."""
     results: dict[int, tuple[float, float, int]] = {}
     late_start = max(LENGTHS[-1] - LATE_SPAN, LENGTHS[0])
     bytes_at_late_start = 0

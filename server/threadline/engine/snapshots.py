@@ -54,7 +54,8 @@ def events_of(mode: str, payload: Any) -> Iterator[TurnEvent]:
 
 def index_of(messages: list[BaseMessage], human: HumanMessage) -> int:
     """Where the turn that asked `human` starts in the messages."""
-    return next((i for i, m in enumerate(messages) if m.id == human.id), len(messages))
+    # From the end: the question is among the newest messages, and a thread can hold thousands.
+    return next((i for i in range(len(messages) - 1, -1, -1) if messages[i].id == human.id), len(messages))
 
 
 def turn_result(
