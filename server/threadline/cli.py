@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -14,28 +13,19 @@ from threadline.errors import ThreadlineError
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from threadline.transport.server import serve
+    from threadline.transport.server import configure_logging, run
+    from threadline.transport.workers import serve_in_workers
 
     try:
         settings = config.load(args)
     except ThreadlineError as exc:
         print(f"threadline: {exc.message}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level)
     logging.getLogger(__name__).info("threadline %s starting with\n%s", __version__, config.describe(settings))
-    try:
-        asyncio.run(serve(settings))
-    except ThreadlineError as exc:
-        logging.getLogger(__name__).error("cannot start: %s", exc.message)
-        return 1
-    except (OSError, RuntimeError) as exc:
-        logging.getLogger(__name__).error("cannot start: %s", exc)
-        return 1
-    return 0
+    if settings.workers > 1:
+        return serve_in_workers(settings)
+    return run(settings)
 
 
 def parser() -> argparse.ArgumentParser:

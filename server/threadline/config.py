@@ -28,6 +28,9 @@ class Settings:
     """Everything `threadline serve` can be told."""
 
     address: str = _setting("127.0.0.1:50051", "host:port the gRPC server listens on")
+    workers: int = _setting(
+        1, "server processes sharing the address (SO_REUSEPORT), one core each; more than 1 needs PostgreSQL"
+    )
     database_url: str = _setting(
         "sqlite:///threadline.db",
         "where checkpoints live: sqlite:///PATH, postgresql://..., or memory://",
@@ -133,6 +136,14 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
 
 
 def _validate(settings: Settings) -> None:
+    if settings.workers < 1:
+        raise ConfigurationError("THREADLINE_WORKERS must be at least 1")
+    if settings.workers > 1 and urlsplit(settings.database_url).scheme not in ("postgres", "postgresql"):
+        raise ConfigurationError(
+            f"THREADLINE_WORKERS={settings.workers} needs a postgresql:// database: SQLite and memory:// keep "
+            "one writer per thread with locks inside one process, which other worker processes cannot see "
+            "(PostgreSQL's advisory locks work across processes); use THREADLINE_WORKERS=1 with them"
+        )
     if settings.max_query_chars < 1:
         raise ConfigurationError("THREADLINE_MAX_QUERY_CHARS must be at least 1")
     if settings.max_message_bytes < 64 * 1024:

@@ -1,11 +1,17 @@
-"""The server's life: start, serve health and reflection, shut down gracefully on a signal."""
+"""The server's life: start, serve health and reflection, shut down gracefully on a signal.
+
+One process serves; `transport/workers.py` runs several of these on one address.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
+import sys
+from multiprocessing.connection import Connection
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,13 +25,23 @@ from threadline_client.v1 import threadline_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [worker %(process)d]: %(message)s"
+
+
+def configure_logging(level: str, *, worker: bool = False) -> None:
+    """Logs to stderr at level; a worker's lines carry its pid."""
+    logging.basicConfig(level=level.upper(), format=WORKER_LOG_FORMAT if worker else LOG_FORMAT, stream=sys.stderr)
+
 
 def _options(settings: Settings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
-        # Reject a second server on the same port instead of silently sharing it.
-        ("grpc.so_reuseport", 0),
+        # One process rejects a second server on the same port instead of silently
+        # sharing it; workers share it on purpose (the supervisor checked that nobody
+        # else listens there before starting them).
+        ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
     ]
 
 
@@ -72,8 +88,29 @@ async def _expire_idle_threads(engine: Engine, ttl_s: float, interval_s: float) 
             log.info("retention: deleted %d thread(s) idle for more than %gs", deleted, ttl_s)
 
 
-async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
-    """Runs the server until SIGTERM or SIGINT, then drains in-flight calls and closes the database."""
+def _supervisor_gone(stop: asyncio.Event) -> None:
+    if not stop.is_set():
+        log.warning("the supervisor is gone: stopping")
+        stop.set()
+
+
+async def serve(
+    settings: Settings,
+    *,
+    ready: asyncio.Event | None = None,
+    retention: bool = True,
+    supervisor: Connection | None = None,
+) -> None:
+    """Runs the server until SIGTERM or SIGINT, then drains in-flight calls and closes the database.
+
+    Args:
+        settings: What to serve, and where.
+        ready: Set once the server accepts calls.
+        retention: Whether this process runs the retention passes (one worker does).
+        supervisor: A worker's pipe to its supervisor: the worker reports its pid on it once
+            it serves, and stops when the pipe closes (the supervisor is gone, e.g. killed
+            with SIGKILL) instead of serving on as an orphan.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -93,22 +130,46 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         if port == 0:
             raise OSError(f"cannot listen on {settings.address}")
         await server.start()
+        # Start-up leaves ~170,000 long-lived objects (modules, the graph, gRPC) that every
+        # full collection would walk again; frozen, the collector only looks at what calls
+        # allocate (measured at concurrency 32: 0.5 -> 0.3 ms of collector CPU per turn).
+        gc.collect()
+        gc.freeze()
         for service in ("", SERVICE_NAME):
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info("threadline serving on %s", settings.address)
         if ready is not None:
             ready.set()
+        if supervisor is not None:
+            supervisor.send(os.getpid())
+            # The supervisor never writes again: the pipe turns readable only when it closes.
+            loop.add_reader(supervisor.fileno(), _supervisor_gone, stop)
         background = [asyncio.create_task(_watch_storage(engine, health_servicer))]
-        if settings.retention_ttl_s > 0:
+        if retention and settings.retention_ttl_s > 0:
             background.append(
                 asyncio.create_task(
                     _expire_idle_threads(engine, settings.retention_ttl_s, settings.retention_interval_s)
                 )
             )
         await stop.wait()
+        if supervisor is not None:
+            loop.remove_reader(supervisor.fileno())
         for task in background:
             task.cancel()
         log.info("shutting down: NOT_SERVING, %.1fs grace for in-flight calls", settings.shutdown_grace_s)
         await health_servicer.enter_graceful_shutdown()
         await server.stop(settings.shutdown_grace_s)
     log.info("stopped")
+
+
+def run(settings: Settings, *, retention: bool = True, supervisor: Connection | None = None) -> int:
+    """Serves in this process until a stop signal; returns the process's exit code (see serve())."""
+    try:
+        asyncio.run(serve(settings, retention=retention, supervisor=supervisor))
+    except ThreadlineError as exc:
+        log.error("cannot start: %s", exc.message)
+        return 1
+    except (OSError, RuntimeError) as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0
