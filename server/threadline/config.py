@@ -51,7 +51,9 @@ class Settings:
     )
     db_pool_max_lifetime_s: float = _setting(3600.0, "PostgreSQL connections older than this are replaced")
     db_pool_max_idle_s: float = _setting(600.0, "PostgreSQL connections idle longer than this are closed")
-    db_pool_check: bool = _setting(True, "check each PostgreSQL connection before use (replaces dead ones)")
+    db_pool_check: bool = _setting(
+        True, "check a PostgreSQL connection idle for over 1 s before use (replaces dead ones)"
+    )
     db_prepare_threshold: str = _setting(
         "0", "psycopg prepare_threshold: a number, or none for PgBouncer/Supavisor in transaction mode"
     )

@@ -423,7 +423,7 @@ class Engine:
             before_config = self._config(ctx, thread_id, before) if before else None
             # One more than the page: tells whether a next page exists, and is usually the
             # parent of the page's last checkpoint (needed to tell which nodes wrote it).
-            tuples = [t async for t in self._saver.alist(config, before=before_config, limit=size + 1)]
+            tuples = await self._storage.headers(config, before_config, size + 1)
             # The first page starts at the head: reading (and decoding) it a second time would
             # cost a whole state, which grows with the thread.
             head = tuples[0] if tuples and before is None else await self._head(config, thread_id)

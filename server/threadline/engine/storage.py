@@ -15,12 +15,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiosqlite
 import psycopg
 import psycopg_pool
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
@@ -28,7 +30,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from threadline.config import redact
 from threadline.engine.audit import AuditedSaverMixin
 from threadline.engine.hot_states import HotStates, HotStatesSaverMixin
-from threadline.engine.postgres import PooledPostgresSaver, PostgresThreadLocks, open_pool
+from threadline.engine.postgres import IdleConnectionCheck, PooledPostgresSaver, PostgresThreadLocks, open_pool
 from threadline.engine.thread_locks import LocalThreadLocks, ThreadLocks
 from threadline.engine.thread_registry import (
     MemoryThreadRegistry,
@@ -84,6 +86,9 @@ class Storage:
     """One summary row per thread, for ListThreads."""
     hot: HotStates
     """Messages at recent checkpoints of recently used threads; the saver reads them too."""
+    headers: Callable[[RunnableConfig, RunnableConfig | None, int], Awaitable[list[CheckpointTuple]]]
+    """(thread config, before, limit): the newest checkpoints, newest first; their
+    channel values and pending writes may be left out (History reads neither)."""
 
 
 # Checkpoint ids are UUIDv6 (time first, hex), so comparing their text compares their times.
@@ -128,7 +133,9 @@ async def open_storage(url: str, settings: StorageSettings = StorageSettings()) 
             return idle[:limit]
 
         hot = _with_hot_states(memory, settings)
-        yield Storage(memory, _local_locks(settings), _always_up, idle_in_memory, MemoryThreadRegistry(), hot)
+        yield Storage(
+            memory, _local_locks(settings), _always_up, idle_in_memory, MemoryThreadRegistry(), hot, _listed(memory)
+        )
     elif scheme == "sqlite":
         async with _sqlite(url, settings) as storage:
             yield storage
@@ -140,6 +147,17 @@ async def open_storage(url: str, settings: StorageSettings = StorageSettings()) 
             f"THREADLINE_DATABASE_URL: unsupported scheme {scheme!r} in {redact(url)!r}; "
             "use sqlite:///PATH, postgresql://... or memory://"
         )
+
+
+def _listed(
+    saver: BaseCheckpointSaver[str],
+) -> Callable[[RunnableConfig, RunnableConfig | None, int], Awaitable[list[CheckpointTuple]]]:
+    """Checkpoint listing by the saver's own alist (cheap per row where the row is all there is, as in SQLite)."""
+
+    async def headers(config: RunnableConfig, before: RunnableConfig | None, limit: int) -> list[CheckpointTuple]:
+        return [t async for t in saver.alist(config, before=before, limit=limit)]
+
+    return headers
 
 
 def _local_locks(settings: StorageSettings) -> LocalThreadLocks:
@@ -175,7 +193,14 @@ async def _sqlite(url: str, settings: StorageSettings) -> AsyncIterator[Storage]
                 return [str(row[0]) for row in await cursor.fetchall()]
 
         hot = _with_hot_states(saver, settings)
-        yield Storage(saver, _local_locks(settings), ping, idle_threads, sqlite_registry, hot)
+        yield Storage(saver, _local_locks(settings), ping, idle_threads, sqlite_registry, hot, _listed(saver))
+
+
+def _pool_check(settings: StorageSettings) -> dict[str, Any]:
+    if not settings.pool_check:
+        return {}
+    check = IdleConnectionCheck()
+    return {"check": check.check, "reset": check.returned}
 
 
 @asynccontextmanager
@@ -188,7 +213,7 @@ async def _postgres(url: str, settings: StorageSettings) -> AsyncIterator[Storag
             timeout_s=settings.pool_timeout_s,
             max_lifetime=settings.pool_max_lifetime_s,
             max_idle=settings.pool_max_idle_s,
-            check=psycopg_pool.AsyncConnectionPool.check_connection if settings.pool_check else None,
+            **_pool_check(settings),
             prepare_threshold=settings.prepare_threshold,
         )
     except psycopg_pool.PoolTimeout:
@@ -212,6 +237,11 @@ async def _postgres(url: str, settings: StorageSettings) -> AsyncIterator[Storag
                 return [str(row["thread_id"]) for row in rows]
 
         locks = PostgresThreadLocks(pool, max_wait_s=settings.busy_wait_max_s)
-        yield Storage(saver, locks, ping, idle_threads, pg_registry, _with_hot_states(saver, settings))
+        hot = _with_hot_states(saver, settings)
+
+        async def headers(config: RunnableConfig, before: RunnableConfig | None, limit: int) -> list[CheckpointTuple]:
+            return await saver.alist_headers(config, before=before, limit=limit)
+
+        yield Storage(saver, locks, ping, idle_threads, pg_registry, hot, headers)
     finally:
         await pool.close()
