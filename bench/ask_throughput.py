@@ -50,8 +50,8 @@ QUERY = "What is 2+3?"
 # Each worker starts a new thread every this many turns: the figures measure a turn on a
 # short thread (the cost of long threads is measured by the thread-length benchmark).
 TURNS_PER_THREAD = 10
-POOL_SIZE = 40  # above the highest concurrency: every turn in flight holds one connection
-CONCURRENCY = (1, 32)
+POOL_SIZE = 40  # every turn in flight holds one connection: at c=128 turns also wait for the pool (as in production)
+CONCURRENCY = (1, 32, 128)  # the issue asks for 1, 32 and 128; the target is at 32
 WORKERS = 2
 # Each worker process has its own pool: enough for every turn landing on one of them, and
 # small enough to stay under PostgreSQL's default 100 connections.
@@ -286,6 +286,8 @@ def main() -> list[str]:
                 ("in-process, stock AsyncPostgresSaver, durability=sync", _in_process(url, "stock", "sync")),
                 (OURS_IN_PROCESS, _in_process(url, "ours", "sync")),
             ):
+                if "durability=sync" in name and c != 32:
+                    continue  # our durability on the stock saver: shown where the target is, to keep the run short
                 record("PostgreSQL", name, c, _measure(make, c, in_process))
         for name, env in (
             (OURS_GRPC, {"THREADLINE_DB_POOL_MIN_SIZE": str(POOL_SIZE), "THREADLINE_DB_POOL_MAX_SIZE": str(POOL_SIZE)}),
