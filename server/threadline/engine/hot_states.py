@@ -26,14 +26,24 @@ from langgraph.checkpoint.base import DeltaChannelHistory
 MESSAGES = "messages"
 CHECKPOINTS_PER_THREAD = 16
 """Enough for a History page of the newest checkpoints (a turn makes 3-4)."""
+MAX_MESSAGES = 200_000
+"""Messages kept in all (counted by each thread's newest list: its checkpoints share them).
+
+Bounds memory when the threads are long, whatever THREADLINE_HOT_THREADS says: at a
+few KiB per message this is some hundreds of MiB at worst. The least recently used
+threads go first; the thread just used stays, however long it is.
+"""
 
 
 class HotStates:
     """Messages at recent checkpoints of the most recently used threads (LRU over threads)."""
 
-    def __init__(self, max_threads: int) -> None:
+    def __init__(self, max_threads: int, max_messages: int = MAX_MESSAGES) -> None:
         self._max_threads = max_threads
+        self._max_messages = max_messages
         self._threads: OrderedDict[str, OrderedDict[str, list[BaseMessage]]] = OrderedDict()
+        self._weights: dict[str, int] = {}
+        self._messages = 0
 
     def remember(self, thread_key: str, checkpoint_id: str, messages: list[BaseMessage]) -> None:
         """Keeps the messages at a checkpoint just made by a run of this process."""
@@ -42,14 +52,18 @@ class HotStates:
         checkpoints = self._threads.get(thread_key)
         if checkpoints is None:
             checkpoints = self._threads[thread_key] = OrderedDict()
-            while len(self._threads) > self._max_threads:
-                self._threads.popitem(last=False)
         else:
             self._threads.move_to_end(thread_key)
         checkpoints[checkpoint_id] = messages
         checkpoints.move_to_end(checkpoint_id)
         while len(checkpoints) > CHECKPOINTS_PER_THREAD:
             checkpoints.popitem(last=False)
+        self._messages += len(messages) - self._weights.get(thread_key, 0)
+        self._weights[thread_key] = len(messages)
+        while len(self._threads) > 1 and (
+            len(self._threads) > self._max_threads or self._messages > self._max_messages
+        ):
+            self.forget(next(iter(self._threads)))
 
     def messages_at(self, thread_key: str, checkpoint_id: str) -> list[BaseMessage] | None:
         """The messages at the checkpoint, if this process knows them."""
@@ -62,11 +76,17 @@ class HotStates:
         return found
 
     def forget(self, thread_key: str) -> None:
-        """Drops a deleted thread."""
+        """Drops a thread (deleted, or the least recently used)."""
         self._threads.pop(thread_key, None)
+        self._messages -= self._weights.pop(thread_key, 0)
 
     def __len__(self) -> int:
         return len(self._threads)
+
+    @property
+    def message_count(self) -> int:
+        """Messages kept, as counted against MAX_MESSAGES."""
+        return self._messages
 
 
 class HotStatesSaverMixin:
