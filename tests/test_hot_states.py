@@ -24,12 +24,23 @@ def test_the_least_recently_used_thread_goes_first() -> None:
 
 def test_a_thread_keeps_only_its_newest_checkpoints() -> None:
     hot = HotStates(max_threads=10)
+    # Checkpoint ids are fixed-width and time-ordered (UUIDv6), like these.
     for checkpoint in range(CHECKPOINTS_PER_THREAD + 3):
-        hot.remember("a", str(checkpoint), _messages(checkpoint))
-    assert hot.messages_at("a", "0") is None and hot.messages_at("a", "2") is None
-    assert hot.messages_at("a", "3") is not None
-    newest = hot.messages_at("a", str(CHECKPOINTS_PER_THREAD + 2))
+        hot.remember("a", f"{checkpoint:04d}", _messages(checkpoint))
+    assert hot.messages_at("a", "0000") is None and hot.messages_at("a", "0002") is None
+    assert hot.messages_at("a", "0003") is not None
+    newest = hot.messages_at("a", f"{CHECKPOINTS_PER_THREAD + 2:04d}")
     assert newest is not None and len(newest) == CHECKPOINTS_PER_THREAD + 2
+
+
+def test_reading_an_old_checkpoint_does_not_push_out_the_newest() -> None:
+    hot = HotStates(max_threads=10)
+    for checkpoint in range(10, 10 + CHECKPOINTS_PER_THREAD):
+        hot.remember("a", str(checkpoint), _messages(checkpoint))
+    hot.remember("a", "05", _messages(5))  # an older page of History, read back cold
+    assert hot.messages_at("a", "05") is None
+    assert all(hot.messages_at("a", str(c)) is not None for c in range(10, 10 + CHECKPOINTS_PER_THREAD))
+    assert hot.message_count == 10 + CHECKPOINTS_PER_THREAD - 1
 
 
 def test_long_threads_are_bounded_by_messages_but_the_current_one_stays() -> None:

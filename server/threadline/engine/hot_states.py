@@ -25,7 +25,10 @@ from langgraph.checkpoint.base import DeltaChannelHistory
 
 MESSAGES = "messages"
 CHECKPOINTS_PER_THREAD = 16
-"""Enough for a History page of the newest checkpoints (a turn makes 3-4)."""
+"""The newest checkpoints kept per thread: enough for a History page (a turn makes 3-4).
+
+Newest by checkpoint id (UUIDv6, time first), not by when they were remembered: reading
+an old page of a thread's History must not push its head out."""
 MAX_MESSAGES = 200_000
 """Messages kept in all (counted by each thread's newest list: its checkpoints share them).
 
@@ -41,7 +44,7 @@ class HotStates:
     def __init__(self, max_threads: int, max_messages: int = MAX_MESSAGES) -> None:
         self._max_threads = max_threads
         self._max_messages = max_messages
-        self._threads: OrderedDict[str, OrderedDict[str, list[BaseMessage]]] = OrderedDict()
+        self._threads: OrderedDict[str, dict[str, list[BaseMessage]]] = OrderedDict()
         self._weights: dict[str, int] = {}
         self._messages = 0
 
@@ -51,15 +54,15 @@ class HotStates:
             return
         checkpoints = self._threads.get(thread_key)
         if checkpoints is None:
-            checkpoints = self._threads[thread_key] = OrderedDict()
+            checkpoints = self._threads[thread_key] = {}
         else:
             self._threads.move_to_end(thread_key)
         checkpoints[checkpoint_id] = messages
-        checkpoints.move_to_end(checkpoint_id)
         while len(checkpoints) > CHECKPOINTS_PER_THREAD:
-            checkpoints.popitem(last=False)
-        self._messages += len(messages) - self._weights.get(thread_key, 0)
-        self._weights[thread_key] = len(messages)
+            del checkpoints[min(checkpoints)]
+        newest = len(checkpoints[max(checkpoints)])
+        self._messages += newest - self._weights.get(thread_key, 0)
+        self._weights[thread_key] = newest
         while len(self._threads) > 1 and (
             len(self._threads) > self._max_threads or self._messages > self._max_messages
         ):

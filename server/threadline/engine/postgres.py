@@ -97,7 +97,7 @@ class PooledPostgresSaver(HotStatesSaverMixin, AuditedSaverMixin, AsyncPostgresS
     """AsyncPostgresSaver with concurrent pool use and the run's own connection for its writes."""
 
     async def alist_headers(
-        self, config: RunnableConfig, *, before: RunnableConfig | None, limit: int
+        self, config: RunnableConfig, before: RunnableConfig | None, limit: int
     ) -> list[CheckpointTuple]:
         """The newest checkpoints of a thread (before `before`) without their blobs or pending writes.
 

@@ -77,11 +77,11 @@ def turn_result(
     )
 
 
-def snapshot_turn(thread_id: str, state: StateSnapshot, start: int | HumanMessage) -> TurnResult:
-    """The turn starting at `start` (an index, or the question that opened it), as of a state snapshot."""
+def snapshot_turn(thread_id: str, state: StateSnapshot, human: HumanMessage) -> TurnResult:
+    """The turn that asked `human`, as of a state snapshot."""
     messages: list[BaseMessage] = list(state.values.get("messages", []))
-    first = start if isinstance(start, int) else index_of(messages, start)
-    return turn_result(thread_id, str(state.config["configurable"]["checkpoint_id"]), messages, state.interrupts, first)
+    start = index_of(messages, human)
+    return turn_result(thread_id, str(state.config["configurable"]["checkpoint_id"]), messages, state.interrupts, start)
 
 
 def interrupt_view(item: Interrupt) -> InterruptView:

@@ -238,10 +238,6 @@ async def _postgres(url: str, settings: StorageSettings) -> AsyncIterator[Storag
 
         locks = PostgresThreadLocks(pool, max_wait_s=settings.busy_wait_max_s)
         hot = _with_hot_states(saver, settings)
-
-        async def headers(config: RunnableConfig, before: RunnableConfig | None, limit: int) -> list[CheckpointTuple]:
-            return await saver.alist_headers(config, before=before, limit=limit)
-
-        yield Storage(saver, locks, ping, idle_threads, pg_registry, hot, headers)
+        yield Storage(saver, locks, ping, idle_threads, pg_registry, hot, saver.alist_headers)
     finally:
         await pool.close()
