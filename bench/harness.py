@@ -7,6 +7,7 @@ on loopback and an in-process baseline in the same run, and prints their ratio.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import statistics
 import sys
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.support (server processes) when run as a script
 
 from tests.support import ServerProcess, server_env  # noqa: E402
+from threadline import collector  # noqa: E402
 
 ADMIN_URL = os.environ.get("THREADLINE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
@@ -48,6 +50,18 @@ def server(database_url: str, log_dir: Path, **env: str) -> Iterator[ServerProce
     """A Threadline server process on a free loopback port."""
     with ServerProcess(database_url, log_dir, env=server_env(THREADLINE_LOG_LEVEL="WARNING", **env)) as process:
         yield process
+
+
+@contextmanager
+def server_collector_settings() -> Iterator[None]:
+    """This process collects garbage as a Threadline server does (threadline.collector) for the block."""
+    thresholds = gc.get_threshold()
+    collector.settle_after_startup()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 async def turns_per_second(turn: Callable[[int], Awaitable[None]], concurrency: int, seconds: float) -> float:
