@@ -1,6 +1,8 @@
 """Cost of a turn, of History and of storage as a thread grows: 10, 100 and 500 turns (PostgreSQL).
 
 One thread grows turn by turn ("My itemN is valueN.", three checkpoints a turn, offline model).
+Every Ask carries a request_id, as a caller that retries safely sends (the server looks up
+whether that request already ran: a lookup that must not grow with the thread either).
 At each length the benchmark times further turns and History(page_size=10) over gRPC, the same
 graph on the same kind of saver in process (ainvoke, aget_state_history(limit=10)), and counts
 the bytes the thread occupies in PostgreSQL (checkpoints, blobs and pending writes).
@@ -49,6 +51,10 @@ def _query(turn: int) -> str:
     return f"My item{turn} is value{turn}."
 
 
+def _ask(client: AsyncThreadlineClient, turn: int) -> Any:
+    return client.ask(_query(turn), thread_id=THREAD, request_id=f"bench-turn-{turn}")
+
+
 async def _timed(call: Any) -> float:
     started = time.perf_counter()
     await call()
@@ -72,12 +78,12 @@ async def _over_grpc(url: str, address: str) -> tuple[dict[int, tuple[float, flo
             while done < length:
                 if done == late_start:
                     bytes_at_late_start = _bytes(url, TENANT_PREFIX + THREAD)
-                await client.ask(_query(done), thread_id=THREAD)
+                await _ask(client, done)
                 done += 1
             stored = _bytes(url, TENANT_PREFIX + THREAD)
             turns = []
             for _ in range(SAMPLES):
-                turns.append(await _timed(lambda n=done: client.ask(_query(n), thread_id=THREAD)))
+                turns.append(await _timed(lambda n=done: _ask(client, n)))
                 done += 1
             histories = [await _timed(lambda: client.history(THREAD, page_size=10)) for _ in range(SAMPLES)]
             results[length] = (statistics.median(turns), statistics.median(histories), stored)

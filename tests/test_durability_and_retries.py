@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+from contextlib import closing
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
+from langgraph.checkpoint.sqlite.utils import search_where
 
 from tests.conftest import BACKENDS, database_url
 from tests.support import ServerProcess, server_env
+from threadline.engine import audit, postgres
 from threadline_client import ThreadlineClient, ThreadlineError, pb
 
 SLOW = server_env(THREADLINE_OFFLINE_TOKEN_DELAY_MS="50")
@@ -20,29 +25,61 @@ def _humans(client: ThreadlineClient, thread: str) -> list[str]:
     return [m.text for m in client.history(thread).messages if m.role == pb.ROLE_HUMAN]
 
 
-def test_a_repeated_request_id_returns_the_stored_turn_without_running_again(sqlite_client: ThreadlineClient) -> None:
-    first = sqlite_client.ask("What is 6*7?", request_id="pay-1")
-    checkpoints = len(sqlite_client.history(first.thread_id, page_size=100).checkpoints)
+def test_a_repeated_request_id_returns_the_stored_turn_without_running_again(client: ThreadlineClient) -> None:
+    first = client.ask("What is 6*7?", request_id="pay-1")
+    checkpoints = len(client.history(first.thread_id, page_size=100).checkpoints)
 
-    again = sqlite_client.ask("What is 6*7?", thread_id=first.thread_id, request_id="pay-1")
+    again = client.ask("What is 6*7?", thread_id=first.thread_id, request_id="pay-1")
     assert again == first, "same request_id, same result: same answer, checkpoint and messages"
-    streamed = list(sqlite_client.stream_ask("What is 6*7?", thread_id=first.thread_id, request_id="pay-1"))
+    streamed = list(client.stream_ask("What is 6*7?", thread_id=first.thread_id, request_id="pay-1"))
     assert [e.WhichOneof("event") for e in streamed] == ["final"] and streamed[0].final == first
-    assert len(sqlite_client.history(first.thread_id, page_size=100).checkpoints) == checkpoints, "nothing ran"
-    assert _humans(sqlite_client, first.thread_id) == ["What is 6*7?"]
+    assert len(client.history(first.thread_id, page_size=100).checkpoints) == checkpoints, "nothing ran"
+    assert _humans(client, first.thread_id) == ["What is 6*7?"]
 
-    # A later turn does not change what the earlier request_id returns.
-    sqlite_client.ask("My name is Ada.", thread_id=first.thread_id)
-    assert sqlite_client.ask("What is 6*7?", thread_id=first.thread_id, request_id="pay-1") == first
+    # Later turns, with and without request ids, do not change what the earlier request_id returns.
+    client.ask("My name is Ada.", thread_id=first.thread_id)
+    second = client.ask("What is 1+1?", thread_id=first.thread_id, request_id="pay-2")
+    assert client.ask("What is 6*7?", thread_id=first.thread_id, request_id="pay-1") == first
+    assert client.ask("What is 1+1?", thread_id=first.thread_id, request_id="pay-2") == second
+    # A request_id is the thread's own: on another thread it is a new request.
+    elsewhere = client.ask("What is 6*7?", request_id="pay-1")
+    assert elsewhere.thread_id != first.thread_id and elsewhere.checkpoint_id != first.checkpoint_id
 
 
-def test_a_request_id_reused_with_another_query_is_invalid_argument(sqlite_client: ThreadlineClient) -> None:
-    thread = sqlite_client.ask("My name is Ada.", request_id="once").thread_id
+def test_a_request_id_reused_with_another_query_is_invalid_argument(client: ThreadlineClient) -> None:
+    thread = client.ask("My name is Ada.", request_id="once").thread_id
     with pytest.raises(ThreadlineError) as caught:
-        sqlite_client.ask("My name is Grace.", thread_id=thread, request_id="once")
+        client.ask("My name is Grace.", thread_id=thread, request_id="once")
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.metadata == {"field": "request_id"} and "different query" in caught.value.message
-    assert "Ada" in sqlite_client.ask("What is my name?", thread_id=thread).answer
+    assert "Ada" in client.ask("What is my name?", thread_id=thread).answer
+
+
+def _plan(server: ServerProcess, thread_key: str) -> str:
+    """How the database finds a thread's checkpoint of a request_id (the query every turn with one runs)."""
+    url = server.database_url
+    if url.startswith("sqlite:///"):
+        where, params = search_where(
+            {"configurable": {"thread_id": thread_key, "checkpoint_ns": ""}}, {audit.REQUEST_ID: "r-x"}, None
+        )
+        # AsyncSqliteSaver.alist's query for a filter and limit=1.
+        query = f"SELECT checkpoint FROM checkpoints {where} ORDER BY checkpoint_id DESC LIMIT ?"
+        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+            return "\n".join(str(row) for row in conn.execute(f"EXPLAIN QUERY PLAN {query}", (*params, 1)))
+    with psycopg.connect(url) as conn:
+        conn.execute("SET enable_seqscan = off")  # tiny test tables: ask which index serves, not whether to scan
+        rows = conn.execute(f"EXPLAIN {postgres.REQUEST_SQL}", (thread_key, "", "r-x")).fetchall()
+        return "\n".join(str(row[0]) for row in rows)
+
+
+def test_the_request_id_lookup_searches_an_index_instead_of_scanning_the_thread(
+    client: ThreadlineClient, server: ServerProcess
+) -> None:
+    thread = client.ask("My name is Ada.", request_id="r-1").thread_id
+    for n in range(2, 6):
+        client.ask(f"What is {n}+{n}?", thread_id=thread, request_id=f"r-{n}")
+    plan = _plan(server, f"default/{thread}")
+    assert "threadline_checkpoints_by_request_id" in plan, plan
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
@@ -247,8 +247,10 @@ class Engine:
                 # A turn cut short (crash, cancel, model failure) resumes from its last
                 # checkpoint: its question is already in the thread and is not asked twice.
                 graph_input = None if prior is not None else {"messages": [human]}
-                async for event in self._run(ctx, thread_id, config, run_config, graph_input, stream_tokens, human):
-                    yield event
+                run = self._run(ctx, thread_id, config, run_config, graph_input, stream_tokens, human)
+                async with aclosing(run):
+                    async for event in run:
+                        yield event
 
     async def _resume(
         self, ctx: RequestContext, thread_id: str, interrupt_id: str, decision: Decision, *, stream_tokens: bool
@@ -281,8 +283,10 @@ class Engine:
                     )
                 command: Command[Any] = Command(resume={interrupt_id: value})
                 first_new = len(paused.values.get("messages", []))
-                async for event in self._run(ctx, thread_id, config, run_config, command, stream_tokens, first_new):
-                    yield event
+                run = self._run(ctx, thread_id, config, run_config, command, stream_tokens, first_new)
+                async with aclosing(run):
+                    async for event in run:
+                        yield event
 
     async def _run(
         self,
@@ -307,10 +311,18 @@ class Engine:
         # of the answer, so an answered turn survives a kill -9.
         # The call's deadline bounds the whole run: model requests and tools are
         # cancelled with it (their HTTP streams closed), not left running.
-        async with _deadline(ctx):
-            async for mode, payload in self._graph.astream(
-                graph_input, run_config, stream_mode=modes, durability="sync"
-            ):
+        # Every generator of a turn is closed explicitly (aclosing), here and by its callers:
+        # a turn ended early (cancelled, or its deadline passed, while the caller was writing
+        # an event) must stop its graph run in this task, before the thread is let go, not
+        # whenever the garbage collector finalizes an abandoned generator from another task
+        # (with the run's model stream still open and its writes no longer fenced by the lock).
+        # (astream is an async generator; it is typed as a plain AsyncIterator.)
+        parts = cast(
+            AsyncGenerator[Any, None],
+            self._graph.astream(graph_input, run_config, stream_mode=modes, durability="sync"),
+        )
+        async with _deadline(ctx), aclosing(parts):
+            async for mode, payload in parts:
                 if mode == "checkpoints":
                     last = self._remember(thread_key, payload) or last
                     continue
@@ -368,20 +380,19 @@ class Engine:
 
     async def _prior_turn(self, config: RunnableConfig, request_id: str, query_digest: str) -> StateSnapshot | None:
         """The thread's state after the last step of an earlier call with this request_id, if any."""
-        # The filter key is our constant, never caller input (CVE-2025-67644: SQLite filter keys).
-        found = [t async for t in self._saver.alist(config, filter={audit.REQUEST_ID: request_id}, limit=1)]
-        if not found:
+        found = await self._storage.find_request(config, request_id)
+        if found is None:
             return None
-        metadata: dict[str, Any] = dict(found[0].metadata or {})
+        metadata: dict[str, Any] = dict(found.metadata or {})
         if metadata.get(audit.RPC) not in ("Ask", "StreamAsk", "Fork"):
             raise InvalidArgument(
                 "request_id", f"request_id {request_id!r} was used by a {metadata.get(audit.RPC)} call"
             )
         if metadata.get(audit.QUERY_SHA256) != query_digest:
             raise InvalidArgument("request_id", f"request_id {request_id!r} was used with a different query")
-        snapshot = await self._graph.aget_state(found[0].config)
+        snapshot = await self._graph.aget_state(found.config)
         head = await self._saver.aget_tuple(config)
-        if snapshot.next and head is not None and id_of(head) != id_of(found[0]):
+        if snapshot.next and head is not None and id_of(head) != id_of(found):
             raise FailedPrecondition(
                 f"the turn of request_id {request_id!r} was cut short and the thread has moved on since; "
                 "send the query again with a new request_id",
