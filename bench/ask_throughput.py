@@ -45,6 +45,7 @@ from harness import (
     server_collector_settings,
     turns_per_second,
     verdict,
+    wait_for_quiet_machine,
 )
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
@@ -280,6 +281,7 @@ def _over_grpc(address: str, concurrency: int) -> Callable[[], Awaitable[tuple[T
 
 
 def main() -> list[str]:
+    wait_for_quiet_machine()
     verdicts = []
     logs = Path(tempfile.mkdtemp(prefix="threadline-bench-"))
     rows: list[Row] = []

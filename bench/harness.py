@@ -52,6 +52,39 @@ def server(database_url: str, log_dir: Path, **env: str) -> Iterator[ServerProce
         yield process
 
 
+def _cpu_times() -> tuple[int, int]:
+    """(all, idle) jiffies of the whole machine since boot, from /proc/stat (Linux)."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    return sum(fields), fields[3] + fields[4]  # idle + iowait
+
+
+def wait_for_quiet_machine(busy_below: float = 0.10, timeout_s: float = 60.0, window_s: float = 0.5) -> None:
+    """Waits until the machine's CPUs are idle for two windows in a row (or timeout_s passed).
+
+    What one benchmark leaves behind (PostgreSQL writing out and vacuuming what it did,
+    processes shutting down) would otherwise land on the next one's first measurement; on
+    2 cores, the three processes of a gRPC measurement suffer more from a lost core than the
+    one process of its in-process baseline. Says so when it waited or gave up.
+    """
+    if not os.path.exists("/proc/stat"):
+        return
+    started = time.monotonic()
+    quiet_windows = 0
+    busy = 0.0
+    while quiet_windows < 2 and time.monotonic() - started < timeout_s:
+        total_0, idle_0 = _cpu_times()
+        time.sleep(window_s)
+        total_1, idle_1 = _cpu_times()
+        busy = 1 - (idle_1 - idle_0) / max(1, total_1 - total_0)
+        quiet_windows = quiet_windows + 1 if busy < busy_below else 0
+    waited = time.monotonic() - started
+    if quiet_windows < 2:
+        print(f"  (the machine did not settle within {timeout_s:g} s: {busy:.0%} busy; measuring anyway)")
+    elif waited > 2 * window_s + 1:
+        print(f"  (waited {waited:.1f} s for the machine to settle)")
+
+
 @contextmanager
 def server_collector_settings() -> Iterator[None]:
     """This process collects garbage as a Threadline server does (threadline.collector) for the block."""

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import ROOT, Row, print_table, server, verdict
+from harness import ROOT, Row, print_table, server, verdict, wait_for_quiet_machine
 
 from tests.support import free_port
 from threadline_client import AsyncThreadlineClient
@@ -60,6 +60,7 @@ async def _open_streams(address: str) -> tuple[int, int, float]:
 
 
 def main() -> list[str]:
+    wait_for_quiet_machine()
     logs = Path(tempfile.mkdtemp(prefix="threadline-bench-"))
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"

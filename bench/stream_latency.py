@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import ROOT, RUNS, Row, print_table, server, server_collector_settings, verdict
+from harness import ROOT, RUNS, Row, print_table, server, server_collector_settings, verdict, wait_for_quiet_machine
 from langchain_core.messages import AIMessageChunk
 from langgraph.checkpoint.memory import InMemorySaver
 
@@ -153,6 +153,7 @@ def _over_grpc(client: AsyncThreadlineClient) -> FirstToken:
 
 
 async def _once(make: Factory, shape: Callable[[FirstToken, int], Awaitable[Sample]], c: int) -> Sample:
+    await asyncio.to_thread(wait_for_quiet_machine)
     first_token, close = make()
     try:
         await first_token()  # warm up: connections, imports

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from harness import Row, print_table, scratch_database, server, verdict
+from harness import Row, print_table, scratch_database, server, verdict, wait_for_quiet_machine
 
 from threadline.engine.graphs import default_agent
 from threadline.engine.offline_model import OfflineChatModel
@@ -123,6 +123,7 @@ async def _in_process(url: str) -> dict[int, tuple[float, float]]:
 
 
 def main() -> list[str]:
+    wait_for_quiet_machine()
     logs = Path(tempfile.mkdtemp(prefix="threadline-bench-"))
     with scratch_database() as url:
         with server(url, logs) as process:
