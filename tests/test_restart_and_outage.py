@@ -12,6 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from tests.conftest import BACKENDS, database_url
+from tests.model_server import ModelServer, tokens
 from tests.support import ServerProcess, ThrowawayPostgres, assert_one_linear_chain, health_status, server_env
 from threadline_client import ThreadlineClient, ThreadlineError
 
@@ -165,3 +166,45 @@ def _first_success(call: Callable[[], str], seconds: float = 10.0) -> str:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def test_a_replica_whose_pool_is_all_in_use_stays_serving_and_queues_calls(fresh_postgres_url: str, logs: Path) -> None:
+    """Every pooled connection held by turns in flight is load, not an outage."""
+    with ModelServer(token_delay_s=0.1) as model:
+        env = server_env(
+            OPENAI_API_KEY="sk-test",
+            OPENAI_BASE_URL=model.base_url,
+            THREADLINE_MODEL="test-model",
+            THREADLINE_DB_POOL_MIN_SIZE="1",
+            THREADLINE_DB_POOL_MAX_SIZE="2",
+            THREADLINE_DB_POOL_TIMEOUT_S="20",
+        )
+        with ServerProcess(fresh_postgres_url, logs, env=env) as server, ThreadlineClient(server.address) as client:
+            model.script(tokens(60), tokens(60))  # two streams of 6 s, each holding a connection throughout
+            streaming = threading.Barrier(3)
+            finished: list[str] = []
+
+            def long_stream() -> None:
+                events = client.stream_ask("Talk slowly", timeout=30)
+                first = next(events)
+                streaming.wait(10)
+                finished.extend(e.final.answer for e in events if e.HasField("final"))
+                assert first.HasField("token")
+
+            streams = [threading.Thread(target=long_stream) for _ in range(2)]
+            for thread in streams:
+                thread.start()
+            streaming.wait(10)
+            # Both connections are taken. The storage probe runs every second with a 2 s timeout: a
+            # probe that waited for the pool would have failed by now, and the replica refused calls.
+            seen = set()
+            watch_until = time.monotonic() + 4.0
+            while time.monotonic() < watch_until:
+                seen.add(health_status(server.address))
+                time.sleep(0.2)
+            assert seen == {SERVING}, "a busy pool is not a database outage"
+            queued = client.ask("What is 2+3?", timeout=30)  # waits for a connection, then runs
+            for thread in streams:
+                thread.join(30)
+            assert "5" in queued.answer and len(finished) == 2, (queued.answer, finished)
+        assert "unreachable" not in server.log()

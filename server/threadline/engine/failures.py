@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import openai
+import psycopg_pool
 from langgraph.errors import GraphRecursionError
 
 from threadline.engine.storage import STORAGE_ERRORS
@@ -33,6 +34,13 @@ def translated_failures(*, secrets: tuple[str, ...] = ()) -> Iterator[None]:
     """Re-raises storage, model and graph failures as ThreadlineErrors; secrets never reach a message."""
     try:
         yield
+    except psycopg_pool.PoolTimeout as exc:
+        log.warning("no free database connection: %s", exc)
+        raise StorageUnavailable(
+            f"the checkpoint database is unavailable: no connection in time ({_first_line(exc)}); either the "
+            "database is unreachable or every pooled connection is held by a call in flight "
+            "(THREADLINE_DB_POOL_MAX_SIZE sets how many)"
+        ) from exc
     except STORAGE_ERRORS as exc:
         log.warning("storage unavailable: %s", exc)
         raise StorageUnavailable(f"the checkpoint database is unavailable: {_first_line(exc)}") from exc

@@ -31,7 +31,13 @@ from threadline.config import redact
 from threadline.engine import audit
 from threadline.engine.audit import AuditedSaverMixin
 from threadline.engine.hot_states import HotStates, HotStatesSaverMixin
-from threadline.engine.postgres import IdleConnectionCheck, PooledPostgresSaver, PostgresThreadLocks, open_pool
+from threadline.engine.postgres import (
+    DatabaseProbe,
+    IdleConnectionCheck,
+    PooledPostgresSaver,
+    PostgresThreadLocks,
+    open_pool,
+)
 from threadline.engine.thread_locks import LocalThreadLocks, ThreadLocks
 from threadline.engine.thread_registry import (
     MemoryThreadRegistry,
@@ -280,9 +286,7 @@ async def _postgres(url: str, settings: StorageSettings) -> AsyncIterator[Storag
         await pg_registry.setup()
         log.info("checkpoints in PostgreSQL at %s", redact(url))
 
-        async def ping() -> None:
-            async with pool.connection(timeout=settings.pool_timeout_s) as conn:
-                await conn.execute("SELECT 1")
+        probe = DatabaseProbe(url, prepare_threshold=settings.prepare_threshold)
 
         async def idle_threads(cutoff: str, limit: int) -> list[str]:
             async with pool.connection() as conn:
@@ -291,6 +295,11 @@ async def _postgres(url: str, settings: StorageSettings) -> AsyncIterator[Storag
 
         locks = PostgresThreadLocks(pool, max_wait_s=settings.busy_wait_max_s)
         hot = _with_hot_states(saver, settings)
-        yield Storage(saver, locks, ping, idle_threads, pg_registry, hot, saver.alist_headers, saver.afind_request)
+        try:
+            yield Storage(
+                saver, locks, probe.ping, idle_threads, pg_registry, hot, saver.alist_headers, saver.afind_request
+            )
+        finally:
+            await probe.close()
     finally:
         await pool.close()
