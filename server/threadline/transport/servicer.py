@@ -6,6 +6,7 @@ status_mapping; what is left here is plumbing.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing, asynccontextmanager
@@ -45,6 +46,11 @@ async def reported_errors(context: Context) -> AsyncIterator[None]:
     except grpc.aio.AbortError:
         raise
     except Exception as exc:  # every failure is reported, none crashes the server
+        if context.time_remaining() == 0:
+            # The call's deadline has passed: the caller has its DEADLINE_EXCEEDED already, and
+            # gRPC's core may have ended the call, where sending a status fails (and grpc.aio
+            # logs that as an error). End the handler the way an ended call ends.
+            raise asyncio.CancelledError(f"the call's deadline passed: {exc}") from exc
         await context.abort_with_status(status_for(exc))
 
 
