@@ -46,7 +46,8 @@ async def reported_errors(context: Context) -> AsyncIterator[None]:
     except grpc.aio.AbortError:
         raise
     except Exception as exc:  # every failure is reported, none crashes the server
-        if context.time_remaining() == 0:
+        remaining = context.time_remaining()  # None without a deadline; clamped to 0 once it passed
+        if remaining is not None and remaining <= 0:
             # The call's deadline has passed: the caller has its DEADLINE_EXCEEDED already, and
             # gRPC's core may have ended the call, where sending a status fails (and grpc.aio
             # logs that as an error). End the handler the way an ended call ends.
