@@ -4,7 +4,8 @@ The local model server (its own process) streams 50 tokens 100 ms apart, so ever
 open for about 5 s and all of them are open at once. The benchmark reads the Threadline server's
 peak resident memory (VmHWM) before and after, and counts the calls that failed.
 
-Target (benchmarks issue): 1,000 concurrent open StreamAsk calls with no error and server RSS <= 400 MB.
+Target (benchmarks issue): 1,000 concurrent open StreamAsk calls with no error and server RSS <= 400 MB,
+on SQLite and on PostgreSQL (its default pool of 10 connections: a turn holds its thread, not a connection).
 
 Run alone: .venv/bin/python bench/open_streams.py   (BENCH_STREAMS to change the count)
 """
@@ -19,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import ROOT, Row, print_table, server, verdict, wait_for_quiet_machine
+from harness import ROOT, Row, print_table, scratch_database, server, verdict, wait_for_quiet_machine
 
 from tests.support import free_port
 from threadline_client import AsyncThreadlineClient
@@ -60,7 +61,6 @@ async def _open_streams(address: str) -> tuple[int, int, float]:
 
 
 def main() -> list[str]:
-    wait_for_quiet_machine()
     logs = Path(tempfile.mkdtemp(prefix="threadline-bench-"))
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
@@ -70,31 +70,37 @@ def main() -> list[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    rows: list[Row] = []
+    verdicts: list[str] = []
     try:
         time.sleep(1.5)
         env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": base_url, "THREADLINE_MODEL": "test-model"}
-        with server(f"sqlite:///{logs / 'streams.db'}", logs, **env) as process:
-            assert process.process is not None
-            pid = process.process.pid
-            idle_kib = _memory_kib(pid, "VmRSS")
-            ok, failed, took = asyncio.run(_open_streams(process.address))
-            peak_kib = _memory_kib(pid, "VmHWM")
+        with scratch_database() as postgres_url:
+            # PostgreSQL with its default pool of 10: a turn holds its thread, not a connection.
+            for backend, url in (("SQLite", f"sqlite:///{logs / 'streams.db'}"), ("PostgreSQL", postgres_url)):
+                wait_for_quiet_machine()
+                with server(url, logs, **env) as process:
+                    assert process.process is not None
+                    pid = process.process.pid
+                    idle_kib = _memory_kib(pid, "VmRSS")
+                    ok, failed, took = asyncio.run(_open_streams(process.address))
+                    peak_kib = _memory_kib(pid, "VmHWM")
+                rows += [
+                    Row(f"{backend}: server RSS idle", idle_kib / 1024, "MiB"),
+                    Row(f"{backend}: server peak RSS with {STREAMS} open StreamAsk", peak_kib / 1024, "MiB"),
+                    Row(f"{backend}: streams completed", ok, "", f"{failed} failed; all done in {took:.1f} s"),
+                ]
+                verdicts.append(
+                    verdict(
+                        f"{STREAMS} concurrent open StreamAsk on {backend}, no error, RSS <= 400 MB",
+                        failed == 0 and peak_kib <= 400 * 1024,
+                        f"{failed} errors, peak {peak_kib / 1024:.0f} MiB",
+                    )
+                )
     finally:
         model.terminate()
         model.wait(10)
-    rows = [
-        Row("server RSS idle", idle_kib / 1024, "MiB"),
-        Row(f"server peak RSS with {STREAMS} open StreamAsk", peak_kib / 1024, "MiB"),
-        Row("streams completed", ok, "", f"{failed} failed; all done in {took:.1f} s"),
-    ]
     print_table(f"{STREAMS} concurrent StreamAsk ({TOKEN_DELAY_MS} ms/token, 50 tokens)", rows)
-    verdicts = [
-        verdict(
-            f"{STREAMS} concurrent open StreamAsk, no error, RSS <= 400 MB",
-            failed == 0 and peak_kib <= 400 * 1024,
-            f"{failed} errors, peak {peak_kib / 1024:.0f} MiB",
-        )
-    ]
     for line in verdicts:
         print(line)
     return verdicts

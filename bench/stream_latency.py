@@ -28,7 +28,8 @@ Targets (issues: streaming, benchmarks): in the 200-stream burst every stream co
 with no error; the closed-loop TTFT overhead over in-process is <= 2 ms at p50 and
 <= 10 ms at p99 at concurrency 32.
 
-Run alone: .venv/bin/python bench/stream_latency.py   (BENCH_RUNS; BENCH_STREAM_SECONDS sets MEASURE_S)
+Run alone: .venv/bin/python bench/stream_latency.py   (BENCH_RUNS; BENCH_STREAM_SECONDS sets MEASURE_S;
+BENCH_STREAM_BACKEND=postgres compares on PostgreSQL, against the stock AsyncPostgresSaver)
 """
 
 from __future__ import annotations
@@ -41,14 +42,29 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import ROOT, RUNS, Row, print_table, server, server_collector_settings, verdict, wait_for_quiet_machine
+import psycopg_pool
+from harness import (
+    ROOT,
+    RUNS,
+    Row,
+    print_table,
+    scratch_database,
+    server,
+    server_collector_settings,
+    verdict,
+    wait_for_quiet_machine,
+)
 from langchain_core.messages import AIMessageChunk
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from psycopg.rows import dict_row
 
 from tests.support import free_port
 from threadline.config import Settings
@@ -67,6 +83,11 @@ WARMUP_S = 2.0
 MEASURE_S = float(os.environ.get("BENCH_STREAM_SECONDS", "6"))
 API_KEY = "sk-bench"
 MODEL = "test-model"
+# memory:// (the default, in `make bench`) or postgres: the server on a scratch PostgreSQL
+# database with its default pool of 10, against the stock AsyncPostgresSaver (durability
+# async, pool of 10) in process.
+BACKEND = os.environ.get("BENCH_STREAM_BACKEND", "memory")
+STOCK_CONNECTION_KWARGS = {"autocommit": True, "row_factory": dict_row, "prepare_threshold": 0}
 
 FirstToken = Callable[[], Awaitable[float]]
 Factory = Callable[[], tuple[FirstToken, Callable[[], Awaitable[None]]]]
@@ -116,9 +137,9 @@ async def _closed_loop(first_token: FirstToken, concurrency: int) -> Sample:
     return Sample(ttfts, errors)
 
 
-def _in_process(base_url: str) -> FirstToken:
+def _in_process(base_url: str, saver: BaseCheckpointSaver[Any]) -> FirstToken:
     settings = Settings(openai_api_key=API_KEY, openai_base_url=base_url, model=MODEL)
-    graph = graph_builder(settings).compile(checkpointer=InMemorySaver())
+    graph = graph_builder(settings).compile(checkpointer=saver)
 
     async def first_token() -> float:
         config: Any = {"configurable": {"thread_id": uuid.uuid4().hex}}
@@ -182,7 +203,9 @@ class Figures:
         )
 
 
-async def _compare(address: str, base_url: str) -> tuple[list[Row], list[str]]:
+async def _compare(
+    address: str, base_url: str, saver: Callable[[], BaseCheckpointSaver[Any]]
+) -> tuple[list[Row], list[str]]:
     rows: list[Row] = []
     verdicts = []
 
@@ -190,7 +213,7 @@ async def _compare(address: str, base_url: str) -> tuple[list[Row], list[str]]:
         return None
 
     def in_process() -> tuple[FirstToken, Callable[[], Awaitable[None]]]:
-        return _in_process(base_url), noop
+        return _in_process(base_url, saver()), noop
 
     def grpc_pair() -> tuple[FirstToken, Callable[[], Awaitable[None]]]:
         client = AsyncThreadlineClient(address)
@@ -230,7 +253,7 @@ async def _compare(address: str, base_url: str) -> tuple[list[Row], list[str]]:
         if shape is _closed_loop and c == TARGET_CONCURRENCY:
             verdicts.append(
                 verdict(
-                    f"closed-loop TTFT overhead at c={c} <= 2 ms p50 and <= 10 ms p99",
+                    f"closed-loop TTFT overhead at c={c} on {BACKEND} <= 2 ms p50 and <= 10 ms p99",
                     overhead[0] <= 2 and overhead[1] <= 10 and over.errors == 0,
                     f"p50 {overhead[0]:+.1f} ms, p99 {overhead[1]:+.1f} ms",
                 )
@@ -240,6 +263,29 @@ async def _compare(address: str, base_url: str) -> tuple[list[Row], list[str]]:
                 verdict("200 concurrent StreamAsk (burst) with no error", over.errors == 0, f"{over.errors} errors")
             )
     return rows, verdicts
+
+
+@contextmanager
+def _database() -> Iterator[str]:
+    if BACKEND == "postgres":
+        with scratch_database() as url:
+            yield url
+    else:
+        yield "memory://"
+
+
+async def _against(address: str, base_url: str, url: str) -> tuple[list[Row], list[str]]:
+    """The comparison against the stock saver of the server's backend (both use the same database)."""
+    if BACKEND != "postgres":
+        return await _compare(address, base_url, InMemorySaver)
+    pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
+        url, min_size=10, max_size=10, open=False, kwargs=STOCK_CONNECTION_KWARGS
+    )
+    await pool.open(wait=True)
+    try:
+        return await _compare(address, base_url, lambda: AsyncPostgresSaver(pool))
+    finally:
+        await pool.close()
 
 
 def main() -> list[str]:
@@ -259,14 +305,14 @@ def main() -> list[str]:
         # collector settings the server runs with: the overhead measured is the service's,
         # not a difference in garbage collection (untuned, this process's own collections
         # put 60-120 ms on the baseline's p99).
-        with server("memory://", logs, **env) as process, server_collector_settings():
-            rows, verdicts = asyncio.run(_compare(process.address, base_url))
+        with _database() as url, server(url, logs, **env) as process, server_collector_settings():
+            rows, verdicts = asyncio.run(_against(process.address, base_url, url))
     finally:
         model_server.terminate()
         model_server.wait(10)
     print_table(
-        f"StreamAsk time to first token ({TOKENS} tokens, {TOKEN_DELAY_MS} ms apart; closed loop: {MEASURE_S:g} s"
-        f" after {WARMUP_S:g} s warm-up; median of {RUNS})",
+        f"StreamAsk time to first token on {BACKEND} ({TOKENS} tokens, {TOKEN_DELAY_MS} ms apart;"
+        f" closed loop: {MEASURE_S:g} s after {WARMUP_S:g} s warm-up; median of {RUNS})",
         rows,
     )
     for line in verdicts:

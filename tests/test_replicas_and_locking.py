@@ -9,8 +9,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 
+from tests.model_server import ModelServer, tokens
 from tests.support import ServerProcess, assert_one_linear_chain, server_env
 from threadline_client import ThreadlineClient, ThreadlineError, pb
 
@@ -117,3 +119,53 @@ def test_sqlite_gives_the_same_guarantee_within_its_process(sqlite_server: Serve
         results = _ask_concurrently([sqlite_server], thread)
         assert not [r for r in results if isinstance(r, ThreadlineError)]
         _assert_one_linear_chain_of(client, thread, set(range(CONCURRENT_ASKS)))
+
+
+def _end_owner_session(database_url: str, server: ServerProcess) -> int:
+    """Ends a replica's owner session, as a dropped connection would; returns how many sessions were ended."""
+    assert server.process is not None
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (f"threadline owner pid={server.process.pid}",),
+        ).fetchall()
+    return len(rows)
+
+
+def test_a_turn_whose_replica_lost_its_session_writes_nothing_once_another_replica_takes_the_thread(
+    fresh_postgres_url: str, logs: Path
+) -> None:
+    """Fencing: the takeover is immediate, and the old turn's later writes are refused, not forked in."""
+    with ModelServer(token_delay_s=0.1) as model:
+        env = server_env(OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=model.base_url, THREADLINE_MODEL="test-model")
+        with (
+            ServerProcess(fresh_postgres_url, logs, env=env) as first,
+            ServerProcess(fresh_postgres_url, logs, env=env) as second,
+            ThreadlineClient(first.address) as on_first,
+            ThreadlineClient(second.address) as on_second,
+        ):
+            thread = on_first.ask("My name is Ada.").thread_id
+            model.script(tokens(30))  # 3 s of answer
+            events = on_first.stream_ask("Talk slowly", thread_id=thread, request_id="slow-1", timeout=30)
+            assert next(events).HasField("token")
+
+            assert _end_owner_session(fresh_postgres_url, first) == 1
+            taken = on_second.ask("My pet is Rex.", thread_id=thread, timeout=10)  # does not wait for the stream
+            assert taken.answer == "You said: My pet is Rex."
+            with pytest.raises(ThreadlineError) as caught:
+                for _ in events:
+                    pass
+            assert caught.value.code == grpc.StatusCode.ABORTED and caught.value.reason == "THREAD_TAKEN_OVER"
+
+            messages = list(on_second.history(thread).messages)
+            # The cut turn's question was written before the takeover; its answer never is.
+            assert [m.text for m in messages if m.role == pb.ROLE_HUMAN] == [
+                "My name is Ada.",
+                "Talk slowly",
+                "My pet is Rex.",
+            ]
+            assert [m.text for m in messages if m.role == pb.ROLE_AI] == ["You said: My name is Ada.", taken.answer]
+            assert_one_linear_chain(on_second, thread)
+            # The first replica opened a new session by itself and serves the thread again.
+            assert on_first.ask("What is my pet?", thread_id=thread, timeout=10).answer == "You said: What is my pet?"
+            assert "database is unavailable" not in first.log()

@@ -168,8 +168,9 @@ def _first_success(call: Callable[[], str], seconds: float = 10.0) -> str:
             time.sleep(0.1)
 
 
-def test_a_replica_whose_pool_is_all_in_use_stays_serving_and_queues_calls(fresh_postgres_url: str, logs: Path) -> None:
-    """Every pooled connection held by turns in flight is load, not an outage."""
+def test_a_replica_runs_more_turns_at_once_than_its_pool_has_connections(fresh_postgres_url: str, logs: Path) -> None:
+    """A turn holds its thread, not a database connection, while the model answers."""
+    streams = 6
     with ModelServer(token_delay_s=0.1) as model:
         env = server_env(
             OPENAI_API_KEY="sk-test",
@@ -177,34 +178,39 @@ def test_a_replica_whose_pool_is_all_in_use_stays_serving_and_queues_calls(fresh
             THREADLINE_MODEL="test-model",
             THREADLINE_DB_POOL_MIN_SIZE="1",
             THREADLINE_DB_POOL_MAX_SIZE="2",
-            THREADLINE_DB_POOL_TIMEOUT_S="20",
+            THREADLINE_DB_POOL_TIMEOUT_S="5",  # shorter than a stream: a stream waiting on another would fail
         )
         with ServerProcess(fresh_postgres_url, logs, env=env) as server, ThreadlineClient(server.address) as client:
-            model.script(tokens(60), tokens(60))  # two streams of 6 s, each holding a connection throughout
-            streaming = threading.Barrier(3)
+            model.script(*[tokens(60) for _ in range(streams)])  # six streams of 6 s, on a pool of 2
+            all_streaming = threading.Barrier(streams + 1)
             finished: list[str] = []
+            failures: list[BaseException] = []
 
             def long_stream() -> None:
-                events = client.stream_ask("Talk slowly", timeout=30)
-                first = next(events)
-                streaming.wait(10)
-                finished.extend(e.final.answer for e in events if e.HasField("final"))
-                assert first.HasField("token")
+                try:
+                    events = client.stream_ask("Talk slowly", timeout=30)
+                    assert next(events).HasField("token")
+                    all_streaming.wait(10)
+                    finished.extend(e.final.answer for e in events if e.HasField("final"))
+                except BaseException as exc:  # reported by the main thread
+                    failures.append(exc)
+                    all_streaming.abort()
 
-            streams = [threading.Thread(target=long_stream) for _ in range(2)]
-            for thread in streams:
+            threads = [threading.Thread(target=long_stream) for _ in range(streams)]
+            for thread in threads:
                 thread.start()
-            streaming.wait(10)
-            # Both connections are taken. The storage probe runs every second with a 2 s timeout: a
-            # probe that waited for the pool would have failed by now, and the replica refused calls.
+            all_streaming.wait(15)  # all six are answering at once
+            # The storage probe runs every second: a busy replica is not a database outage.
             seen = set()
-            watch_until = time.monotonic() + 4.0
+            watch_until = time.monotonic() + 2.0
             while time.monotonic() < watch_until:
                 seen.add(health_status(server.address))
                 time.sleep(0.2)
-            assert seen == {SERVING}, "a busy pool is not a database outage"
-            queued = client.ask("What is 2+3?", timeout=30)  # waits for a connection, then runs
-            for thread in streams:
+            assert seen == {SERVING}
+            answered = client.ask("What is 2+3?", timeout=10)  # a seventh turn runs beside them
+            assert "5" in answered.answer and not finished, "the new turn did not wait for the streams"
+            for thread in threads:
                 thread.join(30)
-            assert "5" in queued.answer and len(finished) == 2, (queued.answer, finished)
+            assert not failures, failures
+            assert len(finished) == streams
         assert "unreachable" not in server.log()

@@ -15,6 +15,7 @@ import openai
 import psycopg_pool
 from langgraph.errors import GraphRecursionError
 
+from threadline.engine.postgres_holds import StaleRunError
 from threadline.engine.storage import STORAGE_ERRORS
 from threadline.errors import (
     ModelError,
@@ -24,6 +25,7 @@ from threadline.errors import (
     ModelUnavailable,
     StepLimitExceeded,
     StorageUnavailable,
+    ThreadBusy,
 )
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,9 @@ def translated_failures(*, secrets: tuple[str, ...] = ()) -> Iterator[None]:
             "database is unreachable or every pooled connection is held by a call in flight "
             "(THREADLINE_DB_POOL_MAX_SIZE sets how many)"
         ) from exc
+    except StaleRunError as exc:
+        log.warning("turn fenced off its thread: %s", exc)
+        raise ThreadBusy(f"{exc}; retry with the same request_id", reason="THREAD_TAKEN_OVER") from exc
     except STORAGE_ERRORS as exc:
         log.warning("storage unavailable: %s", exc)
         raise StorageUnavailable(f"the checkpoint database is unavailable: {_first_line(exc)}") from exc

@@ -2,8 +2,8 @@
 
 sqlite:///PATH       AsyncSqliteSaver on one aiosqlite connection (the embedded default;
                      sqlite:////abs/path for an absolute path); one process per file
-postgresql://...     our pooled AsyncPostgresSaver on a psycopg pool, with advisory
-                     locks so that any number of replicas can share the database
+postgresql://...     our pooled AsyncPostgresSaver on a psycopg pool, with fenced holds
+                     on threads so that any number of replicas can share the database
 memory://            InMemorySaver (tests; nothing survives the process)
 """
 
@@ -28,14 +28,12 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from threadline.config import redact
-from threadline.engine import audit
+from threadline.engine import audit, postgres_holds
 from threadline.engine.audit import AuditedSaverMixin
 from threadline.engine.hot_states import HotStates, HotStatesSaverMixin
 from threadline.engine.postgres import (
-    DatabaseProbe,
     IdleConnectionCheck,
     PooledPostgresSaver,
-    PostgresThreadLocks,
     open_pool,
 )
 from threadline.engine.thread_locks import LocalThreadLocks, ThreadLocks
@@ -286,20 +284,22 @@ async def _postgres(url: str, settings: StorageSettings) -> AsyncIterator[Storag
         await pg_registry.setup()
         log.info("checkpoints in PostgreSQL at %s", redact(url))
 
-        probe = DatabaseProbe(url, prepare_threshold=settings.prepare_threshold)
+        await postgres_holds.setup(pool)
+        owner = postgres_holds.OwnerSession(url, prepare_threshold=settings.prepare_threshold)
 
         async def idle_threads(cutoff: str, limit: int) -> list[str]:
             async with pool.connection() as conn:
                 rows = await (await conn.execute(_IDLE_THREADS_SQL.format(param="%s"), (cutoff, limit))).fetchall()
                 return [str(row["thread_id"]) for row in rows]
 
-        locks = PostgresThreadLocks(pool, max_wait_s=settings.busy_wait_max_s)
+        locks = postgres_holds.PostgresThreadLocks(pool, owner, max_wait_s=settings.busy_wait_max_s)
         hot = _with_hot_states(saver, settings)
         try:
             yield Storage(
-                saver, locks, probe.ping, idle_threads, pg_registry, hot, saver.alist_headers, saver.afind_request
+                saver, locks, owner.ping, idle_threads, pg_registry, hot, saver.alist_headers, saver.afind_request
             )
         finally:
-            await probe.close()
+            await locks.close()
+            await owner.close()
     finally:
         await pool.close()

@@ -2,7 +2,7 @@
 
 Two concurrent turns on one LangGraph thread would both start from the same head
 and fork the chain (langgraph issue 8796). Within one process an asyncio.Lock per
-thread prevents it; across replicas PostgresThreadLocks adds a database lock.
+thread prevents it; across replicas postgres_holds adds a hold in the database.
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ _FORGET = "DELETE FROM threadline_threads WHERE tenant = {p} AND thread_id = {p}
 
 
 class PostgresThreadRegistry:
-    """The registry in PostgreSQL, written through the saver's connections (the run's, when locked)."""
+    """The registry in PostgreSQL, written through the saver (fenced to the turn's hold, inside a turn)."""
 
     def __init__(self, saver: PooledPostgresSaver) -> None:
         self._saver = saver
@@ -99,7 +99,7 @@ class PostgresThreadRegistry:
         self, tenant: str, thread_id: str, *, title: str, turn_count: int, head_checkpoint_id: str
     ) -> None:
         now = _now()
-        async with self._saver.cursor() as cur:
+        async with self._saver.write_cursor() as cur:
             await cur.execute(
                 _UPSERT.format(p="%s"), (tenant, thread_id, title, turn_count, now, now, head_checkpoint_id)
             )
@@ -111,7 +111,7 @@ class PostgresThreadRegistry:
             return [_summary(row) for row in await cur.fetchall()]
 
     async def forget(self, tenant: str, thread_id: str) -> None:
-        async with self._saver.cursor() as cur:
+        async with self._saver.write_cursor() as cur:
             await cur.execute(_FORGET.format(p="%s"), (tenant, thread_id))
 
 

@@ -1,0 +1,300 @@
+"""One turn at a time per thread across every replica on a PostgreSQL database, with fenced writes.
+
+A turn holds its thread through a row of `threadline_thread_holders`: the thread's key,
+the turn's random token and the owner key of the process running it. Three rules make
+that row a lock:
+
+* Taking. A turn inserts the row. If one is there, it takes the row over only when the
+  owner of that row is gone: each process keeps one connection (`OwnerSession`) holding
+  a session advisory lock on its owner key, and `pg_try_advisory_xact_lock(owner_key)`
+  succeeds only once that session has ended (process killed, host gone, connection
+  dropped). PostgreSQL decides; no clock or lease expiry is involved.
+* Fencing. Every checkpoint write of the turn runs in a transaction that first calls
+  `threadline_fence_v1(thread, token)`: it share-locks the row if it still names this
+  turn and raises SQLSTATE TL409 otherwise. A takeover waits for a write in flight to
+  commit, and every later write of the old turn is refused.
+* Releasing. The turn deletes its row when it ends. If it cannot, the process drops its
+  owner session, which frees every row it owns for the next taker.
+
+The table is UNLOGGED on purpose: a row means something only while its owner's session
+lives, and after a crash or a failover every session is gone, as the rows then are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import AsyncConnection, AsyncCursor
+from psycopg.rows import DictRow, dict_row
+
+from threadline.engine.thread_locks import LocalThreadLocks
+from threadline.errors import ThreadBusy
+
+log = logging.getLogger(__name__)
+
+Pool = psycopg_pool.AsyncConnectionPool[AsyncConnection[DictRow]]
+
+# How long a waiting turn sleeps between two tries of a busy thread. Short: a turn that
+# finishes hands the thread on within this; a try costs one cheap statement.
+_RETRY_INTERVAL_S = 0.02
+
+FENCE_SQLSTATE = "TL409"
+
+# Serializes the schema statements of replicas starting together: CREATE OR REPLACE
+# FUNCTION run at the same instant fails with "tuple concurrently updated".
+_SETUP_LOCK_KEY = 0x7468726561646C6E  # "threadln"
+
+SCHEMA_SQL = (
+    f"SELECT pg_advisory_xact_lock({_SETUP_LOCK_KEY})",
+    """CREATE UNLOGGED TABLE IF NOT EXISTS threadline_thread_holders (
+        thread_key text PRIMARY KEY,
+        owner_key bigint NOT NULL,
+        token uuid NOT NULL,
+        since timestamptz NOT NULL DEFAULT now()
+    )""",
+    f"""CREATE OR REPLACE FUNCTION threadline_fence_v1(p_thread_key text, p_token uuid) RETURNS void
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM 1 FROM threadline_thread_holders
+            WHERE thread_key = p_thread_key AND token = p_token FOR SHARE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'thread % is no longer held by this turn', p_thread_key
+                USING ERRCODE = '{FENCE_SQLSTATE}',
+                      HINT = 'another replica took the thread over after this process lost its owner session';
+        END IF;
+    END $$""",
+)
+
+# Takes a free thread, or one whose owner's session has ended; no row back means busy.
+_TAKE_SQL = """
+INSERT INTO threadline_thread_holders AS held (thread_key, owner_key, token) VALUES (%s, %s, %s)
+ON CONFLICT (thread_key) DO UPDATE SET owner_key = excluded.owner_key, token = excluded.token, since = now()
+    WHERE pg_try_advisory_xact_lock(held.owner_key)
+RETURNING token"""
+_RELEASE_SQL = "DELETE FROM threadline_thread_holders WHERE thread_key = %s AND token = %s"
+_FENCE_SQL = "SELECT threadline_fence_v1(%s, %s)"
+# Rows left by processes that died before releasing them (the volatile call is not pushed
+# below DISTINCT, so it runs once per owner, not once per row).
+_SWEEP_SQL = """
+DELETE FROM threadline_thread_holders WHERE owner_key IN (
+    SELECT owner_key FROM (SELECT DISTINCT owner_key FROM threadline_thread_holders) owners
+    WHERE pg_try_advisory_xact_lock(owners.owner_key))"""
+
+
+class StaleRunError(RuntimeError):
+    """A write of a turn that no longer holds its thread (it ended, or another replica took it over)."""
+
+
+@dataclass
+class Hold:
+    """A turn's hold on its thread."""
+
+    thread_key: str
+    token: uuid.UUID
+    released: bool = False
+    # Whether the row may exist: from sending the take until it is known not taken or deleted.
+    maybe_taken: bool = False
+
+
+_current_hold: ContextVar[Hold | None] = ContextVar("threadline_current_hold", default=None)
+
+
+def check_current_hold() -> Hold | None:
+    """The hold of the turn running in this context, if any; StaleRunError once it has ended."""
+    hold = _current_hold.get()
+    if hold is not None and hold.released:
+        raise StaleRunError("this turn no longer holds its thread; its write is refused")
+    return hold
+
+
+@asynccontextmanager
+async def fenced_cursor(conn: AsyncConnection[DictRow], hold: Hold) -> AsyncIterator[AsyncCursor[DictRow]]:
+    """A cursor in one pipelined transaction that writes only if the hold is still this turn's.
+
+    The fence, the caller's statements and COMMIT go out together: no extra round trip.
+    """
+    try:
+        async with conn.pipeline(), conn.transaction(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+            await cur.execute(_FENCE_SQL, (hold.thread_key, hold.token))
+            yield cur
+    except psycopg.DatabaseError as exc:
+        if exc.sqlstate == FENCE_SQLSTATE:
+            thread = _thread_id(hold.thread_key)
+            raise StaleRunError(
+                f"thread {thread!r} was taken over by another turn (this replica lost its database session "
+                "while the turn ran); this turn's writes are refused"
+            ) from exc
+        raise
+
+
+async def setup(pool: Pool) -> None:
+    """Creates the holders table and the fence function (idempotent; safe from many replicas at once)."""
+    async with pool.connection() as conn, conn.transaction():
+        for statement in SCHEMA_SQL:
+            await conn.execute(statement)
+
+
+class OwnerSession:
+    """This process's presence on the database: one connection of its own, holding its owner key's lock.
+
+    The same connection answers the storage health probe. It is not a pooled one: under
+    load every pooled connection can be busy, and a probe that waited for one would call
+    a busy replica a database outage.
+    """
+
+    # Server-side TCP keepalives: if this host vanishes without closing the socket,
+    # PostgreSQL ends the session, and frees our threads, in about 25 s, not the OS's 2 h.
+    _KEEPALIVES = ("SET tcp_keepalives_idle = 10", "SET tcp_keepalives_interval = 5", "SET tcp_keepalives_count = 3")
+
+    def __init__(self, url: str, *, prepare_threshold: int | None) -> None:
+        self._url = url
+        self._prepare_threshold = prepare_threshold
+        self._conn: AsyncConnection[Any] | None = None
+        self._key = 0
+        self._connecting = asyncio.Lock()
+
+    async def key(self) -> int:
+        """The owner key of this process, connecting (with a new key) if the session is gone."""
+        if self._conn is not None and not self._conn.closed:
+            return self._key
+        async with self._connecting:
+            if self._conn is None or self._conn.closed:
+                await self._connect()
+            return self._key
+
+    async def _connect(self) -> None:
+        conn = await psycopg.AsyncConnection.connect(
+            self._url,
+            autocommit=True,
+            prepare_threshold=self._prepare_threshold,
+            application_name=f"threadline owner pid={os.getpid()}",
+        )
+        try:
+            for statement in self._KEEPALIVES:
+                await conn.execute(statement)
+            while True:
+                key = secrets.randbits(63)
+                row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))).fetchone()
+                if row is not None and row[0]:
+                    break
+            # A good moment to clear rows of owners that died without releasing them.
+            await conn.execute(_SWEEP_SQL)
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn, self._key = conn, key
+        log.info("owner session open (owner key %x)", key)
+
+    async def ping(self) -> None:
+        """Runs SELECT 1 on the owner session; raises what psycopg raises when the database does not answer.
+
+        A session that dropped while the database stays up (a restarted pooler, an idle
+        reaper, pg_terminate_backend) is replaced at once, not reported as an outage.
+        """
+        try:
+            try:
+                await self._select_1()
+            except psycopg.OperationalError as exc:
+                log.warning("owner session lost (%s); opening a new one", str(exc).strip() or type(exc).__name__)
+                await self.close()
+                await self._select_1()
+        except BaseException:
+            # Failed or interrupted (the caller's timeout): the next use starts a new session.
+            await self.close()
+            raise
+
+    async def _select_1(self) -> None:
+        await self.key()
+        assert self._conn is not None
+        await self._conn.execute("SELECT 1")
+
+    async def close(self) -> None:
+        """Ends the session: PostgreSQL frees every thread this process holds for the next taker."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+
+class PostgresThreadLocks:
+    """One turn at a time per thread across every replica on the database."""
+
+    def __init__(self, pool: Pool, owner: OwnerSession, *, max_wait_s: float) -> None:
+        self._pool = pool
+        self._owner = owner
+        self._local = LocalThreadLocks(max_wait_s=max_wait_s)
+        self._max_wait_s = max_wait_s
+        self._releasing: set[asyncio.Task[None]] = set()
+
+    @asynccontextmanager
+    async def hold(self, thread_key: str, *, wait: bool, deadline: float | None) -> AsyncIterator[None]:
+        """Holds the thread for the block; ThreadBusy if it is busy and wait is False (or the wait ends).
+
+        Turns of this replica queue on a local lock first, so only one of them at a
+        time asks the database.
+        """
+        async with self._local.hold(thread_key, wait=wait, deadline=deadline):
+            hold = Hold(thread_key, uuid.uuid4())
+            try:
+                await self._take(hold, wait=wait, deadline=deadline)
+                reset = _current_hold.set(hold)
+                try:
+                    yield
+                finally:
+                    _current_hold.reset(reset)
+            finally:
+                hold.released = True
+                if hold.maybe_taken:
+                    # Shielded: a turn cancelled now must still free its thread.
+                    release = asyncio.ensure_future(self._release(hold))
+                    self._releasing.add(release)
+                    release.add_done_callback(self._releasing.discard)
+                    await asyncio.shield(release)
+
+    async def _take(self, hold: Hold, *, wait: bool, deadline: float | None) -> None:
+        give_up = time.monotonic() + self._max_wait_s
+        if deadline is not None:
+            give_up = min(give_up, deadline)
+        while True:
+            owner_key = await self._owner.key()
+            async with self._pool.connection() as conn:
+                hold.maybe_taken = True  # from here, a take cut short may still have landed
+                cur = await conn.execute(_TAKE_SQL, (hold.thread_key, owner_key, hold.token))
+                taken = await cur.fetchone() is not None
+            if taken:
+                return
+            hold.maybe_taken = False
+            if not wait or time.monotonic() + _RETRY_INTERVAL_S >= give_up:
+                raise ThreadBusy(f"thread {_thread_id(hold.thread_key)!r} is running another turn")
+            await asyncio.sleep(_RETRY_INTERVAL_S)
+
+    async def _release(self, hold: Hold) -> None:
+        try:
+            async with self._pool.connection() as conn:
+                await conn.execute(_RELEASE_SQL, (hold.thread_key, hold.token))
+        except Exception as exc:
+            # Never leave a row of a live owner behind: the thread would stay held for as long
+            # as this process lives. Ending the owner session frees all of this process's rows;
+            # the next turn here opens a new one.
+            log.warning("could not release thread %r; ending this process's owner session: %s", hold.thread_key, exc)
+            await self._owner.close()
+
+    async def close(self) -> None:
+        """Waits for releases still in flight (shutdown)."""
+        if self._releasing:
+            await asyncio.gather(*self._releasing, return_exceptions=True)
+
+
+def _thread_id(thread_key: str) -> str:
+    return thread_key.partition("/")[2]
