@@ -155,7 +155,7 @@ def test_a_turn_whose_replica_lost_its_session_writes_nothing_once_another_repli
             with pytest.raises(ThreadlineError) as caught:
                 for _ in events:
                     pass
-            assert caught.value.code == grpc.StatusCode.ABORTED and caught.value.reason == "THREAD_TAKEN_OVER"
+            assert caught.value.code == grpc.StatusCode.UNAVAILABLE and caught.value.reason == "THREAD_HOLD_LOST"
 
             messages = list(on_second.history(thread).messages)
             # The cut turn's question was written before the takeover; its answer never is.

@@ -17,14 +17,14 @@ UPPER_SNAKE_CASE `reason`:
   NOT_FOUND            reason THREAD_NOT_FOUND or CHECKPOINT_NOT_FOUND.
   OUT_OF_RANGE         reason STEPS_OUT_OF_RANGE.
   ABORTED              reason THREAD_BUSY: another turn holds the thread; retry the call later.
-                       reason THREAD_TAKEN_OVER: the replica running the turn lost its database
-                       session and another turn took the thread; nothing more of this turn is
-                       written. Retry with the same request_id.
   FAILED_PRECONDITION  reason REQUEST_SUPERSEDED: a request_id whose cut-short turn can no
                        longer be finished (the thread moved on); send it with a new request_id.
                        reason THREAD_INTERRUPTED: the thread waits for a human (Resume it,
                        or Ask with abandon_interrupt); NOT_INTERRUPTED: Resume with nothing pending.
   UNAVAILABLE          reason STORAGE_UNAVAILABLE or MODEL_UNAVAILABLE: retry this call.
+                       reason THREAD_HOLD_LOST: the turn lost its hold on the thread (the database
+                       restarted, or the replica lost its database session and another turn took
+                       the thread); nothing more of it was written. Retry with the same request_id.
   RESOURCE_EXHAUSTED   reason MODEL_RATE_LIMITED, or a message over the size limit.
   FAILED_PRECONDITION  reason MODEL_REJECTED_CREDENTIALS: fix the configuration first.
   DEADLINE_EXCEEDED / CANCELLED as gRPC defines them.

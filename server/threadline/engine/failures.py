@@ -25,7 +25,6 @@ from threadline.errors import (
     ModelUnavailable,
     StepLimitExceeded,
     StorageUnavailable,
-    ThreadBusy,
 )
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,7 @@ def translated_failures(*, secrets: tuple[str, ...] = ()) -> Iterator[None]:
         ) from exc
     except StaleRunError as exc:
         log.warning("turn fenced off its thread: %s", exc)
-        raise ThreadBusy(f"{exc}; retry with the same request_id", reason="THREAD_TAKEN_OVER") from exc
+        raise StorageUnavailable(f"{exc}; retry with the same request_id", reason="THREAD_HOLD_LOST") from exc
     except STORAGE_ERRORS as exc:
         log.warning("storage unavailable: %s", exc)
         raise StorageUnavailable(f"the checkpoint database is unavailable: {_first_line(exc)}") from exc

