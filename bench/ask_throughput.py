@@ -61,7 +61,7 @@ QUERY = "What is 2+3?"
 # Each worker starts a new thread every this many turns: the figures measure a turn on a
 # short thread (the cost of long threads is measured by the thread-length benchmark).
 TURNS_PER_THREAD = 10
-POOL_SIZE = 40  # every turn in flight holds one connection: at c=128 turns also wait for the pool (as in production)
+POOL_SIZE = 40  # the stock baseline's pool and the server's: room for the statements of the turns in flight
 CONCURRENCY = (1, 32, 128)  # the issue asks for 1, 32 and 128; the target is at 32
 WORKERS = 2
 # Each worker process has its own pool: enough for every turn landing on one of them, and

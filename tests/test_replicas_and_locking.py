@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -169,3 +170,20 @@ def test_a_turn_whose_replica_lost_its_session_writes_nothing_once_another_repli
             # The first replica opened a new session by itself and serves the thread again.
             assert on_first.ask("What is my pet?", thread_id=thread, timeout=10).answer == "You said: What is my pet?"
             assert "database is unavailable" not in first.log()
+
+
+def test_a_turn_whose_replica_reopened_its_session_finishes_when_nobody_took_its_thread(
+    fresh_postgres_url: str, logs: Path
+) -> None:
+    """Losing the owner session makes a replica's threads takeable, not lost: untaken, its turns still write."""
+    with ModelServer(token_delay_s=0.1) as model:
+        env = server_env(OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=model.base_url, THREADLINE_MODEL="test-model")
+        with ServerProcess(fresh_postgres_url, logs, env=env) as server, ThreadlineClient(server.address) as client:
+            model.script(tokens(25))  # 2.5 s of answer
+            events = client.stream_ask("Talk slowly", timeout=30)
+            assert next(events).HasField("token")
+            assert _end_owner_session(fresh_postgres_url, server) == 1
+            time.sleep(1.5)  # the storage probe (every second) opens a new session meanwhile
+            finals = [e.final for e in events if e.HasField("final")]
+            assert len(finals) == 1 and finals[0].answer == "".join(f"t{i} " for i in range(25))
+            assert "owner session open" in server.log().split("owner session lost", 1)[1], "it reconnected"

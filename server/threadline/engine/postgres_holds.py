@@ -14,8 +14,9 @@ that row a lock:
   turn and raises SQLSTATE TL409 otherwise. A takeover waits for a write in flight to
   commit, and every later write of the old turn is refused (UNAVAILABLE, THREAD_HOLD_LOST:
   a retry with the same request_id finishes the turn, or says the thread moved on).
-* Releasing. The turn deletes its row when it ends. If it cannot, the process drops its
-  owner session, which frees every row it owns for the next taker.
+* Releasing. The turn deletes its row when it ends (on the owner session if the pool is
+  exhausted). If it cannot, the process drops its owner session, which frees every row it
+  owns for the next taker.
 
 The table is UNLOGGED on purpose: a row means something only while its owner's session
 lives, and after a crash or a failover every session is gone, as the rows then are.
@@ -170,6 +171,7 @@ class OwnerSession:
         self._conn: AsyncConnection[Any] | None = None
         self._key = 0
         self._connecting = asyncio.Lock()
+        self._swept = False
 
     async def key(self) -> int:
         """The owner key of this process, connecting (with a new key) if the session is gone."""
@@ -195,8 +197,11 @@ class OwnerSession:
                 row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))).fetchone()
                 if row is not None and row[0]:
                     break
-            # A good moment to clear rows of owners that died without releasing them.
-            await conn.execute(_SWEEP_SQL)
+            if not self._swept:
+                # At start-up, clear rows of owners that died without releasing them. Only then:
+                # on a reconnect, the rows of the lost session are this process's turns in flight.
+                await conn.execute(_SWEEP_SQL)
+                self._swept = True
         except BaseException:
             await conn.close()
             raise
@@ -225,6 +230,12 @@ class OwnerSession:
         await self.key()
         assert self._conn is not None
         await self._conn.execute("SELECT 1")
+
+    async def execute(self, sql: str, params: tuple[Any, ...]) -> None:
+        """Runs a statement on the owner session, which never waits for the pool."""
+        await self.key()
+        assert self._conn is not None
+        await self._conn.execute(sql, params)
 
     async def close(self) -> None:
         """Ends the session: PostgreSQL frees every thread this process holds for the next taker."""
@@ -286,9 +297,19 @@ class PostgresThreadLocks:
             await asyncio.sleep(_RETRY_INTERVAL_S)
 
     async def _release(self, hold: Hold) -> None:
+        params = (hold.thread_key, hold.token)
         try:
             async with self._pool.connection() as conn:
-                await conn.execute(_RELEASE_SQL, (hold.thread_key, hold.token))
+                await conn.execute(_RELEASE_SQL, params)
+            return
+        except Exception as exc:
+            log.warning(
+                "could not release thread %r on a pooled connection (%s); trying the owner session",
+                hold.thread_key,
+                exc,
+            )
+        try:
+            await self._owner.execute(_RELEASE_SQL, params)  # a busy pool must not keep the thread held
         except Exception as exc:
             # Never leave a row of a live owner behind: the thread would stay held for as long
             # as this process lives. Ending the owner session frees all of this process's rows;
