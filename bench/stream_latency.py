@@ -77,7 +77,7 @@ STREAM_S = TOKENS * TOKEN_DELAY_MS / 1000  # how long one stream lasts, about
 # The model server answers "You said: <query>": 48 words make a 50-token answer, with no digits (no tool call).
 QUERY = " ".join(["word"] * (TOKENS - 2))
 CLOSED_LOOP = (1, 32)
-BURSTS = (32, 200)
+BURSTS = (200,)  # the no-error check; a 32-stream burst was dropped to keep `make bench` under 10 minutes
 TARGET_CONCURRENCY = 32
 WARMUP_S = 2.0
 MEASURE_S = float(os.environ.get("BENCH_STREAM_SECONDS", "6"))
