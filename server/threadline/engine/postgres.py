@@ -32,11 +32,9 @@ from psycopg.rows import DictRow, dict_row
 from threadline.engine import audit
 from threadline.engine.audit import AuditedSaverMixin
 from threadline.engine.hot_states import HotStatesSaverMixin
-from threadline.engine.postgres_holds import check_current_hold, fenced_cursor
+from threadline.engine.postgres_holds import Pool, check_current_hold, fenced_cursor
 
 log = logging.getLogger(__name__)
-
-Pool = psycopg_pool.AsyncConnectionPool[AsyncConnection[DictRow]]
 
 _HEADERS_SQL = """
 select thread_id, checkpoint, checkpoint_ns, checkpoint_id, parent_checkpoint_id, metadata from checkpoints """
