@@ -144,7 +144,7 @@ def _validate(settings: Settings) -> None:
         raise ConfigurationError(
             f"THREADLINE_WORKERS={settings.workers} needs a postgresql:// database: SQLite and memory:// keep "
             "one writer per thread with locks inside one process, which other worker processes cannot see "
-            "(PostgreSQL's advisory locks work across processes); use THREADLINE_WORKERS=1 with them"
+            "(PostgreSQL's thread holds work across processes); use THREADLINE_WORKERS=1 with them"
         )
     if settings.max_query_chars < 1:
         raise ConfigurationError("THREADLINE_MAX_QUERY_CHARS must be at least 1")

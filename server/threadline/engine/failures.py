@@ -39,7 +39,7 @@ def translated_failures(*, secrets: tuple[str, ...] = ()) -> Iterator[None]:
         log.warning("no free database connection: %s", exc)
         raise StorageUnavailable(
             f"the checkpoint database is unavailable: no connection in time ({_first_line(exc)}); either the "
-            "database is unreachable or every pooled connection is held by a call in flight "
+            "database is unreachable or every pooled connection is busy with another statement "
             "(THREADLINE_DB_POOL_MAX_SIZE sets how many)"
         ) from exc
     except StaleRunError as exc:
