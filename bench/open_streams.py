@@ -14,7 +14,11 @@ instead of being open, and those not taken within gRPC core's 30 s limit are CAN
 Target (benchmarks issue): 1,000 concurrent open StreamAsk calls with no error and server RSS <= 400 MB,
 on SQLite and on PostgreSQL (its default pool of 10 connections: a turn holds its thread, not a connection).
 
-Run alone: .venv/bin/python bench/open_streams.py   (BENCH_STREAMS to change the count)
+Also printed: how long the calls waited for their first token (from the moment all were sent).
+The model server sends its first token after 1 s; the rest is the server starting 1,000 turns.
+
+Run alone: .venv/bin/python bench/open_streams.py   (BENCH_STREAMS to change the count,
+BENCH_BACKENDS=postgres or sqlite for one backend)
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness import ROOT, Row, print_table, scratch_database, server, verdict, wait_for_quiet_machine
@@ -36,6 +41,7 @@ from threadline_client import AsyncThreadlineClient, ThreadlineError
 STREAMS = int(os.environ.get("BENCH_STREAMS", "1000"))
 TOKENS = 10
 TOKEN_DELAY_MS = 1000
+BACKENDS = [name.strip().lower() for name in os.environ.get("BENCH_BACKENDS", "sqlite,postgres").split(",")]
 QUERY = " ".join(["word"] * (TOKENS - 2))  # the model server answers "You said: <query>": TOKENS tokens
 API_KEY = "sk-bench"
 
@@ -47,26 +53,48 @@ def _memory_kib(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
-async def _open_streams(address: str) -> tuple[int, int, float, int]:
-    """(completed, failed, seconds, most open at once) for STREAMS concurrent StreamAsk calls."""
+@dataclass
+class Outcome:
+    """What STREAMS concurrent StreamAsk calls gave."""
+
+    completed: int
+    failed: int
+    seconds: float
+    most_open: int
+    first_token_s: list[float]
+    """Seconds from the start of the burst to each successful call's first token, sorted."""
+
+    def first_token(self, fraction: float) -> float:
+        if not self.first_token_s:
+            return float("nan")
+        return self.first_token_s[min(len(self.first_token_s) - 1, int(fraction * len(self.first_token_s)))]
+
+
+async def _open_streams(address: str) -> Outcome:
+    """STREAMS concurrent StreamAsk calls, started together."""
     # A few channels: one HTTP/2 connection caps its concurrent streams (100 by default in gRPC core).
     clients = [
         AsyncThreadlineClient(address, channel_options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(20)
     ]
     open_now = most_open = 0
+    first_tokens: list[float] = []
 
     async def one(i: int) -> bool:
         nonlocal open_now, most_open
         tokens = 0
+        first_at = 0.0
         try:
             async for event in clients[i % len(clients)].stream_ask(QUERY, timeout=120):
                 if event.HasField("token"):
                     tokens += 1
                     if tokens == 1:
+                        first_at = time.monotonic() - started
                         open_now += 1
                         most_open = max(most_open, open_now)
         finally:
             open_now -= tokens > 0
+        if tokens == TOKENS:
+            first_tokens.append(first_at)
         return tokens == TOKENS
 
     started = time.monotonic()
@@ -78,7 +106,7 @@ async def _open_streams(address: str) -> tuple[int, int, float, int]:
     kinds = Counter(_kind(r) for r in results if r is not True)
     for kind, count in kinds.most_common(5):
         print(f"  {count} failed: {kind}")
-    return ok, len(results) - ok, took, most_open
+    return Outcome(ok, len(results) - ok, took, most_open, sorted(first_tokens))
 
 
 def _kind(result: object) -> str:
@@ -104,29 +132,38 @@ def main() -> list[str]:
         env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": base_url, "THREADLINE_MODEL": "test-model"}
         with scratch_database() as postgres_url:
             # PostgreSQL with its default pool of 10: a turn holds its thread, not a connection.
-            for backend, url in (("SQLite", f"sqlite:///{logs / 'streams.db'}"), ("PostgreSQL", postgres_url)):
+            backends = [("SQLite", f"sqlite:///{logs / 'streams.db'}"), ("PostgreSQL", postgres_url)]
+            for backend, url in [b for b in backends if b[0].lower().startswith(tuple(BACKENDS))]:
                 wait_for_quiet_machine()
                 with server(url, logs, **env) as process:
                     assert process.process is not None
                     pid = process.process.pid
                     idle_kib = _memory_kib(pid, "VmRSS")
-                    ok, failed, took, most_open = asyncio.run(_open_streams(process.address))
+                    outcome = asyncio.run(_open_streams(process.address))
                     peak_kib = _memory_kib(pid, "VmHWM")
                 rows += [
                     Row(f"{backend}: server RSS idle", idle_kib / 1024, "MiB"),
                     Row(f"{backend}: server peak RSS with {STREAMS} open StreamAsk", peak_kib / 1024, "MiB"),
                     Row(
                         f"{backend}: streams completed",
-                        ok,
+                        outcome.completed,
                         "",
-                        f"{failed} failed; {most_open} streaming at once at most; all done in {took:.1f} s",
+                        f"{outcome.failed} failed; {outcome.most_open} streaming at once at most; "
+                        f"all done in {outcome.seconds:.1f} s",
+                    ),
+                    Row(
+                        f"{backend}: first token, p50 of the burst",
+                        outcome.first_token(0.5),
+                        "s",
+                        f"p90 {outcome.first_token(0.9):.1f} s, last {outcome.first_token(1.0):.1f} s "
+                        f"(the model's first token comes after {TOKEN_DELAY_MS / 1000:.0f} s)",
                     ),
                 ]
                 verdicts.append(
                     verdict(
                         f"{STREAMS} concurrent open StreamAsk on {backend}, no error, RSS <= 400 MB",
-                        failed == 0 and peak_kib <= 400 * 1024,
-                        f"{failed} errors, peak {peak_kib / 1024:.0f} MiB",
+                        outcome.failed == 0 and peak_kib <= 400 * 1024,
+                        f"{outcome.failed} errors, peak {peak_kib / 1024:.0f} MiB",
                     )
                 )
     finally:

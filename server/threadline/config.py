@@ -61,6 +61,9 @@ class Settings:
         "enqueue", "a turn on a busy thread: enqueue (wait, within its deadline) or reject (ABORTED THREAD_BUSY)"
     )
     busy_wait_max_s: float = _setting(30.0, "longest an enqueued turn waits when its call has no shorter deadline")
+    max_starting_turns: int = _setting(
+        20, "turns of this process storing their question at once; later ones wait their turn, within their deadline"
+    )
     retention_ttl_s: float = _setting(0.0, "delete threads idle longer than this many seconds (0: keep forever)")
     retention_interval_s: float = _setting(300.0, "how often idle threads are looked for")
     hot_threads: int = _setting(256, "threads whose recent states this replica keeps in memory (0: none)")
@@ -154,6 +157,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigurationError(
             "THREADLINE_DB_POOL_MIN_SIZE must be at least 1 and at most THREADLINE_DB_POOL_MAX_SIZE"
         )
+    if settings.max_starting_turns < 1:
+        raise ConfigurationError("THREADLINE_MAX_STARTING_TURNS must be at least 1")
     if settings.db_pool_timeout_s <= 0:
         raise ConfigurationError("THREADLINE_DB_POOL_TIMEOUT_S must be positive")
     if settings.busy_policy not in ("enqueue", "reject"):

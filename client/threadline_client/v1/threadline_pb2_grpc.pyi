@@ -27,7 +27,9 @@ UPPER_SNAKE_CASE `reason`:
                        the thread); nothing more of it was written. Retry with the same request_id.
   RESOURCE_EXHAUSTED   reason MODEL_RATE_LIMITED, or a message over the size limit.
   FAILED_PRECONDITION  reason MODEL_REJECTED_CREDENTIALS: fix the configuration first.
-  DEADLINE_EXCEEDED / CANCELLED as gRPC defines them.
+  DEADLINE_EXCEEDED / CANCELLED as gRPC defines them. A turn's deadline also bounds its wait
+                       to start: a replica stores the questions of a few turns at a time
+                       (THREADLINE_MAX_STARTING_TURNS) and the others wait, in arrival order.
 No caller mistake is ever answered with INTERNAL.
 
 Identifiers:

@@ -53,6 +53,7 @@ from threadline.engine.snapshots import (
     writers,
 )
 from threadline.engine.storage import STORAGE_ERRORS, Storage, StorageSettings, open_storage
+from threadline.engine.turn_starts import Admission, TurnStarts
 from threadline.engine.views import (
     CheckpointView,
     HistoryPage,
@@ -100,6 +101,7 @@ class Engine:
         wait_when_busy: bool = True,
         may_interrupt: bool = False,
         secrets: tuple[str, ...] = (),
+        max_starting_turns: int = 20,
     ) -> None:
         self._graph = graph
         self._storage = storage
@@ -109,6 +111,7 @@ class Engine:
         # Only graphs that can pause for a human pay for a look at the head before each turn.
         self._may_interrupt = may_interrupt
         self._secrets = secrets
+        self._starts = TurnStarts(max_starting_turns)
         self._storage_down_since: float | None = None
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
         """Who this process is in the audit trail."""
@@ -137,6 +140,7 @@ class Engine:
                 wait_when_busy=settings.busy_policy == "enqueue",
                 may_interrupt=bool(settings.graph or settings.approval_tools.strip()),
                 secrets=(settings.openai_api_key,),
+                max_starting_turns=settings.max_starting_turns,
             )
 
     async def check_storage(self) -> bool:
@@ -234,7 +238,7 @@ class Engine:
             translated_failures(secrets=self._secrets),
             recording(rpc=rpc, request_id=ctx.request_id, query_sha256=query_digest, replica=self.replica),
         ):
-            async with self._hold(ctx, config):
+            async with self._starts.admitted(deadline=ctx.deadline, rpc=rpc) as admission, self._hold(ctx, config):
                 if fork_from and await self._saver.aget_tuple(start) is None:
                     raise _checkpoint_not_found(fork_from, thread_id)
                 prior = await self._prior_turn(config, ctx.request_id, query_digest) if ctx.request_id else None
@@ -247,7 +251,7 @@ class Engine:
                 # A turn cut short (crash, cancel, model failure) resumes from its last
                 # checkpoint: its question is already in the thread and is not asked twice.
                 graph_input = None if prior is not None else {"messages": [human]}
-                run = self._run(ctx, thread_id, config, run_config, graph_input, stream_tokens, human)
+                run = self._run(ctx, thread_id, config, run_config, graph_input, stream_tokens, human, admission)
                 async with aclosing(run):
                     async for event in run:
                         yield event
@@ -267,7 +271,7 @@ class Engine:
             translated_failures(secrets=self._secrets),
             recording(rpc=ctx.rpc, request_id=ctx.request_id, replica=self.replica),
         ):
-            async with self._hold(ctx, config):
+            async with self._starts.admitted(deadline=ctx.deadline, rpc=ctx.rpc) as admission, self._hold(ctx, config):
                 await self._head(config, thread_id)
                 paused = await self._graph.aget_state(config)
                 pending = {item.id for item in paused.interrupts}
@@ -283,7 +287,7 @@ class Engine:
                     )
                 command: Command[Any] = Command(resume={interrupt_id: value})
                 first_new = len(paused.values.get("messages", []))
-                run = self._run(ctx, thread_id, config, run_config, command, stream_tokens, first_new)
+                run = self._run(ctx, thread_id, config, run_config, command, stream_tokens, first_new, admission)
                 async with aclosing(run):
                     async for event in run:
                         yield event
@@ -297,6 +301,7 @@ class Engine:
         graph_input: Any,
         stream_tokens: bool,
         first_new: HumanMessage | int,
+        admission: Admission,
     ) -> AsyncGenerator[TurnEvent, None]:
         """Runs the graph (the caller holds the thread) and ends with TurnCompleted."""
         # "checkpoints" parts carry the state at each checkpoint as the run makes it: the
@@ -304,6 +309,8 @@ class Engine:
         modes: list[StreamMode] = ["updates", "checkpoints"]
         if stream_tokens:
             modes.append("messages")
+        if graph_input is None or isinstance(graph_input, Command):
+            admission.release()  # nothing to store first: the run goes straight to a node (a model, a tool)
         thread_key = str(config["configurable"]["thread_id"])
         last: tuple[str, list[BaseMessage]] | None = None
         interrupted = False
@@ -323,6 +330,7 @@ class Engine:
         )
         async with _deadline(ctx), aclosing(parts):
             async for mode, payload in parts:
+                admission.saw(mode, payload)
                 if mode == "checkpoints":
                     last = self._remember(thread_key, payload) or last
                     continue

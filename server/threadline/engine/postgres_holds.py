@@ -42,6 +42,7 @@ from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import DictRow, dict_row
 
 from threadline.engine.thread_locks import LocalThreadLocks
+from threadline.engine.turn_starts import stepped_aside
 from threadline.errors import ThreadBusy
 
 log = logging.getLogger(__name__)
@@ -295,7 +296,8 @@ class PostgresThreadLocks:
             hold.maybe_taken = False
             if not wait or time.monotonic() + _RETRY_INTERVAL_S >= give_up:
                 raise ThreadBusy(f"thread {_thread_id(hold.thread_key)!r} is running another turn")
-            await asyncio.sleep(_RETRY_INTERVAL_S)
+            async with stepped_aside():  # the thread is busy on another replica: no database needed meanwhile
+                await asyncio.sleep(_RETRY_INTERVAL_S)
 
     async def _release(self, hold: Hold) -> None:
         params = (hold.thread_key, hold.token)

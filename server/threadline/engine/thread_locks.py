@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Protocol
 
+from threadline.engine.turn_starts import stepped_aside
 from threadline.errors import ThreadBusy
 
 
@@ -45,13 +46,23 @@ class LocalThreadLocks:
         self._locks[thread_key] = (lock, users + 1)
         try:
             budget = self._max_wait_s if deadline is None else min(self._max_wait_s, deadline - time.monotonic())
+            acquired = False
             try:
-                async with asyncio.timeout(max(budget, 0.0)):
-                    await lock.acquire()
-            except TimeoutError:
-                raise ThreadBusy(
-                    f"thread {thread_key.partition('/')[2]!r} stayed busy for {max(budget, 0.0):.1f}s"
-                ) from None
+                # Waiting for another turn of this thread needs no database: the turn's place
+                # among those starting (turn_starts) is someone else's meanwhile.
+                async with stepped_aside() if lock.locked() else nullcontext():
+                    try:
+                        async with asyncio.timeout(max(budget, 0.0)):
+                            await lock.acquire()
+                    except TimeoutError:
+                        raise ThreadBusy(
+                            f"thread {thread_key.partition('/')[2]!r} stayed busy for {max(budget, 0.0):.1f}s"
+                        ) from None
+                    acquired = True
+            except BaseException:
+                if acquired:  # taking its place back failed (deadline, cancel): the thread is let go
+                    lock.release()
+                raise
             try:
                 yield
             finally:
