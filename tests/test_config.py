@@ -38,12 +38,28 @@ def test_a_flag_wins_over_the_environment_which_wins_over_the_default() -> None:
         ({"THREADLINE_OFFLINE_MODEL": "maybe"}, "expected true or false"),
         ({"THREADLINE_MAX_QUERY_CHARS": "0"}, "at least 1"),
         ({"THREADLINE_DB_POOL_MIN_SIZE": "5", "THREADLINE_DB_POOL_MAX_SIZE": "2"}, "at most"),
+        ({"THREADLINE_MAX_STARTING_TURNS": "-1"}, "THREADLINE_MAX_STARTING_TURNS must be 0"),
         ({"THREADLINE_LOG_LEVEL": "chatty"}, "unknown level"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(environ: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         config.load(_parse(), environ=environ)
+
+
+@pytest.mark.parametrize(
+    ("environ", "limit"),
+    [
+        ({}, None),  # SQLite: one connection, no wait limit to protect
+        ({"THREADLINE_DATABASE_URL": "memory://"}, None),
+        ({"THREADLINE_DATABASE_URL": "postgresql://db/x"}, 20),  # twice the default pool of 10
+        ({"THREADLINE_DATABASE_URL": "postgres://db/x", "THREADLINE_DB_POOL_MAX_SIZE": "7"}, 14),
+        ({"THREADLINE_DATABASE_URL": "postgresql://db/x", "THREADLINE_MAX_STARTING_TURNS": "3"}, 3),
+        ({"THREADLINE_MAX_STARTING_TURNS": "5"}, 5),
+    ],
+)
+def test_how_many_turns_start_at_once_follows_the_pool_unless_set(environ: dict[str, str], limit: int | None) -> None:
+    assert config.load(_parse(), environ=environ).starting_turns_limit == limit
 
 
 def test_the_start_up_description_hides_secrets() -> None:

@@ -146,8 +146,7 @@ def test_a_burst_far_beyond_the_pool_waits_to_start_instead_of_failing(fresh_pos
             THREADLINE_MODEL="test-model",
             THREADLINE_DB_POOL_MIN_SIZE="2",
             THREADLINE_DB_POOL_MAX_SIZE="2",
-            THREADLINE_DB_POOL_TIMEOUT_S="0.5",
-            THREADLINE_MAX_STARTING_TURNS="2",
+            THREADLINE_DB_POOL_TIMEOUT_S="0.5",  # the default limit on starting turns: twice the pool, 4
         )
         with ServerProcess(fresh_postgres_url, logs, env=env) as server:
 

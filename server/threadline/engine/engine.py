@@ -101,7 +101,7 @@ class Engine:
         wait_when_busy: bool = True,
         may_interrupt: bool = False,
         secrets: tuple[str, ...] = (),
-        max_starting_turns: int = 20,
+        max_starting_turns: int | None = None,
     ) -> None:
         self._graph = graph
         self._storage = storage
@@ -140,7 +140,7 @@ class Engine:
                 wait_when_busy=settings.busy_policy == "enqueue",
                 may_interrupt=bool(settings.graph or settings.approval_tools.strip()),
                 secrets=(settings.openai_api_key,),
-                max_starting_turns=settings.max_starting_turns,
+                max_starting_turns=settings.starting_turns_limit,
             )
 
     async def check_storage(self) -> bool:

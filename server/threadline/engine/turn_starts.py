@@ -46,6 +46,8 @@ class Admission:
         Raises:
             DeadlineExceeded: the deadline passed first.
         """
+        if self._starts.slots is None:
+            return
         try:
             # Without a deadline the wait still ends: every admitted turn gives its place back
             # after a bounded amount of database work (each statement bounded by the pool timeout).
@@ -75,7 +77,7 @@ class Admission:
 
     def give_back_for_now(self) -> None:
         """Frees the place while the turn waits for something else; acquire() takes one again."""
-        if self.held:
+        if self.held and self._starts.slots is not None:
             self.held = False
             self._starts.slots.release()
 
@@ -84,12 +86,12 @@ _current: contextvars.ContextVar[Admission | None] = contextvars.ContextVar("thr
 
 
 class TurnStarts:
-    """At most `limit` turns starting at once in this process; later ones wait in arrival order."""
+    """At most `limit` turns starting at once in this process (None: any number); later ones wait in arrival order."""
 
-    def __init__(self, limit: int) -> None:
-        if limit < 1:
+    def __init__(self, limit: int | None) -> None:
+        if limit is not None and limit < 1:
             raise ValueError("limit must be at least 1")
-        self.slots = asyncio.Semaphore(limit)
+        self.slots = None if limit is None else asyncio.Semaphore(limit)
         self.limit = limit
 
     @asynccontextmanager
