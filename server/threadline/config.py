@@ -96,7 +96,7 @@ class Settings:
 
         The limit keeps a burst's statements from waiting out the pool timeout; SQLite's one
         connection has no such timeout, and limiting it only slowed a burst's starts down
-        (bench/open_streams.py: the last of 1,000 first tokens after 25-27 s instead of 22-23 s).
+        (bench/open_streams.py: the last of 1,000 first tokens after 23-27 s instead of 22-23 s).
         """
         if self.max_starting_turns:
             return self.max_starting_turns
