@@ -238,7 +238,7 @@ class Engine:
             translated_failures(secrets=self._secrets),
             recording(rpc=rpc, request_id=ctx.request_id, query_sha256=query_digest, replica=self.replica),
         ):
-            async with self._starts.admitted(deadline=ctx.deadline, rpc=rpc) as admission, self._hold(ctx, config):
+            async with self._started(ctx, config, rpc) as admission:
                 if fork_from and await self._saver.aget_tuple(start) is None:
                     raise _checkpoint_not_found(fork_from, thread_id)
                 prior = await self._prior_turn(config, ctx.request_id, query_digest) if ctx.request_id else None
@@ -271,7 +271,7 @@ class Engine:
             translated_failures(secrets=self._secrets),
             recording(rpc=ctx.rpc, request_id=ctx.request_id, replica=self.replica),
         ):
-            async with self._starts.admitted(deadline=ctx.deadline, rpc=ctx.rpc) as admission, self._hold(ctx, config):
+            async with self._started(ctx, config, ctx.rpc) as admission:
                 await self._head(config, thread_id)
                 paused = await self._graph.aget_state(config)
                 pending = {item.id for item in paused.interrupts}
@@ -502,6 +502,14 @@ class Engine:
             rewound_to_checkpoint_id=id_of(target),
             messages=views_of(conversation),
         )
+
+    @asynccontextmanager
+    async def _started(self, ctx: RequestContext, config: RunnableConfig, rpc: str) -> AsyncIterator[Admission]:
+        """A turn's place among those starting (turn_starts), then its hold on the thread."""
+        async with self._starts.admitted(deadline=ctx.deadline, rpc=rpc) as admission:
+            self._check_storage_up()  # the database may have gone down while the turn waited for its place
+            async with self._hold(ctx, config):
+                yield admission
 
     def _hold(self, ctx: RequestContext, config: RunnableConfig) -> AbstractAsyncContextManager[None]:
         """Holds the thread against other turns (on any replica) for the block."""

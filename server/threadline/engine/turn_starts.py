@@ -11,11 +11,10 @@ the others wait here, where waiting is not a database failure, and the turns tha
 first are the first to reach the model.
 
 A turn stops counting as starting once its question is stored (the run's first part after
-the checkpoint of its input), or as its run begins when it has no input to store (a
-resumed or retried turn), not when it ends: a turn
-spends most of its time on the model and its tools, which need no connection. A turn
-waiting for a busy thread steps aside meanwhile (`stepped_aside`), so turns queued on one
-thread cannot hold up the others.
+the checkpoint of its input), or as its run begins when it has no input to store (a resumed
+or retried turn); not when it ends: a turn spends most of its time on the model and its
+tools, which need no connection. A turn waiting for a busy thread steps aside meanwhile
+(`stepped_aside`), so turns queued on one thread cannot hold up the others.
 """
 
 from __future__ import annotations
