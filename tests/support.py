@@ -45,6 +45,11 @@ def server_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def model_server_env(base_url: str, **overrides: str) -> dict[str, str]:
+    """server_env for a server whose model is a local ModelServer at base_url."""
+    return server_env(OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=base_url, THREADLINE_MODEL="test-model", **overrides)
+
+
 def assert_one_linear_chain(client: ThreadlineClient, thread: str) -> None:
     """Every checkpoint of the thread is on its head's chain: nothing forked or orphaned."""
     checkpoints = list(client.iter_checkpoints(thread, page_size=100))

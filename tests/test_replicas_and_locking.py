@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from tests.model_server import ModelServer, tokens
-from tests.support import ServerProcess, assert_one_linear_chain, server_env
+from tests.support import ServerProcess, assert_one_linear_chain, model_server_env, server_env
 from threadline_client import ThreadlineClient, ThreadlineError, pb
 
 CONCURRENT_ASKS = 20
@@ -138,7 +138,7 @@ def test_a_turn_whose_replica_lost_its_session_writes_nothing_once_another_repli
 ) -> None:
     """Fencing: the takeover is immediate, and the old turn's later writes are refused, not forked in."""
     with ModelServer(token_delay_s=0.1) as model:
-        env = server_env(OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=model.base_url, THREADLINE_MODEL="test-model")
+        env = model_server_env(model.base_url)
         with (
             ServerProcess(fresh_postgres_url, logs, env=env) as first,
             ServerProcess(fresh_postgres_url, logs, env=env) as second,
@@ -177,7 +177,7 @@ def test_a_turn_whose_replica_reopened_its_session_finishes_when_nobody_took_its
 ) -> None:
     """Losing the owner session makes a replica's threads takeable, not lost: untaken, its turns still write."""
     with ModelServer(token_delay_s=0.1) as model:
-        env = server_env(OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=model.base_url, THREADLINE_MODEL="test-model")
+        env = model_server_env(model.base_url)
         with ServerProcess(fresh_postgres_url, logs, env=env) as server, ThreadlineClient(server.address) as client:
             model.script(tokens(25))  # 2.5 s of answer
             events = client.stream_ask("Talk slowly", timeout=30)

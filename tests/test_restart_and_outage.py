@@ -13,7 +13,14 @@ from grpc_health.v1 import health_pb2
 
 from tests.conftest import BACKENDS, database_url
 from tests.model_server import ModelServer, tokens
-from tests.support import ServerProcess, ThrowawayPostgres, assert_one_linear_chain, health_status, server_env
+from tests.support import (
+    ServerProcess,
+    ThrowawayPostgres,
+    assert_one_linear_chain,
+    health_status,
+    model_server_env,
+    server_env,
+)
 from threadline_client import ThreadlineClient, ThreadlineError
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -172,10 +179,8 @@ def test_a_replica_runs_more_turns_at_once_than_its_pool_has_connections(fresh_p
     """A turn holds its thread, not a database connection, while the model answers."""
     streams = 6
     with ModelServer(token_delay_s=0.1) as model:
-        env = server_env(
-            OPENAI_API_KEY="sk-test",
-            OPENAI_BASE_URL=model.base_url,
-            THREADLINE_MODEL="test-model",
+        env = model_server_env(
+            model.base_url,
             THREADLINE_DB_POOL_MIN_SIZE="1",
             THREADLINE_DB_POOL_MAX_SIZE="2",
             THREADLINE_DB_POOL_TIMEOUT_S="5",  # shorter than a stream: a stream waiting on another would fail

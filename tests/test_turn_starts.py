@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import BACKENDS, database_url
 from tests.model_server import ModelServer, tokens
-from tests.support import ServerProcess, server_env
+from tests.support import ServerProcess, model_server_env
 from threadline.engine.turn_starts import TurnStarts, stepped_aside
 from threadline.errors import DeadlineExceeded
 from threadline_client import AsyncThreadlineClient, ThreadlineClient
@@ -109,12 +109,7 @@ def test_turns_queued_on_a_busy_thread_do_not_hold_up_other_threads(
     """
     url = database_url(backend, tmp_path, request, fresh=True)
     with ModelServer(token_delay_s=0.05) as model:
-        env = server_env(
-            OPENAI_API_KEY="sk-test",
-            OPENAI_BASE_URL=model.base_url,
-            THREADLINE_MODEL="test-model",
-            THREADLINE_MAX_STARTING_TURNS="1",
-        )
+        env = model_server_env(model.base_url, THREADLINE_MAX_STARTING_TURNS="1")
         with ExitStack() as stack:
             servers = [stack.enter_context(ServerProcess(url, logs, env=env)) for _ in range(replicas)]
             first = stack.enter_context(ThreadlineClient(servers[0].address))
@@ -140,10 +135,8 @@ def test_a_burst_far_beyond_the_pool_waits_to_start_instead_of_failing(fresh_pos
     """200 streams at once on a pool of 2 whose statements may wait only 0.5 s for a connection."""
     streams = 200
     with ModelServer(token_delay_s=0.05) as model:
-        env = server_env(
-            OPENAI_API_KEY="sk-test",
-            OPENAI_BASE_URL=model.base_url,
-            THREADLINE_MODEL="test-model",
+        env = model_server_env(
+            model.base_url,
             THREADLINE_DB_POOL_MIN_SIZE="2",
             THREADLINE_DB_POOL_MAX_SIZE="2",
             THREADLINE_DB_POOL_TIMEOUT_S="0.5",  # the default limit on starting turns: twice the pool, 4
