@@ -29,7 +29,8 @@ with no error; the closed-loop TTFT overhead over in-process is <= 2 ms at p50 a
 <= 10 ms at p99 at concurrency 32.
 
 Run alone: .venv/bin/python bench/stream_latency.py   (BENCH_RUNS; BENCH_STREAM_SECONDS sets MEASURE_S;
-BENCH_STREAM_BACKEND=postgres compares on PostgreSQL, against the stock AsyncPostgresSaver)
+BENCH_STREAM_BACKEND=postgres compares on PostgreSQL, against the stock AsyncPostgresSaver;
+BENCH_MODEL_HTTP_CLIENT=httpx runs both sides on langchain-openai's own HTTP client)
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,7 @@ from psycopg.rows import dict_row
 
 from tests.support import free_port
 from threadline.config import Settings
-from threadline.engine.graphs import graph_builder
+from threadline.engine.graphs import open_graph_builder
 from threadline_client import AsyncThreadlineClient
 
 TOKENS = 50
@@ -87,10 +88,13 @@ MODEL = "test-model"
 # database with its default pool of 10, against the stock AsyncPostgresSaver (durability
 # async, pool of 10) in process.
 BACKEND = os.environ.get("BENCH_STREAM_BACKEND", "memory")
+# The model's HTTP client on both sides (THREADLINE_MODEL_HTTP_CLIENT): aiohttp, the default, or httpx.
+MODEL_HTTP_CLIENT = os.environ.get("BENCH_MODEL_HTTP_CLIENT", "aiohttp")
 STOCK_CONNECTION_KWARGS = {"autocommit": True, "row_factory": dict_row, "prepare_threshold": 0}
 
 FirstToken = Callable[[], Awaitable[float]]
-Factory = Callable[[], tuple[FirstToken, Callable[[], Awaitable[None]]]]
+Close = Callable[[], Awaitable[None]]
+Factory = Callable[[], Awaitable[tuple[FirstToken, Close]]]
 
 
 @dataclass(frozen=True)
@@ -137,9 +141,13 @@ async def _closed_loop(first_token: FirstToken, concurrency: int) -> Sample:
     return Sample(ttfts, errors)
 
 
-def _in_process(base_url: str, saver: BaseCheckpointSaver[Any]) -> FirstToken:
-    settings = Settings(openai_api_key=API_KEY, openai_base_url=base_url, model=MODEL)
-    graph = graph_builder(settings).compile(checkpointer=saver)
+async def _in_process(base_url: str, saver: BaseCheckpointSaver[Any]) -> tuple[FirstToken, Close]:
+    """The server's graph, built from the same settings, and what closes its model's connections."""
+    settings = Settings(
+        openai_api_key=API_KEY, openai_base_url=base_url, model=MODEL, model_http_client=MODEL_HTTP_CLIENT
+    )
+    resources = AsyncExitStack()
+    graph = (await resources.enter_async_context(open_graph_builder(settings))).compile(checkpointer=saver)
 
     async def first_token() -> float:
         config: Any = {"configurable": {"thread_id": uuid.uuid4().hex}}
@@ -154,7 +162,7 @@ def _in_process(base_url: str, saver: BaseCheckpointSaver[Any]) -> FirstToken:
         assert ttft is not None and tokens == TOKENS, tokens
         return ttft
 
-    return first_token
+    return first_token, resources.aclose
 
 
 def _over_grpc(client: AsyncThreadlineClient) -> FirstToken:
@@ -175,7 +183,7 @@ def _over_grpc(client: AsyncThreadlineClient) -> FirstToken:
 
 async def _once(make: Factory, shape: Callable[[FirstToken, int], Awaitable[Sample]], c: int) -> Sample:
     await asyncio.to_thread(wait_for_quiet_machine)
-    first_token, close = make()
+    first_token, close = await make()
     try:
         await first_token()  # warm up: connections, imports
         return await shape(first_token, c)
@@ -209,13 +217,10 @@ async def _compare(
     rows: list[Row] = []
     verdicts = []
 
-    async def noop() -> None:
-        return None
+    async def in_process() -> tuple[FirstToken, Close]:
+        return await _in_process(base_url, saver())
 
-    def in_process() -> tuple[FirstToken, Callable[[], Awaitable[None]]]:
-        return _in_process(base_url, saver()), noop
-
-    def grpc_pair() -> tuple[FirstToken, Callable[[], Awaitable[None]]]:
+    async def grpc_pair() -> tuple[FirstToken, Close]:
         client = AsyncThreadlineClient(address)
         return _over_grpc(client), client.close
 
@@ -223,7 +228,7 @@ async def _compare(
         *(("closed loop", _closed_loop, c) for c in CLOSED_LOOP),
         *(("burst", _burst, c) for c in BURSTS),
     ]
-    # One event loop for everything: langchain-openai caches its HTTP client per process.
+    # One event loop for everything: with the httpx client, langchain-openai caches it per process.
     for shape_name, shape, c in plan:
         base_runs: list[Sample] = []
         over_runs: list[Sample] = []
@@ -300,7 +305,12 @@ def main() -> list[str]:
     )
     try:
         time.sleep(1.5)
-        env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": base_url, "THREADLINE_MODEL": MODEL}
+        env = {
+            "OPENAI_API_KEY": API_KEY,
+            "OPENAI_BASE_URL": base_url,
+            "THREADLINE_MODEL": MODEL,
+            "THREADLINE_MODEL_HTTP_CLIENT": MODEL_HTTP_CLIENT,
+        }
         # This process runs the in-process baseline (and the gRPC client) with the garbage
         # collector settings the server runs with: the overhead measured is the service's,
         # not a difference in garbage collection (untuned, this process's own collections

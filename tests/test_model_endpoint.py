@@ -24,7 +24,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
+import openai
 import pytest
+from langchain_openai import ChatOpenAI
 
 from tests.model_server import (
     FailureReply,
@@ -39,6 +41,8 @@ from tests.model_server import (
     tool_call,
 )
 from tests.support import ServerProcess, free_port, server_env
+from threadline.config import Settings
+from threadline.engine.model_client import open_chat_model
 from threadline_client import ThreadlineClient, ThreadlineError, pb
 
 API_KEY = "sk-test-123456789"
@@ -52,6 +56,12 @@ def model_env(base_url: str, **overrides: str) -> dict[str, str]:
     return server_env(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=base_url, THREADLINE_MODEL=MODEL, **overrides)
 
 
+@pytest.fixture(scope="module", params=["aiohttp", "httpx"])
+def http_client(request: pytest.FixtureRequest) -> str:
+    """THREADLINE_MODEL_HTTP_CLIENT: every test here runs on both (aiohttp is the default)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
 def model() -> Iterator[ModelServer]:
     with ModelServer() as server:
@@ -59,10 +69,12 @@ def model() -> Iterator[ModelServer]:
 
 
 @pytest.fixture(scope="module")
-def server(model: ModelServer, tmp_path_factory: pytest.TempPathFactory, logs: Path) -> Iterator[ServerProcess]:
+def server(
+    model: ModelServer, http_client: str, tmp_path_factory: pytest.TempPathFactory, logs: Path
+) -> Iterator[ServerProcess]:
     """A server using the model server, retrying a failed model request twice."""
     url = f"sqlite:///{tmp_path_factory.mktemp('model-endpoint') / 'threadline.db'}"
-    env = model_env(model.base_url, THREADLINE_MODEL_MAX_RETRIES="2")
+    env = model_env(model.base_url, THREADLINE_MODEL_MAX_RETRIES="2", THREADLINE_MODEL_HTTP_CLIENT=http_client)
     with ServerProcess(url, logs, env=env) as process:
         yield process
 
@@ -350,6 +362,21 @@ def test_a_stream_cancelled_while_tokens_flow_ends_its_turn_cleanly(
     assert_usable(client, model, thread)
 
 
+async def test_the_model_client_is_closed_with_the_model(model: ModelServer) -> None:
+    """open_chat_model owns the aiohttp client it opens for the model: closed on exit, not left to the collector."""
+    settings = Settings(openai_api_key=API_KEY, openai_base_url=model.base_url, model=MODEL)
+    assert settings.model_http_client == "aiohttp"
+    async with open_chat_model(settings) as chat:
+        assert isinstance(chat, ChatOpenAI)
+        model.script(text("Hello."))
+        assert (await chat.ainvoke("Hi")).content == "Hello."
+        http_client = chat.http_async_client
+        assert isinstance(http_client, openai.DefaultAioHttpClient) and not http_client.is_closed
+    assert http_client.is_closed
+    (record,) = model.requests
+    assert record.completed
+
+
 # -- 4. model failures ---------------------------------------------------------------------------------
 
 
@@ -459,11 +486,15 @@ def endpoint_port() -> int:
 
 @pytest.fixture(scope="module")
 def endpoint_server(
-    endpoint_port: int, tmp_path_factory: pytest.TempPathFactory, logs: Path
+    endpoint_port: int, http_client: str, tmp_path_factory: pytest.TempPathFactory, logs: Path
 ) -> Iterator[ServerProcess]:
     """A server whose endpoint the tests start and stop; it retries a failed model request once."""
     url = f"sqlite:///{tmp_path_factory.mktemp('endpoint') / 'threadline.db'}"
-    env = model_env(f"http://127.0.0.1:{endpoint_port}/v1", THREADLINE_MODEL_MAX_RETRIES="1")
+    env = model_env(
+        f"http://127.0.0.1:{endpoint_port}/v1",
+        THREADLINE_MODEL_MAX_RETRIES="1",
+        THREADLINE_MODEL_HTTP_CLIENT=http_client,
+    )
     with ServerProcess(url, logs, env=env) as process:
         yield process
 

@@ -78,6 +78,9 @@ class Settings:
     max_query_chars: int = _setting(16_000, "longest query accepted")
     model_timeout_s: float = _setting(120.0, "upper bound of one model request")
     model_max_retries: int = _setting(2, "retries langchain-openai makes on a failed model request")
+    model_http_client: str = _setting(
+        "aiohttp", "HTTP client of model requests: aiohttp (less CPU per streamed token) or httpx (langchain-openai's)"
+    )
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
 
     @property
@@ -194,6 +197,10 @@ def _validate(settings: Settings) -> None:
         raise ConfigurationError("THREADLINE_SHUTDOWN_GRACE_S must not be negative")
     if settings.hot_threads < 0:
         raise ConfigurationError("THREADLINE_HOT_THREADS must not be negative")
+    if settings.model_http_client not in ("aiohttp", "httpx"):
+        raise ConfigurationError(
+            f"THREADLINE_MODEL_HTTP_CLIENT: expected aiohttp or httpx, got {settings.model_http_client!r}"
+        )
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigurationError(f"THREADLINE_LOG_LEVEL: unknown level {settings.log_level!r}")
 

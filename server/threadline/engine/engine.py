@@ -26,7 +26,7 @@ from threadline.engine import audit
 from threadline.engine.approval import Decision, rejection_messages
 from threadline.engine.audit import recording
 from threadline.engine.failures import translated_failures
-from threadline.engine.graphs import graph_builder
+from threadline.engine.graphs import open_graph_builder
 from threadline.engine.identifiers import (
     check_checkpoint_id,
     check_query,
@@ -119,8 +119,7 @@ class Engine:
     @classmethod
     @asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[Engine]:
-        """Builds the graph, opens the checkpointer, and closes it on exit."""
-        builder = graph_builder(settings)
+        """Builds the graph, opens the checkpointer, and closes both on exit."""
         storage_settings = StorageSettings(
             pool_min_size=settings.db_pool_min_size,
             pool_max_size=settings.db_pool_max_size,
@@ -132,7 +131,10 @@ class Engine:
             busy_wait_max_s=settings.busy_wait_max_s,
             hot_threads=settings.hot_threads,
         )
-        async with open_storage(settings.database_url, storage_settings) as storage:
+        async with (
+            open_graph_builder(settings) as builder,
+            open_storage(settings.database_url, storage_settings) as storage,
+        ):
             yield cls(
                 builder.compile(checkpointer=storage.saver),
                 storage,

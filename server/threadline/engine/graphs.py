@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-import sys
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -13,52 +13,15 @@ from langchain_core.tools import BaseTool
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
-from pydantic import SecretStr
 
 from threadline.config import Settings
 from threadline.engine.agent_state import AgentState
 from threadline.engine.approval import APPROVAL_NODE, approval_node, route_after_agent
-from threadline.engine.offline_model import OfflineChatModel
+from threadline.engine.model_client import open_chat_model
 from threadline.engine.tools import default_tools
 from threadline.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
-
-OFFLINE_BANNER = """
-************************************************************************
-*  OFFLINE MODEL: no OPENAI_API_KEY is set (or --offline-model is on). *
-*  Answers come from Threadline's built-in deterministic model, not an *
-*  LLM. Set OPENAI_API_KEY (and OPENAI_BASE_URL, THREADLINE_MODEL for  *
-*  vLLM, Ollama, llama.cpp, ...) to talk to a real model.              *
-************************************************************************"""
-
-
-def chat_model(settings: Settings) -> BaseChatModel:
-    """The model the default agent calls: the offline model, or ChatOpenAI."""
-    if settings.uses_offline_model:
-        log.warning(OFFLINE_BANNER)
-        return OfflineChatModel(token_delay_s=settings.offline_token_delay_ms / 1000)
-    from langchain_openai import ChatOpenAI
-
-    log.info("model %s at %s", settings.model, settings.openai_base_url or "the OpenAI API")
-    return ChatOpenAI(
-        model=settings.model,
-        api_key=SecretStr(settings.openai_api_key),
-        base_url=settings.openai_base_url or None,
-        timeout=settings.model_timeout_s,
-        max_retries=settings.model_max_retries,
-        **_stream_chunk_timeout(),
-    )
-
-
-def _stream_chunk_timeout() -> dict[str, Any]:
-    """langchain-openai's per-chunk stream timeout, where it does not break cancellation.
-
-    It wraps every chunk read in asyncio.wait_for, which before Python 3.12 loses a cancellation that
-    arrives as a chunk does (CPython gh-86296): a cancelled turn's model stream then runs on to its end.
-    On 3.11 it is off; a silent stream is still bounded by the HTTP read timeout (model_timeout_s).
-    """
-    return {"stream_chunk_timeout": None} if sys.version_info < (3, 12) else {}
 
 
 def default_agent(
@@ -112,10 +75,13 @@ def load_user_graph(spec: str) -> StateGraph[Any]:
     return target
 
 
-def graph_builder(settings: Settings) -> StateGraph[Any]:
-    """The graph the settings ask for, not yet compiled."""
+@asynccontextmanager
+async def open_graph_builder(settings: Settings) -> AsyncIterator[StateGraph[Any]]:
+    """The graph the settings ask for, not yet compiled; its model's connections close on exit."""
     if settings.graph:
         log.info("serving user graph %s", settings.graph)
-        return load_user_graph(settings.graph)
+        yield load_user_graph(settings.graph)
+        return
     needs_approval = [name.strip() for name in settings.approval_tools.split(",") if name.strip()]
-    return default_agent(chat_model(settings), default_tools(), needs_approval)
+    async with open_chat_model(settings) as model:
+        yield default_agent(model, default_tools(), needs_approval)
