@@ -22,7 +22,6 @@ Run alone: .venv/bin/python bench/ask_throughput.py   (BENCH_RUNS, BENCH_SECONDS
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import tempfile
 import time
@@ -40,6 +39,7 @@ from harness import (
     SECONDS,
     Row,
     print_table,
+    process_cpu_s,
     scratch_database,
     server,
     server_collector_settings,
@@ -102,18 +102,6 @@ def _median_figure(figures: Sequence[Figure]) -> Figure:
     return Figure(*(statistics.median(getattr(f, name) for f in figures) for name in Figure.__dataclass_fields__))
 
 
-_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_s(pid: int) -> float:
-    """utime + stime of a process, in seconds (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) * _TICK_S
-
-
 def _process_tree(pid: int) -> list[int]:
     """pid and its children (a supervisor's workers)."""
     children = []
@@ -143,7 +131,11 @@ class _CpuMeter:
                     "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 ).fetchall()
         servers = _process_tree(self.server_pid) if self.server_pid is not None else []
-        return time.process_time(), {p: _cpu_s(p) for p in servers}, {int(r[0]): _cpu_s(int(r[0])) for r in rows}
+        return (
+            time.process_time(),
+            {p: process_cpu_s(p) for p in servers},
+            {int(r[0]): process_cpu_s(int(r[0])) for r in rows},
+        )
 
 
 def _wait_for_every_worker(address: str, workers: int, timeout_s: float = 60.0) -> None:

@@ -52,6 +52,18 @@ def server(database_url: str, log_dir: Path, **env: str) -> Iterator[ServerProce
         yield process
 
 
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+
+
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of a process, in seconds (0 once it is gone; Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) * _TICK_S
+
+
 def _cpu_times() -> tuple[int, int]:
     """(all, idle) jiffies of the whole machine since boot, from /proc/stat (Linux)."""
     with open("/proc/stat") as stat:

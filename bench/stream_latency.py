@@ -55,6 +55,7 @@ from harness import (
     RUNS,
     Row,
     print_table,
+    process_cpu_s,
     scratch_database,
     server,
     server_collector_settings,
@@ -99,10 +100,26 @@ Factory = Callable[[], Awaitable[tuple[FirstToken, Close]]]
 
 @dataclass(frozen=True)
 class Sample:
-    """One run's TTFTs (ms) and failed streams."""
+    """One run's TTFTs (ms), failed streams, and streams read to their end (warm-up ones too)."""
 
     ttfts: list[float]
     errors: int
+    streams: int
+
+
+@dataclass(frozen=True)
+class Run:
+    """A sample and the CPU its load cost: this bench process (the client, or all of the in-process
+    baseline) and the server process, over the load's wall time. At c=32 the closed loop offers
+    1,600 tokens a second; a process near 100% of a core is saturated, and TTFT then measures its queue."""
+
+    sample: Sample
+    wall_s: float
+    bench_cpu_s: float
+    server_cpu_s: float
+
+    def per_token_us(self, cpu_s: float) -> float:
+        return cpu_s / max(1, self.sample.streams * TOKENS) * 1e6
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -114,7 +131,7 @@ async def _burst(first_token: FirstToken, concurrency: int) -> Sample:
     """`concurrency` turns started at the same instant."""
     results = await asyncio.gather(*(first_token() for _ in range(concurrency)), return_exceptions=True)
     ttfts = [r for r in results if isinstance(r, float)]
-    return Sample(ttfts, len(results) - len(ttfts))
+    return Sample(ttfts, len(results) - len(ttfts), len(ttfts))
 
 
 async def _closed_loop(first_token: FirstToken, concurrency: int) -> Sample:
@@ -123,10 +140,10 @@ async def _closed_loop(first_token: FirstToken, concurrency: int) -> Sample:
     began = loop.time()
     sample_from, stop_at = began + WARMUP_S, began + WARMUP_S + MEASURE_S
     ttfts: list[float] = []
-    errors = 0
+    errors = streams = 0
 
     async def worker(index: int) -> None:
-        nonlocal errors
+        nonlocal errors, streams
         await asyncio.sleep(index * STREAM_S / concurrency)
         while (started := loop.time()) < stop_at:
             try:
@@ -134,11 +151,12 @@ async def _closed_loop(first_token: FirstToken, concurrency: int) -> Sample:
             except Exception:
                 errors += 1
                 continue
+            streams += 1
             if started >= sample_from:
                 ttfts.append(ttft)
 
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return Sample(ttfts, errors)
+    return Sample(ttfts, errors, streams)
 
 
 async def _in_process(base_url: str, saver: BaseCheckpointSaver[Any]) -> tuple[FirstToken, Close]:
@@ -181,38 +199,53 @@ def _over_grpc(client: AsyncThreadlineClient) -> FirstToken:
     return first_token
 
 
-async def _once(make: Factory, shape: Callable[[FirstToken, int], Awaitable[Sample]], c: int) -> Sample:
+async def _once(make: Factory, shape: Callable[[FirstToken, int], Awaitable[Sample]], c: int, server_pid: int) -> Run:
     await asyncio.to_thread(wait_for_quiet_machine)
     first_token, close = await make()
     try:
         await first_token()  # warm up: connections, imports
-        return await shape(first_token, c)
+        began, bench_cpu, server_cpu = time.monotonic(), time.process_time(), process_cpu_s(server_pid)
+        sample = await shape(first_token, c)
+        return Run(
+            sample,
+            wall_s=time.monotonic() - began,
+            bench_cpu_s=time.process_time() - bench_cpu,
+            server_cpu_s=process_cpu_s(server_pid) - server_cpu,
+        )
     finally:
         await close()
 
 
 @dataclass(frozen=True)
 class Figures:
-    """Medians over the runs of each run's p50 and p99, the samples per run, and all errors."""
+    """Medians over the runs of each run's p50 and p99, samples, CPU per token and busy share; all errors."""
 
     p50: float
     p99: float
     samples: int
     errors: int
+    bench_us_per_token: float
+    server_us_per_token: float
+    bench_busy: float
+    server_busy: float
 
     @classmethod
-    def of(cls, runs: list[Sample]) -> Figures:
-        measured = [r for r in runs if r.ttfts]
+    def of(cls, runs: list[Run]) -> Figures:
+        measured = [r.sample for r in runs if r.sample.ttfts]
         return cls(
             p50=statistics.median(_percentile(r.ttfts, 50) for r in measured) if measured else float("nan"),
             p99=statistics.median(_percentile(r.ttfts, 99) for r in measured) if measured else float("nan"),
-            samples=round(statistics.median(len(r.ttfts) for r in runs)),
-            errors=sum(r.errors for r in runs),
+            samples=round(statistics.median(len(r.sample.ttfts) for r in runs)),
+            errors=sum(r.sample.errors for r in runs),
+            bench_us_per_token=statistics.median(r.per_token_us(r.bench_cpu_s) for r in runs),
+            server_us_per_token=statistics.median(r.per_token_us(r.server_cpu_s) for r in runs),
+            bench_busy=statistics.median(r.bench_cpu_s / r.wall_s for r in runs),
+            server_busy=statistics.median(r.server_cpu_s / r.wall_s for r in runs),
         )
 
 
 async def _compare(
-    address: str, base_url: str, saver: Callable[[], BaseCheckpointSaver[Any]]
+    address: str, base_url: str, saver: Callable[[], BaseCheckpointSaver[Any]], server_pid: int
 ) -> tuple[list[Row], list[str]]:
     rows: list[Row] = []
     verdicts = []
@@ -230,20 +263,27 @@ async def _compare(
     ]
     # One event loop for everything: with the httpx client, langchain-openai caches it per process.
     for shape_name, shape, c in plan:
-        base_runs: list[Sample] = []
-        over_runs: list[Sample] = []
+        base_runs: list[Run] = []
+        over_runs: list[Run] = []
         for _ in range(RUNS):  # alternating, so both sides see the same machine
-            base_runs.append(await _once(in_process, shape, c))
-            over_runs.append(await _once(grpc_pair, shape, c))
+            base_runs.append(await _once(in_process, shape, c, server_pid))
+            over_runs.append(await _once(grpc_pair, shape, c, server_pid))
         base, over = Figures.of(base_runs), Figures.of(over_runs)
         overhead = (over.p50 - base.p50, over.p99 - base.p99)
         label = f"{shape_name:<11} c={c:<3}"
+        base_cpu = over_cpu = ""
+        if shape is _closed_loop:
+            base_cpu = f"; cpu/token {base.bench_us_per_token:.0f} us, process busy {base.bench_busy:.0%}"
+            over_cpu = (
+                f"; cpu/token server {over.server_us_per_token:.0f} + client {over.bench_us_per_token:.0f} us,"
+                f" server busy {over.server_busy:.0%}"
+            )
         rows.append(
             Row(
                 f"{label} in-process astream  TTFT p50",
                 base.p50,
                 "ms",
-                f"p99 {base.p99:.1f} ms; {base.samples} samples/run; errors {base.errors}",
+                f"p99 {base.p99:.1f} ms; {base.samples} samples/run; errors {base.errors}{base_cpu}",
             )
         )
         rows.append(
@@ -252,7 +292,7 @@ async def _compare(
                 over.p50,
                 "ms",
                 f"p99 {over.p99:.1f} ms; {over.samples} samples/run; overhead p50 {overhead[0]:+.1f} ms,"
-                f" p99 {overhead[1]:+.1f} ms; errors {over.errors}",
+                f" p99 {overhead[1]:+.1f} ms; errors {over.errors}{over_cpu}",
             )
         )
         if shape is _closed_loop and c == TARGET_CONCURRENCY:
@@ -260,7 +300,9 @@ async def _compare(
                 verdict(
                     f"closed-loop TTFT overhead at c={c} on {BACKEND} <= 2 ms p50 and <= 10 ms p99",
                     overhead[0] <= 2 and overhead[1] <= 10 and over.errors == 0,
-                    f"p50 {overhead[0]:+.1f} ms, p99 {overhead[1]:+.1f} ms",
+                    f"p50 {overhead[0]:+.1f} ms, p99 {overhead[1]:+.1f} ms (server busy {over.server_busy:.0%}"
+                    f" of a core at {over.server_us_per_token:.0f} us/token; in process {base.bench_busy:.0%} at"
+                    f" {base.bench_us_per_token:.0f} us/token: near 100%, TTFT measures a queue)",
                 )
             )
         if shape is _burst and c == 200:
@@ -279,16 +321,16 @@ def _database() -> Iterator[str]:
         yield "memory://"
 
 
-async def _against(address: str, base_url: str, url: str) -> tuple[list[Row], list[str]]:
+async def _against(address: str, server_pid: int, base_url: str, url: str) -> tuple[list[Row], list[str]]:
     """The comparison against the stock saver of the server's backend (both use the same database)."""
     if BACKEND != "postgres":
-        return await _compare(address, base_url, InMemorySaver)
+        return await _compare(address, base_url, InMemorySaver, server_pid)
     pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
         url, min_size=10, max_size=10, open=False, kwargs=STOCK_CONNECTION_KWARGS
     )
     await pool.open(wait=True)
     try:
-        return await _compare(address, base_url, lambda: AsyncPostgresSaver(pool))
+        return await _compare(address, base_url, lambda: AsyncPostgresSaver(pool), server_pid)
     finally:
         await pool.close()
 
@@ -316,7 +358,8 @@ def main() -> list[str]:
         # not a difference in garbage collection (untuned, this process's own collections
         # put 60-120 ms on the baseline's p99).
         with _database() as url, server(url, logs, **env) as process, server_collector_settings():
-            rows, verdicts = asyncio.run(_against(process.address, base_url, url))
+            assert process.process is not None
+            rows, verdicts = asyncio.run(_against(process.address, process.process.pid, base_url, url))
     finally:
         model_server.terminate()
         model_server.wait(10)
