@@ -6,7 +6,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import openai
 from langchain_core.language_models import BaseChatModel
@@ -14,6 +14,9 @@ from pydantic import SecretStr
 
 from threadline.config import Settings
 from threadline.engine.offline_model import OfflineChatModel
+
+if TYPE_CHECKING:
+    import httpx2  # the openai SDK's HTTP library (DefaultAioHttpClient is one of its clients)
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ async def open_chat_model(settings: Settings) -> AsyncIterator[BaseChatModel]:
             await http_client.aclose()
 
 
-def _async_http_client(kind: str) -> Any | None:
+def _async_http_client(kind: str) -> httpx2.AsyncClient | None:
     """The HTTP client of async model requests, or None for langchain-openai's own (httpx).
 
     aiohttp: the openai SDK's aiohttp transport (the `DefaultAioHttpClient` it documents for
