@@ -52,7 +52,7 @@ def server(database_url: str, log_dir: Path, **env: str) -> Iterator[ServerProce
         yield process
 
 
-_TICK_S = 1 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
 
 def process_cpu_s(pid: int) -> float:
