@@ -2,8 +2,9 @@
 
 It speaks the Chat Completions wire protocol over real loopback HTTP, so langchain-openai's ``ChatOpenAI`` (the
 ``openai`` SDK and its HTTP client) runs against it exactly as it would against OpenAI: JSON completions, SSE streams
-with per-token chunks, tool-call deltas and usage chunks, OpenAI-style HTTP errors, and connections that drop or stall
-mid-stream. Every request is recorded (body, chunk write times, completion, client cancellation) for tests to check.
+with per-token chunks, tool-call deltas and usage chunks, OpenAI-style HTTP errors and in-stream error events, and
+connections that drop or stall mid-stream. Every request is recorded (body, chunk write times, completion, client
+cancellation) for tests to check.
 
 In a (sync) test it runs its own event loop in a background thread::
 
@@ -103,8 +104,17 @@ class StallReply:
     after_tokens: int
 
 
-Reply = TextReply | ToolCallsReply | FailureReply | DropReply | StallReply
-_Streamed = TextReply | ToolCallsReply | DropReply | StallReply  # the replies that produce tokens
+@dataclass(frozen=True)
+class StreamErrorReply:
+    """`after_tokens` tokens, then an error event in the stream (`data: {"error": ...}`), as OpenAI sends when a
+    streamed completion fails after its HTTP 200; the stream ends there, with no [DONE]."""
+
+    after_tokens: int
+    message: str
+
+
+Reply = TextReply | ToolCallsReply | FailureReply | DropReply | StallReply | StreamErrorReply
+_Streamed = TextReply | ToolCallsReply | DropReply | StallReply | StreamErrorReply  # the replies that produce tokens
 
 
 def text(content: str | Sequence[str]) -> TextReply:
@@ -152,6 +162,12 @@ def drop(after_tokens: int) -> DropReply:
 
 def stall(after_tokens: int) -> StallReply:
     return StallReply(after_tokens)
+
+
+def stream_error(
+    after_tokens: int, message: str = "The server had an error while processing your request."
+) -> StreamErrorReply:
+    return StreamErrorReply(after_tokens, message)
 
 
 def _error_kind(status: int) -> tuple[str, str | None]:
@@ -388,6 +404,9 @@ class ModelServer:
         if isinstance(reply, DropReply):
             _abort(request)
             return web.Response()  # never written: the connection is gone
+        if isinstance(reply, StreamErrorReply):  # unstreamed, the failure is the HTTP status
+            self._note_write(record, last=True)
+            return _error_response(failure(500, reply.message))
         message: dict[str, Any]
         if isinstance(reply, ToolCallsReply):
             message = {"role": "assistant", "content": None, "tool_calls": _full_tool_calls(reply, record.index)}
@@ -403,12 +422,12 @@ class ModelServer:
 
     async def _stream(self, request: web.Request, record: RequestRecord, reply: _Streamed) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-        await response.prepare(request)
         head = _head(record, "chat.completion.chunk")
         deltas = _token_deltas(reply, record.index)
         # OpenAI sends the role on the first chunk; an empty reply's only chunk is its final one.
         role = {"role": "assistant"}
         try:
+            await response.prepare(request)
             for position, delta in enumerate(deltas):
                 await asyncio.sleep(self.token_delay_s)
                 chunk = _choice(role | delta if position == 0 else delta)
@@ -418,6 +437,11 @@ class ModelServer:
                 return response
             if isinstance(reply, StallReply):
                 await _forever()
+            if isinstance(reply, StreamErrorReply):
+                error = {"message": reply.message, "type": "server_error", "param": None, "code": None}
+                await self._write(response, record, {"error": error}, last=True)
+                await response.write_eof()
+                return response
             final = _choice({} if deltas else role | {"content": ""}, _finish_reason(reply))
             await self._write(response, record, {**head, "choices": [final]})
             if (record.body.get("stream_options") or {}).get("include_usage"):

@@ -8,15 +8,18 @@ in-process test model server (tests/model_server.py), so these tests cover what 
 - cancellation: a client that cancels, or whose deadline passes, closes the model's HTTP stream at once, also when
   the cancel lands while tokens flow (where cancellation races are); the turn is closed by the cancelled call, with
   nothing logged; 100 cancelled streams leave no tasks or sockets behind (SIGUSR1 "runtime stats");
-- model failures (429, 5xx with bounded retries, a dropped stream, an unreachable endpoint, a refused key) as
-  status codes with ErrorInfo reasons, never leaking the API key; after each the thread stays usable.
+- model failures (429, 5xx with bounded retries, a dropped stream, an error event in the stream, an unreachable
+  endpoint, a refused key) as status codes with ErrorInfo reasons, never leaking the API key; after each the thread
+  stays usable.
 Every server test runs twice, once on each HTTP client of the model (THREADLINE_MODEL_HTTP_CLIENT: aiohttp, the
 default, and httpx), and the aiohttp client is closed with the model that opened it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import re
 import signal
 import time
@@ -38,6 +41,7 @@ from tests.model_server import (
     drop,
     failure,
     stall,
+    stream_error,
     text,
     tokens,
     tool_call,
@@ -388,6 +392,30 @@ async def test_the_model_client_is_closed_with_the_model(model: ModelServer) -> 
     assert record.completed
 
 
+async def test_streamed_chunks_reach_langchain_as_the_json_the_endpoint_sent(model: ModelServer) -> None:
+    """The SDK's pydantic model of each chunk is skipped (langchain-openai dumps it back to a dict at once);
+    unstreamed completions are still the SDK's models, and streamed text and tool calls are what the endpoint sent."""
+    settings = Settings(openai_api_key=API_KEY, openai_base_url=model.base_url, model=MODEL)
+    async with open_chat_model(settings) as chat:
+        assert isinstance(chat, ChatOpenAI)
+        model.script(text("Hello there."), text("Hello there."), tool_call("calculator", {"expression": "6*7"}))
+        stream = await chat.async_client.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}], stream=True)
+        async with stream:
+            chunks = [chunk async for chunk in stream]
+        assert all(type(chunk) is dict for chunk in chunks), [type(chunk) for chunk in chunks]
+        assert [chunk["choices"][0]["delta"].get("content") for chunk in chunks] == ["Hello ", "there.", None]
+        completion = await chat.async_client.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}])
+        assert isinstance(completion, openai.types.chat.ChatCompletion)
+        assert completion.choices[0].message.content == "Hello there."
+        calculator = {"type": "function", "function": {"name": "calculator", "parameters": {"type": "object"}}}
+        streamed = [chunk async for chunk in chat.bind_tools([calculator]).astream("What is 6*7?")]
+    calling = functools.reduce(operator.add, streamed)
+    assert calling.tool_calls == [
+        {"name": "calculator", "args": {"expression": "6*7"}, "id": "call_2_0", "type": "tool_call"}
+    ]
+    assert [record.stream for record in model.requests] == [True, False, True]
+
+
 # -- 4. model failures ---------------------------------------------------------------------------------
 
 
@@ -448,10 +476,20 @@ def test_model_http_errors_are_status_codes_with_reasons(
     assert_usable(client, model, thread)
 
 
-def test_a_stream_dropped_mid_way_is_unavailable(client: ThreadlineClient, model: ModelServer) -> None:
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [
+        (drop(after_tokens=3), "the model endpoint is unreachable: "),
+        (stream_error(3, "The model fell over."), "the model endpoint failed: The model fell over."),
+    ],
+    ids=["dropped", "error-event"],
+)
+def test_a_stream_broken_mid_way_is_unavailable(
+    client: ThreadlineClient, model: ModelServer, reply: Reply, message: str
+) -> None:
     thread = new_thread(client, model)
     model.reset()
-    model.script(drop(after_tokens=3))
+    model.script(reply)
     received: list[pb.StreamAskResponse] = []
 
     def consume() -> None:
@@ -460,6 +498,7 @@ def test_a_stream_dropped_mid_way_is_unavailable(client: ThreadlineClient, model
 
     error = error_of(consume)
     assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "MODEL_UNAVAILABLE"), error
+    assert error.message.startswith(message), error.message
     assert kinds(received) == ["token"] * 3
     assert len(model.requests) == 1  # a stream that broke after tokens went out is not retried
     model.reset()

@@ -31,6 +31,7 @@ from tests.model_server import (
     failure,
     smart_reply,
     stall,
+    stream_error,
     text,
     tokens,
     tool_call,
@@ -238,6 +239,19 @@ def test_a_dropped_stream_raises_after_the_tokens_sent(server: ModelServer, clie
     assert received == ["t0 ", "t1 ", "t2 "]
     [record] = server.requests
     assert not record.completed and not record.cancelled and len(record.chunk_times) == 3
+
+
+def test_an_error_event_raises_after_the_tokens_sent(server: ModelServer, client: openai.OpenAI) -> None:
+    server.script(stream_error(2, "The model fell over."), stream_error(2, "The model fell over."))
+    received: list[str | None] = []
+    with pytest.raises(openai.APIError, match="The model fell over") as caught:
+        for chunk in client.chat.completions.create(model="m", messages=USER, stream=True):
+            received.append(chunk.choices[0].delta.content)
+    assert received == ["t0 ", "t1 "] and not isinstance(caught.value, openai.APIStatusError)
+    with pytest.raises(openai.InternalServerError, match="The model fell over"):  # unstreamed: HTTP 500
+        client.chat.completions.create(model="m", messages=USER)
+    records = [(len(r.chunk_times), r.completed, r.cancelled) for r in server.requests]
+    assert records == [(3, True, False), (1, True, False)]
 
 
 def test_a_dropped_stream_fails_chat_openai(server: ModelServer) -> None:

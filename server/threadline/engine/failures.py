@@ -73,7 +73,8 @@ def model_error(exc: openai.APIError) -> ModelError:
         return ModelUnavailable(detail)
     if isinstance(status, int) and 400 <= status < 500:
         return ModelRejectedRequest(detail)
-    return ModelUnavailable(f"the model endpoint failed: {type(exc).__name__}")
+    # No status: the endpoint failed after its HTTP 200 (an error event in the stream); its message says why.
+    return ModelUnavailable(f"the model endpoint failed: {_first_line(exc)}")
 
 
 def _first_line(exc: BaseException) -> str:

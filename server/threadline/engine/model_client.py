@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import openai
 from langchain_core.language_models import BaseChatModel
+from openai.resources.chat import AsyncCompletions
 from pydantic import SecretStr
 
 from threadline.config import Settings
@@ -46,7 +47,7 @@ async def open_chat_model(settings: Settings) -> AsyncIterator[BaseChatModel]:
         settings.model_http_client,
     )
     try:
-        yield ChatOpenAI(
+        chat_model = ChatOpenAI(
             model=settings.model,
             api_key=SecretStr(settings.openai_api_key),
             base_url=settings.openai_base_url or None,
@@ -55,9 +56,33 @@ async def open_chat_model(settings: Settings) -> AsyncIterator[BaseChatModel]:
             http_async_client=http_client,
             **_stream_chunk_timeout(),
         )
+        chat_model.async_client = JsonChunkCompletions(chat_model.root_async_client)
+        yield chat_model
     finally:
         if http_client is not None:
             await http_client.aclose()
+
+
+class JsonChunkCompletions(AsyncCompletions):
+    """The openai SDK's chat completions, whose streamed chunks are the JSON objects the endpoint sent.
+
+    The SDK builds and sends the request as always; only the parse of a streamed chunk is skipped.
+    The SDK turns every chunk into a ChatCompletionChunk model, and langchain-openai at once dumps
+    it back into a dict (`chunk.model_dump()`): it takes dicts as they are. The round trip was a third
+    of the CPU of a streamed token in process (16 streams of 50 tokens: 330 -> 215 us a token;
+    docs/performance.md). The SDK's own stream still reads the events and raises an error event as
+    APIError. Non-streamed and raw-response calls are the SDK's, unchanged.
+    """
+
+    def __init__(self, client: openai.AsyncOpenAI) -> None:
+        super().__init__(client)
+        self._sdk_client = client
+
+    async def create(self, **params: Any) -> Any:
+        response = await super().create(**params)
+        if isinstance(response, openai.AsyncStream):
+            return openai.AsyncStream(cast_to=object, response=response.response, client=self._sdk_client)
+        return response
 
 
 def _async_http_client(kind: str) -> httpx2.AsyncClient | None:
