@@ -37,9 +37,11 @@ import psycopg_pool
 from harness import (
     RUNS,
     SECONDS,
+    SERVER_EVENT_LOOP,
     Row,
     print_table,
     process_cpu_s,
+    run_on_loop,
     scratch_database,
     server,
     server_collector_settings,
@@ -75,6 +77,7 @@ Turn = Callable[[int], Awaitable[None]]
 STOCK = "in-process, stock AsyncPostgresSaver, durability=async"
 STOCK_SYNC = "in-process, stock AsyncPostgresSaver, durability=sync"
 STOCK_SERVER_GC = "in-process, stock AsyncPostgresSaver, durability=async, the server's GC settings"
+STOCK_SERVER_RUNTIME = "in-process, stock AsyncPostgresSaver, durability=async, the server's GC settings and event loop"
 OURS_IN_PROCESS = "in-process, Threadline's saver, durability=sync"
 OURS_GRPC = "Threadline over gRPC (1 process)"
 OURS_GRPC_WORKERS = f"Threadline over gRPC ({WORKERS} worker processes)"
@@ -202,6 +205,7 @@ def _measure(
     make_turn: Callable[[], Awaitable[tuple[Turn, Callable[[], Awaitable[None]]]]],
     concurrency: int,
     meter: _CpuMeter,
+    event_loop: str = "asyncio",
 ) -> Figure:
     async def once() -> Figure:
         turn, close = await make_turn()
@@ -227,7 +231,7 @@ def _measure(
         finally:
             await close()
 
-    return _median_figure([asyncio.run(once()) for _ in range(RUNS)])
+    return _median_figure([run_on_loop(once(), event_loop) for _ in range(RUNS)])
 
 
 def _in_process(url: str, saver_kind: str, durability: str) -> Callable[[], Awaitable[tuple[Turn, Any]]]:
@@ -297,11 +301,14 @@ def main() -> list[str]:
                 record("PostgreSQL", name, c, _measure(make, c, in_process))
             if c == 32:
                 # The baseline (STOCK) is LangGraph as it comes, in a Python process as it comes. The server
-                # also tunes its garbage collector (threadline.collector); this row shows what that alone
-                # would give the stock baseline, so the ratio can be read both ways.
+                # also tunes its garbage collector (threadline.collector) and runs on uvloop
+                # (THREADLINE_EVENT_LOOP); these rows show what that would give the stock baseline, so
+                # the ratio can be read both ways.
                 with server_collector_settings():
                     tuned = _measure(_in_process(url, "stock", "async"), c, in_process)
+                    on_server_loop = _measure(_in_process(url, "stock", "async"), c, in_process, SERVER_EVENT_LOOP)
                 record("PostgreSQL", STOCK_SERVER_GC, c, tuned)
+                record("PostgreSQL", STOCK_SERVER_RUNTIME, c, on_server_loop)
         for name, env in (
             (OURS_GRPC, {"THREADLINE_DB_POOL_MIN_SIZE": str(POOL_SIZE), "THREADLINE_DB_POOL_MAX_SIZE": str(POOL_SIZE)}),
             (
@@ -346,6 +353,7 @@ def main() -> list[str]:
     print_table(f"Ask throughput (tool turn, offline model; median of {RUNS} x {SECONDS:g}s)", rows)
     stock = results[(STOCK, 32)].turns_per_s
     stock_server_gc = results[(STOCK_SERVER_GC, 32)].turns_per_s
+    stock_server_runtime = results[(STOCK_SERVER_RUNTIME, 32)].turns_per_s
     candidates = {name: results[(name, 32)].turns_per_s for name in (OURS_GRPC, OURS_GRPC_WORKERS)}
     best = max(candidates, key=lambda name: candidates[name])
     ours = candidates[best]
@@ -356,7 +364,8 @@ def main() -> list[str]:
             f"best is {best}: {ours:.1f} vs {stock:.1f} turns/s = {ours / stock:.2f}x ("
             + "; ".join(f"{name}: {rate:.1f} = {rate / stock:.2f}x" for name, rate in candidates.items())
             + f"; ours in process: {results[(OURS_IN_PROCESS, 32)].turns_per_s:.1f}"
-            + f"; against stock with the server's GC settings: {ours / stock_server_gc:.2f}x)",
+            + f"; against stock with the server's GC settings: {ours / stock_server_gc:.2f}x"
+            + f", and its event loop ({SERVER_EVENT_LOOP}) too: {ours / stock_server_runtime:.2f}x)",
         )
     )
     for line in verdicts:

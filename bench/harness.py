@@ -13,10 +13,11 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import psycopg
@@ -26,6 +27,10 @@ sys.path.insert(0, str(ROOT))  # for tests.support (server processes) when run a
 
 from tests.support import ServerProcess, server_env  # noqa: E402
 from threadline import collector  # noqa: E402
+from threadline.config import Settings  # noqa: E402
+from threadline.event_loop import loop_factory  # noqa: E402
+
+T = TypeVar("T")
 
 ADMIN_URL = os.environ.get("THREADLINE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
@@ -48,7 +53,8 @@ def scratch_database() -> Iterator[str]:
 @contextmanager
 def server(database_url: str, log_dir: Path, **env: str) -> Iterator[ServerProcess]:
     """A Threadline server process on a free loopback port."""
-    with ServerProcess(database_url, log_dir, env=server_env(THREADLINE_LOG_LEVEL="WARNING", **env)) as process:
+    settings = {"THREADLINE_LOG_LEVEL": "WARNING", "THREADLINE_EVENT_LOOP": SERVER_EVENT_LOOP, **env}
+    with ServerProcess(database_url, log_dir, env=server_env(**settings)) as process:
         yield process
 
 
@@ -95,6 +101,18 @@ def wait_for_quiet_machine(busy_below: float = 0.10, timeout_s: float = 60.0, wi
         print(f"  (the machine did not settle within {timeout_s:g} s: {busy:.0%} busy; measuring anyway)")
     elif waited > 2 * window_s + 1:
         print(f"  (waited {waited:.1f} s for the machine to settle)")
+
+
+# The event loop of the servers a bench starts (THREADLINE_EVENT_LOOP; BENCH_EVENT_LOOP=asyncio
+# for A/Bs): where a bench runs an in-process side with the server's runtime settings, it runs
+# it on this loop too.
+SERVER_EVENT_LOOP = os.environ.get("BENCH_EVENT_LOOP", Settings().event_loop)
+
+
+def run_on_loop(main: Coroutine[Any, Any, T], event_loop: str = "asyncio") -> T:
+    """asyncio.run on the named event loop (asyncio's own, or the server's uvloop)."""
+    with asyncio.Runner(loop_factory=loop_factory(event_loop)) as runner:
+        return runner.run(main)
 
 
 @contextmanager

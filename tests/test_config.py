@@ -41,6 +41,7 @@ def test_a_flag_wins_over_the_environment_which_wins_over_the_default() -> None:
         ({"THREADLINE_MAX_STARTING_TURNS": "-1"}, "THREADLINE_MAX_STARTING_TURNS must be 0"),
         ({"THREADLINE_LOG_LEVEL": "chatty"}, "unknown level"),
         ({"THREADLINE_MODEL_HTTP_CLIENT": "requests"}, "THREADLINE_MODEL_HTTP_CLIENT: expected aiohttp or httpx"),
+        ({"THREADLINE_EVENT_LOOP": "trio"}, "THREADLINE_EVENT_LOOP: expected uvloop or asyncio"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(environ: dict[str, str], message: str) -> None:

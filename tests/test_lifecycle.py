@@ -52,6 +52,29 @@ def test_a_user_graph_is_served_with_the_checkpointer(tmp_path: Path, logs: Path
 
 
 @pytest.mark.parametrize(
+    ("event_loop", "shown"),
+    [(None, "uvloop.Loop"), ("asyncio", "asyncio._UnixSelectorEventLoop")],
+    ids=["default", "asyncio"],
+)
+def test_the_server_runs_on_the_configured_event_loop(
+    tmp_path: Path, logs: Path, event_loop: str | None, shown: str
+) -> None:
+    chosen = {"THREADLINE_EVENT_LOOP": event_loop} if event_loop else {}
+    env = server_env(THREADLINE_OFFLINE_TOKEN_DELAY_MS="2", **chosen)
+    with (
+        ServerProcess(f"sqlite:///{tmp_path / 't.db'}", logs, env=env) as server,
+        ThreadlineClient(server.address) as client,
+    ):
+        events = list(client.stream_ask("What is 2+3?"))
+        assert [e.WhichOneof("event") for e in events[:2]] == ["tool_call", "tool_result"]
+        assert events[-1].final.answer == "".join(e.token.text for e in events if e.HasField("token"))
+        assert client.ask("And 6*7?", thread_id=events[-1].final.thread_id).answer
+    log = server.log()
+    assert f"(event loop {shown})" in log, log[-2000:]
+    assert "Traceback" not in log
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (("--graph", "tests.graphs.echo:not_a_graph"), "is int, not a StateGraph"),

@@ -81,6 +81,9 @@ class Settings:
     model_http_client: str = _setting(
         "aiohttp", "HTTP client of model requests: aiohttp (less CPU per streamed token) or httpx (langchain-openai's)"
     )
+    event_loop: str = _setting(
+        "uvloop", "the asyncio event loop: uvloop (libuv: less CPU per call and per token) or asyncio (the stdlib's)"
+    )
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
 
     @property
@@ -201,6 +204,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigurationError(
             f"THREADLINE_MODEL_HTTP_CLIENT: expected aiohttp or httpx, got {settings.model_http_client!r}"
         )
+    if settings.event_loop not in ("uvloop", "asyncio"):
+        raise ConfigurationError(f"THREADLINE_EVENT_LOOP: expected uvloop or asyncio, got {settings.event_loop!r}")
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigurationError(f"THREADLINE_LOG_LEVEL: unknown level {settings.log_level!r}")
 

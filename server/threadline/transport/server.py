@@ -20,6 +20,7 @@ from threadline import collector
 from threadline.config import Settings
 from threadline.engine import Engine
 from threadline.errors import ThreadlineError
+from threadline.event_loop import describe, loop_factory
 from threadline.transport.servicer import SERVICE_NAME, ThreadlineServicer
 from threadline_client.v1 import threadline_pb2_grpc as pb_grpc
 
@@ -133,7 +134,7 @@ async def serve(
         collector.settle_after_startup()
         for service in ("", SERVICE_NAME):
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-        log.info("threadline serving on %s", settings.address)
+        log.info("threadline serving on %s (event loop %s)", settings.address, describe(loop))
         if ready is not None:
             ready.set()
         if supervisor is not None:
@@ -161,7 +162,8 @@ async def serve(
 def run(settings: Settings, *, retention: bool = True, supervisor: Connection | None = None) -> int:
     """Serves in this process until a stop signal; returns the process's exit code (see serve())."""
     try:
-        asyncio.run(serve(settings, retention=retention, supervisor=supervisor))
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            runner.run(serve(settings, retention=retention, supervisor=supervisor))
     except ThreadlineError as exc:
         log.error("cannot start: %s", exc.message)
         return 1
