@@ -30,7 +30,8 @@ with no error; the closed-loop TTFT overhead over in-process is <= 2 ms at p50 a
 
 Run alone: .venv/bin/python bench/stream_latency.py   (BENCH_RUNS; BENCH_STREAM_SECONDS sets MEASURE_S;
 BENCH_STREAM_BACKEND=postgres compares on PostgreSQL, against the stock AsyncPostgresSaver;
-BENCH_MODEL_HTTP_CLIENT=httpx runs both sides on langchain-openai's own HTTP client)
+BENCH_MODEL_HTTP_CLIENT=httpx runs both sides on langchain-openai's own HTTP client;
+BENCH_EVENT_LOOP=asyncio runs both sides on asyncio's loop instead of the server's default, uvloop)
 """
 
 from __future__ import annotations
