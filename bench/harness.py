@@ -36,6 +36,11 @@ ADMIN_URL = os.environ.get("THREADLINE_TEST_DATABASE_URL", "postgresql://postgre
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
 
+# The event loop of the servers a bench starts (THREADLINE_EVENT_LOOP; BENCH_EVENT_LOOP=asyncio
+# for A/Bs): where a bench runs an in-process side with the server's runtime settings, it runs
+# it on this loop too.
+SERVER_EVENT_LOOP = os.environ.get("BENCH_EVENT_LOOP", Settings().event_loop)
+
 
 @contextmanager
 def scratch_database() -> Iterator[str]:
@@ -101,12 +106,6 @@ def wait_for_quiet_machine(busy_below: float = 0.10, timeout_s: float = 60.0, wi
         print(f"  (the machine did not settle within {timeout_s:g} s: {busy:.0%} busy; measuring anyway)")
     elif waited > 2 * window_s + 1:
         print(f"  (waited {waited:.1f} s for the machine to settle)")
-
-
-# The event loop of the servers a bench starts (THREADLINE_EVENT_LOOP; BENCH_EVENT_LOOP=asyncio
-# for A/Bs): where a bench runs an in-process side with the server's runtime settings, it runs
-# it on this loop too.
-SERVER_EVENT_LOOP = os.environ.get("BENCH_EVENT_LOOP", Settings().event_loop)
 
 
 def run_on_loop(main: Coroutine[Any, Any, T], event_loop: str = "asyncio") -> T:

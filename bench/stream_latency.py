@@ -368,8 +368,8 @@ def main() -> list[str]:
         # collections put 60-120 ms on the baseline's p99) or in event loops.
         with _database() as url, server(url, logs, **env) as process, server_collector_settings():
             assert process.process is not None
-            main = _against(process.address, process.process.pid, base_url, url)
-            rows, verdicts = run_on_loop(main, SERVER_EVENT_LOOP)
+            comparison = _against(process.address, process.process.pid, base_url, url)
+            rows, verdicts = run_on_loop(comparison, SERVER_EVENT_LOOP)
     finally:
         model_server.terminate()
         model_server.wait(10)

@@ -68,9 +68,9 @@ class JsonChunkCompletions(AsyncCompletions):
 
     The SDK builds and sends the request as always; only the parse of a streamed chunk is skipped.
     The SDK turns every chunk into a ChatCompletionChunk model, and langchain-openai at once dumps
-    it back into a dict (`chunk.model_dump()`): it takes dicts as they are. The round trip was a third
-    of the CPU of a streamed token in process (16 streams of 50 tokens: 330 -> 215 us a token;
-    docs/performance.md). The SDK's own stream still reads the events and raises an error event as
+    it back into a dict (`chunk.model_dump()`): it takes dicts as they are. The round trip was about a
+    third of the CPU of a streamed token in process (16 streams of 50 tokens: 285-349 -> 173-240 us a
+    token; docs/performance.md). The SDK's own stream still reads the events and raises an error event as
     APIError. Non-streamed and raw-response calls are the SDK's, unchanged.
     """
 
