@@ -2,21 +2,27 @@
 
 The end-to-end behaviour (a replica that lost its session loses its thread and writes
 nothing more) is in test_replicas_and_locking.py; these pin the two database facts it
-rests on, which a change of psycopg's pipeline handling could break silently.
+rests on, which a change of psycopg's pipeline handling could break silently, and how a
+turn's task writes wait for its next checkpoint (postgres_writes).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import empty_checkpoint
 
-from threadline.engine import postgres_holds
-from threadline.engine.postgres import open_pool
+from threadline.engine import postgres_holds, postgres_writes
+from threadline.engine.postgres import PooledPostgresSaver, open_pool
 from threadline.engine.postgres_holds import Hold, Pool, StaleRunError, fenced_cursor
+from threadline.engine.storage import safe_serializer
 
 _TAKE_OVER = "UPDATE threadline_thread_holders SET token = %s WHERE thread_key = %s"
 
@@ -89,3 +95,122 @@ def _wait_until_written(conn: psycopg.Connection[tuple[object, ...]], pid: int) 
             return
         time.sleep(0.01)
     raise AssertionError(f"backend {pid} never wrote inside its pipeline: {row}")
+
+
+# -- a turn's task writes go with its next checkpoint (postgres_writes) ----------------------------
+
+
+@pytest.fixture
+async def saver(pool: Pool) -> PooledPostgresSaver:
+    saver = PooledPostgresSaver(pool, serde=safe_serializer())
+    await saver.setup()
+    return saver
+
+
+def _config(thread: str, checkpoint_id: str | None = None) -> RunnableConfig:
+    configurable = {"thread_id": thread, "checkpoint_ns": ""}
+    if checkpoint_id is not None:
+        configurable["checkpoint_id"] = checkpoint_id
+    return {"configurable": configurable}
+
+
+async def _stored(pool: Pool, thread: str) -> tuple[int, int]:
+    """(checkpoints, task writes) of the thread in the database, read on a connection of its own."""
+    async with pool.connection() as conn:
+        row = await (
+            await conn.execute(
+                "SELECT (SELECT count(*) FROM checkpoints WHERE thread_id = %s) AS checkpoints, "
+                "(SELECT count(*) FROM checkpoint_writes WHERE thread_id = %s) AS writes",
+                (thread, thread),
+            )
+        ).fetchone()
+    assert row is not None
+    return row["checkpoints"], row["writes"]
+
+
+async def _first_checkpoint(saver: PooledPostgresSaver, thread: str) -> RunnableConfig:
+    return await saver.aput(_config(thread), empty_checkpoint(), {"source": "input", "step": -1}, {})
+
+
+async def _next_checkpoint(saver: PooledPostgresSaver, config: RunnableConfig) -> RunnableConfig:
+    return await saver.aput(config, empty_checkpoint(), {"source": "loop", "step": 0}, {})
+
+
+async def test_task_writes_go_with_the_next_checkpoint_all_or_nothing(pool: Pool, saver: PooledPostgresSaver) -> None:
+    hold = await _held(pool)
+    thread = hold.thread_key
+    token = postgres_holds._current_hold.set(hold)
+    try:
+        first = await _first_checkpoint(saver, thread)
+        await saver.aput_writes(first, [("messages", "a"), ("other", "b")], "task-1")
+        assert await _stored(pool, thread) == (1, 0), "the writes wait for the step's checkpoint"
+        second = await _next_checkpoint(saver, first)
+        assert await _stored(pool, thread) == (2, 2)
+
+        await saver.aput_writes(second, [("messages", "c")], "task-2")
+        async with pool.connection() as conn:
+            await conn.execute(_TAKE_OVER, (uuid.uuid4(), thread))
+        with pytest.raises(StaleRunError, match="lost its hold"):
+            await _next_checkpoint(saver, second)
+        assert await _stored(pool, thread) == (2, 2), "neither the refused checkpoint nor its writes landed"
+    finally:
+        postgres_holds._current_hold.reset(token)
+
+
+async def test_a_turn_reads_its_own_task_writes(pool: Pool, saver: PooledPostgresSaver) -> None:
+    hold = await _held(pool)
+    token = postgres_holds._current_hold.set(hold)
+    try:
+        first = await _first_checkpoint(saver, hold.thread_key)
+        await saver.aput_writes(first, [("messages", "a")], "task-1")
+        read = await saver.aget_tuple(first)
+        assert read is not None and [(w[0], w[1], w[2]) for w in read.pending_writes or []] == [
+            ("task-1", "messages", "a")
+        ]
+    finally:
+        postgres_holds._current_hold.reset(token)
+
+
+async def test_task_writes_are_sent_alone_when_no_checkpoint_comes(
+    pool: Pool, saver: PooledPostgresSaver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_writes, "SEND_AFTER_S", 0.05)
+    hold = await _held(pool)
+    token = postgres_holds._current_hold.set(hold)
+    try:
+        first = await _first_checkpoint(saver, hold.thread_key)
+        await saver.aput_writes(first, [("messages", "a")], "task-1")
+        await saver.aput_writes(first, [("messages", "b")], "task-2")
+        assert await _stored(pool, hold.thread_key) == (1, 0)
+        deadline = time.monotonic() + 5
+        while await _stored(pool, hold.thread_key) != (1, 2):
+            assert time.monotonic() < deadline, "the writes were never sent on their own"
+            await asyncio.sleep(0.01)
+        await _next_checkpoint(saver, first)
+        assert await _stored(pool, hold.thread_key) == (2, 2)
+    finally:
+        postgres_holds._current_hold.reset(token)
+
+
+@pytest.mark.parametrize("ends", ["normally", "with an error"])
+async def test_what_a_turn_wrote_last_is_sent_before_its_thread_is_released(
+    pool: Pool, saver: PooledPostgresSaver, postgres_url: str, ends: str
+) -> None:
+    thread = f"tests/{uuid.uuid4().hex}"
+    owner = postgres_holds.OwnerSession(postgres_url, prepare_threshold=0)
+    locks = postgres_holds.PostgresThreadLocks(pool, owner, max_wait_s=5)
+    try:
+        with contextlib.suppress(RuntimeError):
+            async with locks.hold(thread, wait=False, deadline=None):
+                first = await _first_checkpoint(saver, thread)
+                # A task that failed or paused for a human: its writes, then no checkpoint.
+                await saver.aput_writes(first, [("__error__", "the tool failed")], "task-1")
+                if ends == "with an error":
+                    raise RuntimeError("the turn failed")
+        assert await _stored(pool, thread) == (1, 1)
+        async with pool.connection() as conn:
+            holders = "SELECT count(*) AS n FROM threadline_thread_holders WHERE thread_key = %s"
+            row = await (await conn.execute(holders, (thread,))).fetchone()
+        assert row is not None and row["n"] == 0, "released after the writes"
+    finally:
+        await owner.close()

@@ -10,16 +10,19 @@ Two things the stock AsyncPostgresSaver does not give us:
   replicas they fork the chain (langgraph issue 8796). A turn holds its thread
   (postgres_holds), and the saver runs each of the turn's writes in a transaction
   fenced to that hold: a turn whose thread was taken over can never write again.
+  A task's writes go in the same transaction as the turn's next checkpoint
+  (postgres_writes): one round trip per step instead of two.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import psycopg_pool
@@ -32,7 +35,8 @@ from psycopg.rows import DictRow, dict_row
 from threadline.engine import audit
 from threadline.engine.audit import AuditedSaverMixin
 from threadline.engine.hot_states import HotStatesSaverMixin
-from threadline.engine.postgres_holds import Pool, check_current_hold, fenced_cursor
+from threadline.engine.postgres_holds import Hold, Pool, check_current_hold, fenced_cursor
+from threadline.engine.postgres_writes import Params, RecordedStatements, Statement
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +129,36 @@ class PooledPostgresSaver(HotStatesSaverMixin, AuditedSaverMixin, AsyncPostgresS
         # The stock saver asks for a pipeline exactly for its writes (aput, aput_writes,
         # adelete_thread): those are the statements a turn that lost its thread must not run.
         hold = check_current_hold()
-        assert isinstance(self.conn, psycopg_pool.AsyncConnectionPool)
-        async with self.conn.connection() as conn:
-            if hold is not None and pipeline:
-                async with fenced_cursor(conn, hold) as cur:
-                    yield cur
+        if hold is not None and pipeline:
+            # Recorded, then sent fenced: a task's writes with the turn's next write (postgres_writes).
+            recorded = RecordedStatements()
+            yield cast(AsyncCursor[DictRow], recorded)
+            if self._are_task_writes(recorded.statements):
+                hold.writes.add(recorded.statements, functools.partial(self._send_fenced, hold))
             else:
-                async with _cursor_on(conn, pipeline=pipeline) as cur:
-                    yield cur
+                await self._send_fenced(hold, [*await hold.writes.take(), *recorded.statements])
+            return
+        if hold is not None:
+            await hold.writes.flush()  # a turn reads its own writes
+        assert isinstance(self.conn, psycopg_pool.AsyncConnectionPool)
+        async with self.conn.connection() as conn, _cursor_on(conn, pipeline=pipeline) as cur:
+            yield cur
+
+    def _are_task_writes(self, statements: list[Statement]) -> bool:
+        """Whether the statements are what the stock aput_writes runs."""
+        match statements:
+            case [(query, _, True)]:
+                return query in (self.UPSERT_CHECKPOINT_WRITES_SQL, self.INSERT_CHECKPOINT_WRITES_SQL)
+        return False
+
+    async def _send_fenced(self, hold: Hold, statements: list[Statement]) -> None:
+        assert isinstance(self.conn, psycopg_pool.AsyncConnectionPool)
+        async with self.conn.connection() as conn, fenced_cursor(conn, hold) as cur:
+            for query, rows, many in statements:
+                if many:
+                    await cur.executemany(query, cast(list[Params], rows))
+                else:
+                    await cur.execute(query, rows[0])
 
 
 @asynccontextmanager

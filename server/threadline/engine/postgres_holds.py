@@ -14,7 +14,8 @@ that row a lock:
   turn and raises SQLSTATE TL409 otherwise. A takeover waits for a write in flight to
   commit, and every later write of the old turn is refused (UNAVAILABLE, THREAD_HOLD_LOST:
   a retry with the same request_id finishes the turn, or says the thread moved on).
-* Releasing. The turn deletes its row when it ends (on the owner session if the pool is
+* Releasing. The turn sends the task writes still waiting for a checkpoint
+  (postgres_writes), then deletes its row when it ends (on the owner session if the pool is
   exhausted). If it cannot, the process drops its owner session, which frees every row it
   owns for the next taker.
 
@@ -33,7 +34,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -41,6 +42,7 @@ import psycopg_pool
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import DictRow, dict_row
 
+from threadline.engine.postgres_writes import DeferredWrites
 from threadline.engine.thread_locks import LocalThreadLocks
 from threadline.engine.turn_starts import stepped_aside
 from threadline.errors import ThreadBusy
@@ -109,6 +111,8 @@ class Hold:
     released: bool = False
     # Whether the row may exist: from sending the take until it is known not taken or deleted.
     maybe_taken: bool = False
+    writes: DeferredWrites = field(default_factory=DeferredWrites)
+    """The turn's task writes not sent yet (postgres_writes); all are sent before the release."""
 
 
 _current_hold: ContextVar[Hold | None] = ContextVar("threadline_current_hold", default=None)
@@ -270,6 +274,11 @@ class PostgresThreadLocks:
                 reset = _current_hold.set(hold)
                 try:
                     yield
+                except BaseException:
+                    await _send_what_a_failed_turn_wrote(hold)
+                    raise
+                else:
+                    await hold.writes.flush()
                 finally:
                     _current_hold.reset(reset)
             finally:
@@ -324,6 +333,15 @@ class PostgresThreadLocks:
         """Waits for releases still in flight (shutdown)."""
         if self._releasing:
             await asyncio.gather(*self._releasing, return_exceptions=True)
+
+
+async def _send_what_a_failed_turn_wrote(hold: Hold) -> None:
+    # A task that failed or paused wrote its error or interrupt, and no checkpoint came after.
+    # The turn's own error is what its caller must see, so a failure here is only logged.
+    try:
+        await hold.writes.flush()
+    except Exception as exc:
+        log.warning("could not write what a failed turn on thread %r wrote last: %s", hold.thread_key, exc)
 
 
 def _thread_id(thread_key: str) -> str:
