@@ -1,11 +1,12 @@
 """A turn's task writes go to PostgreSQL with its next checkpoint: one fenced round trip per step, not two.
 
 LangGraph saves what each task of a step wrote (`aput_writes`) as soon as the task ends,
-then the step's checkpoint (`aput`), which with our durability waits for those writes
-first. On PostgreSQL each is a fenced pipeline of its own: a tool turn made 9 of them.
+then the step's checkpoint (`aput`), which waits for writes to a DeltaChannel (our
+messages) first. On PostgreSQL each is a fenced pipeline of its own: a tool turn made 9.
 Inside a turn, the saver keeps a task's write statements here instead, and sends them in
-front of the next checkpoint's, in the same fenced pipeline: one implicit transaction, so
-the checkpoint is still never stored without the writes that produced it.
+front of the turn's next fenced write (the next checkpoint, or the thread's registry row),
+in the same pipeline: one implicit transaction, so the checkpoint is still never stored
+without the writes that produced it.
 
 What that changes, and the bounds on it:
 
