@@ -107,11 +107,8 @@ async def saver(pool: Pool) -> PooledPostgresSaver:
     return saver
 
 
-def _config(thread: str, checkpoint_id: str | None = None) -> RunnableConfig:
-    configurable = {"thread_id": thread, "checkpoint_ns": ""}
-    if checkpoint_id is not None:
-        configurable["checkpoint_id"] = checkpoint_id
-    return {"configurable": configurable}
+def _config(thread: str) -> RunnableConfig:
+    return {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
 
 
 async def _stored(pool: Pool, thread: str) -> tuple[int, int]:
