@@ -3,7 +3,7 @@
 The end-to-end behaviour (a replica that lost its session loses its thread and writes
 nothing more) is in test_replicas_and_locking.py; these pin the two database facts it
 rests on, which a change of psycopg's pipeline handling could break silently, and how a
-turn's task writes wait for its next checkpoint (postgres_writes).
+turn's checkpoints and task writes wait for its next write (postgres_writes).
 """
 
 from __future__ import annotations
@@ -19,10 +19,14 @@ import pytest
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import empty_checkpoint
 
+from threadline.config import Settings
+from threadline.context import RequestContext
 from threadline.engine import postgres_holds, postgres_writes
+from threadline.engine.engine import Engine
 from threadline.engine.postgres import PooledPostgresSaver, open_pool
 from threadline.engine.postgres_holds import Hold, Pool, StaleRunError, fenced_cursor
 from threadline.engine.storage import safe_serializer
+from threadline.engine.views import TurnCompleted
 
 _TAKE_OVER = "UPDATE threadline_thread_holders SET token = %s WHERE thread_key = %s"
 
@@ -97,7 +101,7 @@ def _wait_until_written(conn: psycopg.Connection[tuple[object, ...]], pid: int) 
     raise AssertionError(f"backend {pid} never wrote inside its pipeline: {row}")
 
 
-# -- a turn's task writes go with its next checkpoint (postgres_writes) ----------------------------
+# -- a turn's checkpoints and task writes go with its next write (postgres_writes) ---------------
 
 
 @pytest.fixture
@@ -133,23 +137,36 @@ async def _next_checkpoint(saver: PooledPostgresSaver, config: RunnableConfig) -
     return await saver.aput(config, empty_checkpoint(), {"source": "loop", "step": 0}, {})
 
 
-async def test_task_writes_go_with_the_next_checkpoint_all_or_nothing(pool: Pool, saver: PooledPostgresSaver) -> None:
+async def _write_that_cannot_wait(saver: PooledPostgresSaver, thread: str, step: int) -> None:
+    """A fenced write of the turn that is not LangGraph's own, as the thread registry's row is."""
+    async with saver.write_cursor() as cur:
+        await cur.execute("INSERT INTO fence_probe VALUES (%s, %s)", (thread, step))
+
+
+async def test_a_turns_writes_go_with_its_next_write_all_or_nothing(
+    pool: Pool, saver: PooledPostgresSaver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_writes, "SEND_AFTER_S", 30)  # no send on their own during the test
     hold = await _held(pool)
     thread = hold.thread_key
     token = postgres_holds._current_hold.set(hold)
     try:
         first = await _first_checkpoint(saver, thread)
         await saver.aput_writes(first, [("messages", "a"), ("other", "b")], "task-1")
-        assert await _stored(pool, thread) == (1, 0), "the writes wait for the step's checkpoint"
         second = await _next_checkpoint(saver, first)
+        assert await _stored(pool, thread) == (0, 0), "the checkpoints and task writes wait for the turn's next write"
+        await _write_that_cannot_wait(saver, thread, 1)
         assert await _stored(pool, thread) == (2, 2)
+        assert await _steps(pool, hold) == [1]
 
         await saver.aput_writes(second, [("messages", "c")], "task-2")
+        await _next_checkpoint(saver, second)
         async with pool.connection() as conn:
             await conn.execute(_TAKE_OVER, (uuid.uuid4(), thread))
         with pytest.raises(StaleRunError, match="lost its hold"):
-            await _next_checkpoint(saver, second)
-        assert await _stored(pool, thread) == (2, 2), "neither the refused checkpoint nor its writes landed"
+            await _write_that_cannot_wait(saver, thread, 2)
+        assert await _stored(pool, thread) == (2, 2), "neither the refused write nor what waited for it landed"
+        assert await _steps(pool, hold) == [1]
     finally:
         postgres_holds._current_hold.reset(token)
 
@@ -168,7 +185,7 @@ async def test_a_turn_reads_its_own_task_writes(pool: Pool, saver: PooledPostgre
         postgres_holds._current_hold.reset(token)
 
 
-async def test_task_writes_are_sent_alone_when_no_checkpoint_comes(
+async def test_a_turns_writes_are_sent_on_their_own_when_no_write_comes(
     pool: Pool, saver: PooledPostgresSaver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(postgres_writes, "SEND_AFTER_S", 0.05)
@@ -178,12 +195,12 @@ async def test_task_writes_are_sent_alone_when_no_checkpoint_comes(
         first = await _first_checkpoint(saver, hold.thread_key)
         await saver.aput_writes(first, [("messages", "a")], "task-1")
         await saver.aput_writes(first, [("messages", "b")], "task-2")
-        assert await _stored(pool, hold.thread_key) == (1, 0)
         deadline = time.monotonic() + 5
         while await _stored(pool, hold.thread_key) != (1, 2):
             assert time.monotonic() < deadline, "the writes were never sent on their own"
             await asyncio.sleep(0.01)
         await _next_checkpoint(saver, first)
+        await _write_that_cannot_wait(saver, hold.thread_key, 1)
         assert await _stored(pool, hold.thread_key) == (2, 2)
     finally:
         postgres_holds._current_hold.reset(token)
@@ -211,3 +228,28 @@ async def test_what_a_turn_wrote_last_is_sent_before_its_thread_is_released(
         assert row is not None and row["n"] == 0, "released after the writes"
     finally:
         await owner.close()
+
+
+async def test_a_turns_answer_is_stored_before_the_caller_hears_of_it(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_writes, "SEND_AFTER_S", 30)  # nothing is sent on its own during the test
+    async with Engine.open(Settings(database_url=postgres_url)) as engine:
+        events = engine.stream_ask(RequestContext(rpc="StreamAsk"), "", "What is 2+3?")
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if isinstance(event, TurnCompleted):
+                    break
+            else:
+                raise AssertionError("the turn ended without its final event")
+            # The run is paused at its final event and still holds its thread: what the caller
+            # is told now must already be in the database.
+            async with await psycopg.AsyncConnection.connect(postgres_url) as conn:
+                stored = await (
+                    await conn.execute(
+                        "SELECT (SELECT count(*) FROM checkpoints WHERE checkpoint_id = %s), "
+                        "(SELECT count(*) FROM threadline_threads WHERE thread_id = %s)",
+                        (event.turn.checkpoint_id, event.turn.thread_id),
+                    )
+                ).fetchone()
+            assert stored == (1, 1), "the answer's checkpoint and the thread's row are stored"

@@ -317,7 +317,9 @@ class Engine:
         last: tuple[str, list[BaseMessage]] | None = None
         interrupted = False
         # durability="sync": a turn's last checkpoint is written before the caller hears
-        # of the answer, so an answered turn survives a kill -9.
+        # of the answer, so an answered turn survives a kill -9. (On PostgreSQL the saver
+        # may keep the run's writes back until the registry row below takes them along:
+        # postgres_writes. That row is written before TurnCompleted is yielded.)
         # The call's deadline bounds the whole run: model requests and tools are
         # cancelled with it (their HTTP streams closed), not left running.
         # Every generator of a turn is closed explicitly (aclosing), here and by its callers:

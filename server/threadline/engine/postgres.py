@@ -10,8 +10,9 @@ Two things the stock AsyncPostgresSaver does not give us:
   replicas they fork the chain (langgraph issue 8796). A turn holds its thread
   (postgres_holds), and the saver runs each of the turn's writes in a transaction
   fenced to that hold: a turn whose thread was taken over can never write again.
-  A task's writes go in the same transaction as the turn's next checkpoint
-  (postgres_writes): one round trip per step instead of two.
+  LangGraph's writes of a turn (its checkpoints and its tasks' writes) wait on the
+  turn's hold and go together in one such transaction (postgres_writes): a tool
+  turn's five checkpoints and four task writes take one or two round trips, not nine.
 """
 
 from __future__ import annotations
@@ -130,10 +131,11 @@ class PooledPostgresSaver(HotStatesSaverMixin, AuditedSaverMixin, AsyncPostgresS
         # adelete_thread): those are the statements a turn that lost its thread must not run.
         hold = check_current_hold()
         if hold is not None and pipeline:
-            # Recorded, then sent fenced: a task's writes with the turn's next write (postgres_writes).
+            # Recorded, then sent fenced: LangGraph's own writes wait to go with the turn's next
+            # write that cannot wait (postgres_writes); any other write takes them with it.
             recorded = RecordedStatements()
             yield cast(AsyncCursor[DictRow], recorded)
-            if self._are_task_writes(recorded.statements):
+            if self._are_langgraph_writes(recorded.statements):
                 hold.writes.add(recorded.statements, functools.partial(self._send_fenced, hold))
             else:
                 await self._send_fenced(hold, [*await hold.writes.take(), *recorded.statements])
@@ -144,11 +146,15 @@ class PooledPostgresSaver(HotStatesSaverMixin, AuditedSaverMixin, AsyncPostgresS
         async with self.conn.connection() as conn, _cursor_on(conn, pipeline=pipeline) as cur:
             yield cur
 
-    def _are_task_writes(self, statements: list[Statement]) -> bool:
-        """Whether the statements are what the stock aput_writes runs."""
+    def _are_langgraph_writes(self, statements: list[Statement]) -> bool:
+        """Whether the statements are exactly what the stock aput_writes or aput runs."""
         match statements:
-            case [(query, _, True)]:
+            case [(query, _, True)]:  # aput_writes
                 return query in (self.UPSERT_CHECKPOINT_WRITES_SQL, self.INSERT_CHECKPOINT_WRITES_SQL)
+            case [(query, _, False)]:  # aput of a checkpoint whose values are all stored inline
+                return query == self.UPSERT_CHECKPOINTS_SQL
+            case [(blobs, _, True), (query, _, False)]:  # aput
+                return blobs == self.UPSERT_CHECKPOINT_BLOBS_SQL and query == self.UPSERT_CHECKPOINTS_SQL
         return False
 
     async def _send_fenced(self, hold: Hold, statements: list[Statement]) -> None:

@@ -1,23 +1,28 @@
-"""A turn's task writes go to PostgreSQL with its next checkpoint: one fenced round trip per step, not two.
+"""LangGraph's writes of a turn wait on its hold and go to PostgreSQL together, in as few round trips as they can.
 
 LangGraph saves what each task of a step wrote (`aput_writes`) as soon as the task ends,
-then the step's checkpoint (`aput`), which waits for writes to a DeltaChannel (our
-messages) first. On PostgreSQL each is a fenced pipeline of its own: a tool turn made 9.
-Inside a turn, the saver keeps a task's write statements here instead, and sends them in
-front of the turn's next fenced write (the next checkpoint, or the thread's registry row),
-in the same pipeline: one implicit transaction, so the checkpoint is still never stored
-without the writes that produced it.
+and each step's checkpoint (`aput`) before the next step starts (durability "sync"). On
+PostgreSQL each was a fenced pipeline of its own: a tool turn's five checkpoints and four
+task writes made nine round trips. Inside a turn, the saver keeps their statements here
+instead and returns at once; they are sent, in order, in front of the turn's next write
+that cannot wait (the thread registry's row, written when the run ends and before the
+caller hears of the answer), in the same pipeline: one implicit transaction, so a
+checkpoint is never stored without the writes that produced it, nor a turn's registry row
+without its checkpoints.
 
 What that changes, and the bounds on it:
 
-* A task's writes reach the database with its step's checkpoint rather than a round trip
-  after the task. A step whose other tasks run on (parallel tool calls) does not hold them
-  back for long: they are sent on their own `SEND_AFTER_S` after the first of them came.
+* Nothing waits longer than `SEND_AFTER_S`: what came first is sent on its own that long
+  after it came, with whatever came since. A turn whose steps take longer than that (any
+  real model) sends each step's checkpoint with the task writes before it, a moment late.
+* A replica killed in that window loses that much of a turn's progress: the turn was not
+  answered yet, and its retry reruns those steps (README, Durability). The step after a
+  checkpoint starts before the checkpoint is stored, as with LangGraph's durability "async".
 * A read of the saver inside the turn sends them first, so the turn reads its own writes;
-  the turn's end sends what is left before the thread is released (a task that failed or
-  paused for a human writes no checkpoint after its writes).
+  the turn's end sends what is left before the thread is released (a turn that failed or
+  was cancelled writes no registry row after them).
 * An error sending them (the fence refused: the thread was taken over; the database is
-  down) is raised by whatever sends them: the next checkpoint, the read, or the turn's end.
+  down) is raised by whatever sends them next: a write, a read, or the turn's end.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ Statement = tuple[str, list[Params | None], bool]
 """(query, its rows of parameters, whether it runs once per row)."""
 
 SEND_AFTER_S = 0.1
-"""Longest a task's writes wait for their step's checkpoint before they are sent alone."""
+"""Longest a turn's writes wait for its next write before they are sent on their own."""
 
 
 @dataclass
@@ -57,7 +62,7 @@ Send = Callable[[list[Statement]], Awaitable[None]]
 
 
 class DeferredWrites:
-    """The task writes of one turn that wait for its next checkpoint."""
+    """LangGraph's writes of one turn that wait to be sent with the turn's next write."""
 
     def __init__(self) -> None:
         self._waiting: list[Statement] = []
@@ -66,7 +71,7 @@ class DeferredWrites:
         self._sending: asyncio.Future[None] | None = None
 
     def add(self, statements: list[Statement], send: Send) -> None:
-        """Keeps a task's write statements; `send` sends them alone if no checkpoint comes in time."""
+        """Keeps write statements; `send` sends them on their own if no write takes them in time."""
         self._waiting.extend(statements)
         self._send = send
         if self._timer is None:
@@ -75,8 +80,8 @@ class DeferredWrites:
     async def take(self) -> list[Statement]:
         """The statements waiting, for the caller to send in front of its own.
 
-        Waits for any sent alone before (a checkpoint must not commit before them), and
-        raises what sending them raised.
+        Waits for any sent on their own before (the caller's must not commit before them),
+        and raises what sending them raised.
         """
         await self._wait_for_send_in_flight()
         return self._pop()

@@ -1,7 +1,8 @@
 """How many turns of this process may be starting at once: the rest wait their turn, in order.
 
-A turn's start is database work: it takes its thread, reads the head and stores the
-question (five statements on PostgreSQL before the model is asked). When far more turns
+A turn's start is database work: it takes its thread, reads the head and checkpoints the
+question (on PostgreSQL two round trips before the model is asked, and the question's
+checkpoints soon after). When far more turns
 arrive at once than the pool has connections (1,000 StreamAsk calls on a pool of 10),
 psycopg's pool serves their statements first come, first served, so every turn's next
 statement queues behind every other turn's: all of them start slowly together, and the
@@ -10,8 +11,9 @@ database that is up. Letting at most `limit` turns start at once keeps that queu
 the others wait here, where waiting is not a database failure, and the turns that came
 first are the first to reach the model.
 
-A turn stops counting as starting once its question is stored (the run's first part after
-the checkpoint of its input), or as its run begins when it has no input to store (a resumed
+A turn stops counting as starting once its question is checkpointed (the run's first part
+after the checkpoint of its input; on PostgreSQL that checkpoint may still wait to be sent
+with the turn's next writes, postgres_writes), or as its run begins when it has no input to store (a resumed
 or retried turn); not when it ends: a turn spends most of its time on the model and its
 tools, which need no connection. A turn waiting for a busy thread steps aside meanwhile
 (`stepped_aside`), so turns queued on one thread cannot hold up the others.
@@ -37,7 +39,7 @@ class Admission:
         self._rpc = rpc
         self.held = False
         self.started = False
-        """The question is stored: the turn no longer counts, and does not take a place again."""
+        """The question is checkpointed: the turn no longer counts, and does not take a place again."""
 
     async def acquire(self) -> None:
         """Waits for a place, in arrival order, until the call's deadline.
@@ -60,11 +62,11 @@ class Admission:
         self.held = True
 
     def saw(self, mode: str, payload: Any) -> None:
-        """A part of the turn's run (LangGraph's astream): releases the place once the question is stored.
+        """A part of the turn's run (LangGraph's astream): releases the place once the question is checkpointed.
 
         A run with input writes a checkpoint of it (source "input"), the input node's writes,
         then the checkpoint after them (source "loop"); the model is asked after that. Parts
-        of other modes come from nodes, so the question was stored before them too.
+        of other modes come from nodes, so the question was checkpointed before them too.
         """
         if not self.started and (mode != "checkpoints" or payload.get("metadata", {}).get("source") != "input"):
             self.release()
