@@ -206,6 +206,42 @@ async def test_a_turns_writes_are_sent_on_their_own_when_no_write_comes(
         postgres_holds._current_hold.reset(token)
 
 
+async def test_what_waits_at_a_turns_end_goes_with_its_release_all_or_nothing(
+    pool: Pool, saver: PooledPostgresSaver, postgres_url: str
+) -> None:
+    owner = postgres_holds.OwnerSession(postgres_url, prepare_threshold=0)
+    locks = postgres_holds.PostgresThreadLocks(pool, owner, max_wait_s=5)
+    holders = "SELECT token FROM threadline_thread_holders WHERE thread_key = %s"
+    try:
+        thread = f"tests/{uuid.uuid4().hex}"
+        async with locks.hold(thread, wait=False, deadline=None):
+            await _first_checkpoint(saver, thread)
+            async with saver.write_cursor(may_wait=True) as cur:
+                await cur.execute("INSERT INTO fence_probe VALUES (%s, %s)", (thread, 1))
+            assert await _stored(pool, thread) == (0, 0), "a write that may wait waits, with LangGraph's"
+            requests = pool.get_stats().get("requests_num", 0)
+        assert pool.get_stats().get("requests_num", 0) - requests == 1, "the writes and the release: one round trip"
+        assert await _stored(pool, thread) == (1, 0)
+        assert await _steps(pool, Hold(thread, uuid.uuid4())) == [1]
+        async with pool.connection() as conn:
+            assert await (await conn.execute(holders, (thread,))).fetchone() is None, "released with them"
+
+        # Taken over before the end: neither what waited nor the release lands.
+        thread = f"tests/{uuid.uuid4().hex}"
+        taker = uuid.uuid4()
+        with pytest.raises(StaleRunError, match="lost its hold"):
+            async with locks.hold(thread, wait=False, deadline=None):
+                await _first_checkpoint(saver, thread)
+                async with pool.connection() as conn:
+                    await conn.execute(_TAKE_OVER, (taker, thread))
+        assert await _stored(pool, thread) == (0, 0)
+        async with pool.connection() as conn:
+            row = await (await conn.execute(holders, (thread,))).fetchone()
+        assert row is not None and row["token"] == taker, "the new holder keeps the thread"
+    finally:
+        await owner.close()
+
+
 @pytest.mark.parametrize("ends", ["normally", "with an error"])
 async def test_what_a_turn_wrote_last_is_sent_before_its_thread_is_released(
     pool: Pool, saver: PooledPostgresSaver, postgres_url: str, ends: str
@@ -230,7 +266,7 @@ async def test_what_a_turn_wrote_last_is_sent_before_its_thread_is_released(
         await owner.close()
 
 
-async def test_a_turns_answer_is_stored_before_the_caller_hears_of_it(
+async def test_a_turns_answer_is_stored_and_its_thread_let_go_before_the_caller_hears_of_it(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(postgres_writes, "SEND_AFTER_S", 30)  # nothing is sent on its own during the test
@@ -242,14 +278,15 @@ async def test_a_turns_answer_is_stored_before_the_caller_hears_of_it(
                     break
             else:
                 raise AssertionError("the turn ended without its final event")
-            # The run is paused at its final event and still holds its thread: what the caller
-            # is told now must already be in the database.
+            # The run is paused at its final event: what the caller is told now must already be
+            # in the database, and the thread free for the caller's next turn.
             async with await psycopg.AsyncConnection.connect(postgres_url) as conn:
                 stored = await (
                     await conn.execute(
                         "SELECT (SELECT count(*) FROM checkpoints WHERE checkpoint_id = %s), "
-                        "(SELECT count(*) FROM threadline_threads WHERE thread_id = %s)",
-                        (event.turn.checkpoint_id, event.turn.thread_id),
+                        "(SELECT count(*) FROM threadline_threads WHERE thread_id = %s), "
+                        "(SELECT count(*) FROM threadline_thread_holders WHERE thread_key = %s)",
+                        (event.turn.checkpoint_id, event.turn.thread_id, f"default/{event.turn.thread_id}"),
                     )
                 ).fetchone()
-            assert stored == (1, 1), "the answer's checkpoint and the thread's row are stored"
+            assert stored == (1, 1, 0), "the answer's checkpoint and the thread's row are stored, the thread let go"

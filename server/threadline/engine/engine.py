@@ -240,23 +240,25 @@ class Engine:
             translated_failures(secrets=self._secrets),
             recording(rpc=rpc, request_id=ctx.request_id, query_sha256=query_digest, replica=self.replica),
         ):
+            completed: list[TurnCompleted] = []
             async with self._started(ctx, config, rpc) as admission:
                 if fork_from and await self._saver.aget_tuple(start) is None:
                     raise _checkpoint_not_found(fork_from, thread_id)
                 prior = await self._prior_turn(config, ctx.request_id, query_digest) if ctx.request_id else None
                 if prior is not None and not prior.next:
                     # The turn of this request_id finished before: the same result, no second run.
-                    yield TurnCompleted(snapshot_turn(thread_id, prior, human))
-                    return
-                if prior is None and self._may_interrupt and not fork_from:
-                    await self._settle_interrupts(config, thread_id, abandon_interrupt)
-                # A turn cut short (crash, cancel, model failure) resumes from its last
-                # checkpoint: its question is already in the thread and is not asked twice.
-                graph_input = None if prior is not None else {"messages": [human]}
-                run = self._run(ctx, thread_id, config, run_config, graph_input, stream_tokens, human, admission)
-                async with aclosing(run):
-                    async for event in run:
-                        yield event
+                    completed.append(TurnCompleted(snapshot_turn(thread_id, prior, human)))
+                else:
+                    if prior is None and self._may_interrupt and not fork_from:
+                        await self._settle_interrupts(config, thread_id, abandon_interrupt)
+                    # A turn cut short (crash, cancel, model failure) resumes from its last
+                    # checkpoint: its question is already in the thread and is not asked twice.
+                    graph_input = None if prior is not None else {"messages": [human]}
+                    run = self._run(ctx, thread_id, config, run_config, graph_input, stream_tokens, human, admission)
+                    async with aclosing(_until_completed(run, completed)) as events:
+                        async for event in events:
+                            yield event
+            yield completed[0]  # once the thread is let go: see _until_completed
 
     async def _resume(
         self, ctx: RequestContext, thread_id: str, interrupt_id: str, decision: Decision, *, stream_tokens: bool
@@ -273,6 +275,7 @@ class Engine:
             translated_failures(secrets=self._secrets),
             recording(rpc=ctx.rpc, request_id=ctx.request_id, replica=self.replica),
         ):
+            completed: list[TurnCompleted] = []
             async with self._started(ctx, config, ctx.rpc) as admission:
                 await self._head(config, thread_id)
                 paused = await self._graph.aget_state(config)
@@ -290,9 +293,10 @@ class Engine:
                 command: Command[Any] = Command(resume={interrupt_id: value})
                 first_new = len(paused.values.get("messages", []))
                 run = self._run(ctx, thread_id, config, run_config, command, stream_tokens, first_new, admission)
-                async with aclosing(run):
-                    async for event in run:
+                async with aclosing(_until_completed(run, completed)) as events:
+                    async for event in events:
                         yield event
+            yield completed[0]  # once the thread is let go: see _until_completed
 
     async def _run(
         self,
@@ -318,8 +322,8 @@ class Engine:
         interrupted = False
         # durability="sync": a turn's last checkpoint is written before the caller hears
         # of the answer, so an answered turn survives a kill -9. (On PostgreSQL the saver
-        # may keep the run's writes back until the registry row below takes them along:
-        # postgres_writes. That row is written before TurnCompleted is yielded.)
+        # keeps the run's writes back to send them with the turn's release: postgres_writes.
+        # The caller hears of the answer after that: see _until_completed.)
         # The call's deadline bounds the whole run: model requests and tools are
         # cancelled with it (their HTTP streams closed), not left running.
         # Every generator of a turn is closed explicitly (aclosing), here and by its callers:
@@ -704,6 +708,23 @@ def _human_message_id(config: RunnableConfig, request_id: str) -> str:
     if not request_id:
         return str(uuid.uuid4())
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"threadline:{config['configurable']['thread_id']}:{request_id}"))
+
+
+async def _until_completed(
+    run: AsyncGenerator[TurnEvent, None], completed: list[TurnCompleted]
+) -> AsyncGenerator[TurnEvent, None]:
+    """The run's events but its last, TurnCompleted, which goes into `completed` (the run is closed here).
+
+    The caller yields it after letting go of the thread: on PostgreSQL the turn's last writes
+    go with the release in one round trip (postgres_holds), and a caller that hears of the
+    answer can start its next turn on the thread at once.
+    """
+    async with aclosing(run):
+        async for event in run:
+            if isinstance(event, TurnCompleted):
+                completed.append(event)
+            else:
+                yield event
 
 
 async def _completed(events: AsyncGenerator[TurnEvent, None]) -> TurnResult:

@@ -14,10 +14,10 @@ that row a lock:
   turn and raises SQLSTATE TL409 otherwise. A takeover waits for a write in flight to
   commit, and every later write of the old turn is refused (UNAVAILABLE, THREAD_HOLD_LOST:
   a retry with the same request_id finishes the turn, or says the thread moved on).
-* Releasing. The turn sends the task writes still waiting for a checkpoint
-  (postgres_writes), then deletes its row when it ends (on the owner session if the pool is
-  exhausted). If it cannot, the process drops its owner session, which frees every row it
-  owns for the next taker.
+* Releasing. The turn deletes its row when it ends, in one fenced transaction with the
+  writes it left waiting (postgres_writes), or alone if none wait or that failed (then on
+  the owner session if the pool is exhausted). If it cannot, the process drops its owner
+  session, which frees every row it owns for the next taker.
 
 The table is UNLOGGED on purpose: a row means something only while its owner's session
 lives, and after a crash or a failover every session is gone, as the rows then are.
@@ -112,7 +112,7 @@ class Hold:
     # Whether the row may exist: from sending the take until it is known not taken or deleted.
     maybe_taken: bool = False
     writes: DeferredWrites = field(default_factory=DeferredWrites)
-    """The turn's task writes not sent yet (postgres_writes); all are sent before the release."""
+    """The turn's writes not sent yet (postgres_writes); all are sent before or with the release."""
 
 
 _current_hold: ContextVar[Hold | None] = ContextVar("threadline_current_hold", default=None)
@@ -278,7 +278,10 @@ class PostgresThreadLocks:
                     await _send_what_a_failed_turn_wrote(hold)
                     raise
                 else:
-                    await hold.writes.flush()
+                    # What the turn left waiting (its last checkpoints, its registry row) and the
+                    # release in one fenced round trip; if nothing waits, the release goes below.
+                    if await hold.writes.flush(then=[(_RELEASE_SQL, [(hold.thread_key, hold.token)], False)]):
+                        hold.maybe_taken = False
                 finally:
                     _current_hold.reset(reset)
             finally:

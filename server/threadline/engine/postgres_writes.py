@@ -1,14 +1,15 @@
-"""LangGraph's writes of a turn wait on its hold and go to PostgreSQL together, in as few round trips as they can.
+"""A turn's writes wait on its hold and go to PostgreSQL together, in as few round trips as they can.
 
 LangGraph saves what each task of a step wrote (`aput_writes`) as soon as the task ends,
 and each step's checkpoint (`aput`) before the next step starts (durability "sync"). On
 PostgreSQL each was a fenced pipeline of its own: a tool turn's five checkpoints and four
-task writes made nine round trips. Inside a turn, the saver keeps their statements here
-instead and returns at once; they are sent, in order, in front of the turn's next write
-that cannot wait (the thread registry's row, written when the run ends and before the
-caller hears of the answer), in the same pipeline: one implicit transaction, so a
-checkpoint is never stored without the writes that produced it, nor a turn's registry row
-without its checkpoints.
+task writes made nine round trips, and the thread registry's row a tenth. Inside a turn,
+the saver keeps those statements here instead and returns at once. They are sent in order,
+in one pipeline (one implicit transaction) with the turn's release when it ends
+(postgres_holds), or in front of any other write of the turn, which cannot wait. So a
+checkpoint is never stored without the writes that produced it, nor a registry row
+without its checkpoints, and the caller hears of the answer only after all of it is stored
+(the engine yields a turn's last event once its thread is let go).
 
 What that changes, and the bounds on it:
 
@@ -18,9 +19,9 @@ What that changes, and the bounds on it:
 * A replica killed in that window loses that much of a turn's progress: the turn was not
   answered yet, and its retry reruns those steps (README, Durability). The step after a
   checkpoint starts before the checkpoint is stored, as with LangGraph's durability "async".
-* A read of the saver inside the turn sends them first, so the turn reads its own writes;
-  the turn's end sends what is left before the thread is released (a turn that failed or
-  was cancelled writes no registry row after them).
+* A read of the saver inside the turn sends them first, so the turn reads its own writes.
+  A turn that failed or was cancelled sends what is left before its release; if that fails
+  too, it is only logged (the caller sees the turn's own error).
 * An error sending them (the fence refused: the thread was taken over; the database is
   down) is raised by whatever sends them next: a write, a read, or the turn's end.
 """
@@ -86,13 +87,19 @@ class DeferredWrites:
         await self._wait_for_send_in_flight()
         return self._pop()
 
-    async def flush(self) -> None:
-        """Sends what is waiting now, and raises what sending it raises."""
+    async def flush(self, *, then: Sequence[Statement] = ()) -> bool:
+        """Sends what is waiting now, with `then` after it in the same send; raises what sending raises.
+
+        Returns:
+            Whether anything was waiting (if not, nothing is sent, `then` included).
+        """
         await self._wait_for_send_in_flight()
         waiting = self._pop()
-        if waiting:
-            assert self._send is not None
-            await self._send(waiting)
+        if not waiting:
+            return False
+        assert self._send is not None
+        await self._send([*waiting, *then])
+        return True
 
     def _pop(self) -> list[Statement]:
         if self._timer is not None:

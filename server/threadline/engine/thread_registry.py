@@ -99,7 +99,8 @@ class PostgresThreadRegistry:
         self, tenant: str, thread_id: str, *, title: str, turn_count: int, head_checkpoint_id: str
     ) -> None:
         now = _now()
-        async with self._saver.write_cursor() as cur:
+        # Inside a turn the row goes with the turn's release, with what its run wrote, in one round trip.
+        async with self._saver.write_cursor(may_wait=True) as cur:
             await cur.execute(
                 _UPSERT.format(p="%s"), (tenant, thread_id, title, turn_count, now, now, head_checkpoint_id)
             )
