@@ -242,6 +242,36 @@ async def test_what_waits_at_a_turns_end_goes_with_its_release_all_or_nothing(
         await owner.close()
 
 
+async def test_a_turns_first_read_of_its_head_is_the_row_read_with_its_take(
+    pool: Pool, saver: PooledPostgresSaver, postgres_url: str
+) -> None:
+    owner = postgres_holds.OwnerSession(postgres_url, prepare_threshold=0)
+    locks = postgres_holds.PostgresThreadLocks(pool, owner, max_wait_s=5, head_sql=saver.head_sql)
+    thread = f"tests/{uuid.uuid4().hex}"
+    try:
+        async with locks.hold(thread, wait=False, deadline=None):
+            requests = pool.get_stats().get("requests_num", 0)
+            assert await saver.aget_tuple(_config(thread)) is None, "a new thread has no head"
+            assert pool.get_stats().get("requests_num", 0) == requests, "read with the take"
+            first = await _first_checkpoint(saver, thread)
+
+        async with locks.hold(thread, wait=False, deadline=None):
+            requests = pool.get_stats().get("requests_num", 0)
+            head = await saver.aget_tuple(_config(thread))
+            assert pool.get_stats().get("requests_num", 0) == requests, "read with the take"
+            assert head is not None and head.config == first and head.metadata["step"] == -1
+            again = await saver.aget_tuple(_config(thread))
+            assert pool.get_stats().get("requests_num", 0) == requests + 1, "only the first read is served so"
+            assert again is not None and again.config == first and again.checkpoint == head.checkpoint
+
+        async with locks.hold(thread, wait=False, deadline=None):
+            second = await _next_checkpoint(saver, first)
+            head = await saver.aget_tuple(_config(thread))
+            assert head is not None and head.config == second, "after a write of the turn, the head is read again"
+    finally:
+        await owner.close()
+
+
 @pytest.mark.parametrize("ends", ["normally", "with an error"])
 async def test_what_a_turn_wrote_last_is_sent_before_its_thread_is_released(
     pool: Pool, saver: PooledPostgresSaver, postgres_url: str, ends: str

@@ -8,7 +8,8 @@ that row a lock:
   owner of that row is gone: each process keeps one connection (`OwnerSession`) holding
   a session advisory lock on its owner key, and `pg_try_advisory_xact_lock(owner_key)`
   succeeds only once that session has ended (process killed, host gone, connection
-  dropped). PostgreSQL decides; no clock or lease expiry is involved.
+  dropped). PostgreSQL decides; no clock or lease expiry is involved. The same round trip
+  reads the thread's head, which the turn reads first (Hold.head).
 * Fencing. Every checkpoint write of the turn runs in a transaction that first calls
   `threadline_fence_v1(thread, token)`: it share-locks the row if it still names this
   turn and raises SQLSTATE TL409 otherwise. A takeover waits for a write in flight to
@@ -113,6 +114,9 @@ class Hold:
     maybe_taken: bool = False
     writes: DeferredWrites = field(default_factory=DeferredWrites)
     """The turn's writes not sent yet (postgres_writes); all are sent before or with the release."""
+    head: list[DictRow] | None = None
+    """The thread's newest root checkpoint row (none: []), read with the take for the turn's first
+    read of its head; None once used, or once the turn writes."""
 
 
 _current_hold: ContextVar[Hold | None] = ContextVar("threadline_current_hold", default=None)
@@ -253,9 +257,12 @@ class OwnerSession:
 class PostgresThreadLocks:
     """One turn at a time per thread across every replica on the database."""
 
-    def __init__(self, pool: Pool, owner: OwnerSession, *, max_wait_s: float) -> None:
+    def __init__(self, pool: Pool, owner: OwnerSession, *, max_wait_s: float, head_sql: str | None = None) -> None:
+        """head_sql: a query of the thread's newest root checkpoint (parameters: thread key, "")
+        to run in the take's round trip, for the turn's first read of its head (Hold.head)."""
         self._pool = pool
         self._owner = owner
+        self._head_sql = head_sql
         self._local = LocalThreadLocks(max_wait_s=max_wait_s)
         self._max_wait_s = max_wait_s
         self._releasing: set[asyncio.Task[None]] = set()
@@ -301,8 +308,16 @@ class PostgresThreadLocks:
             owner_key = await self._owner.key()
             async with self._pool.connection() as conn:
                 hold.maybe_taken = True  # from here, a take cut short may still have landed
-                cur = await conn.execute(_TAKE_SQL, (hold.thread_key, owner_key, hold.token))
+                head = None
+                async with conn.pipeline():
+                    cur = await conn.execute(_TAKE_SQL, (hold.thread_key, owner_key, hold.token))
+                    if self._head_sql is not None:
+                        # Read after the take, in the same implicit transaction: once taken, nobody
+                        # else writes the thread, so the row stays the head until the turn writes.
+                        head = await conn.cursor(binary=True).execute(self._head_sql, (hold.thread_key, ""))
                 taken = await cur.fetchone() is not None
+                if taken and head is not None:
+                    hold.head = await head.fetchall()
             if taken:
                 return
             hold.maybe_taken = False

@@ -292,7 +292,9 @@ async def _postgres(url: str, settings: StorageSettings) -> AsyncIterator[Storag
                 rows = await (await conn.execute(_IDLE_THREADS_SQL.format(param="%s"), (cutoff, limit))).fetchall()
                 return [str(row["thread_id"]) for row in rows]
 
-        locks = postgres_holds.PostgresThreadLocks(pool, owner, max_wait_s=settings.busy_wait_max_s)
+        locks = postgres_holds.PostgresThreadLocks(
+            pool, owner, max_wait_s=settings.busy_wait_max_s, head_sql=saver.head_sql
+        )
         hot = _with_hot_states(saver, settings)
         try:
             yield Storage(
