@@ -306,17 +306,16 @@ class PostgresThreadLocks:
             give_up = min(give_up, deadline)
         while True:
             owner_key = await self._owner.key()
-            async with self._pool.connection() as conn:
+            async with self._pool.connection() as conn, conn.cursor(binary=True) as head:
                 hold.maybe_taken = True  # from here, a take cut short may still have landed
-                head = None
                 async with conn.pipeline():
                     cur = await conn.execute(_TAKE_SQL, (hold.thread_key, owner_key, hold.token))
                     if self._head_sql is not None:
                         # Read after the take, in the same implicit transaction: once taken, nobody
                         # else writes the thread, so the row stays the head until the turn writes.
-                        head = await conn.cursor(binary=True).execute(self._head_sql, (hold.thread_key, ""))
+                        await head.execute(self._head_sql, (hold.thread_key, ""))
                 taken = await cur.fetchone() is not None
-                if taken and head is not None:
+                if taken and self._head_sql is not None:
                     hold.head = await head.fetchall()
             if taken:
                 return
