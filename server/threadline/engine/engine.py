@@ -16,7 +16,6 @@ from typing import Any, cast
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StateSnapshot, StreamMode
 
@@ -25,6 +24,7 @@ from threadline.context import RequestContext
 from threadline.engine import audit
 from threadline.engine.approval import Decision, rejection_messages
 from threadline.engine.audit import recording
+from threadline.engine.checkpoint_reads import COPY_NODE, CheckpointReads, checkpoint_not_found
 from threadline.engine.failures import translated_failures
 from threadline.engine.graphs import open_graph_builder
 from threadline.engine.identifiers import (
@@ -40,22 +40,18 @@ from threadline.engine.identifiers import (
     new_thread_id,
     storage_thread_id,
 )
-from threadline.engine.messages import preview_of, text_of, views_of
+from threadline.engine.messages import text_of, views_of
 from threadline.engine.snapshots import (
     events_of,
     id_of,
     index_of,
     interrupt_view,
-    parse_ts,
     snapshot_turn,
-    stored_messages,
     turn_result,
-    writers,
 )
 from threadline.engine.storage import STORAGE_ERRORS, Storage, StorageSettings, open_storage
 from threadline.engine.turn_starts import Admission, TurnStarts
 from threadline.engine.views import (
-    CheckpointView,
     HistoryPage,
     RewindResult,
     StateView,
@@ -69,7 +65,6 @@ from threadline.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    OutOfRange,
     StorageUnavailable,
     ThreadBusy,
 )
@@ -83,10 +78,6 @@ log = logging.getLogger(__name__)
 RECURSION_LIMIT = 50
 STORAGE_PROBE_TIMEOUT_S = 2.0
 _PROBE_FAILURES: tuple[type[BaseException], ...] = (TimeoutError, *STORAGE_ERRORS)
-
-# LangGraph's pseudo-node for copying a checkpoint: the copy gets the target's
-# state and becomes the newest checkpoint of the thread, i.e. its head.
-_COPY_NODE = "__copy__"
 
 
 class Engine:
@@ -106,6 +97,7 @@ class Engine:
         self._graph = graph
         self._storage = storage
         self._saver = storage.saver
+        self._reads = CheckpointReads(graph, storage.saver, storage.hot)
         self._max_query_chars = max_query_chars
         self._wait_when_busy = wait_when_busy
         # Only graphs that can pause for a human pay for a look at the head before each turn.
@@ -243,7 +235,7 @@ class Engine:
             completed: list[TurnCompleted] = []
             async with self._started(ctx, config, rpc) as admission:
                 if fork_from and await self._saver.aget_tuple(start) is None:
-                    raise _checkpoint_not_found(fork_from, thread_id)
+                    raise checkpoint_not_found(fork_from, thread_id)
                 prior = await self._prior_turn(config, ctx.request_id, query_digest) if ctx.request_id else None
                 if prior is not None and not prior.next:
                     # The turn of this request_id finished before: the same result, no second run.
@@ -277,7 +269,7 @@ class Engine:
         ):
             completed: list[TurnCompleted] = []
             async with self._started(ctx, config, ctx.rpc) as admission:
-                await self._head(config, thread_id)
+                await self._reads.head(config, thread_id)
                 paused = await self._graph.aget_state(config)
                 pending = {item.id for item in paused.interrupts}
                 if not pending:
@@ -416,20 +408,6 @@ class Engine:
             )
         return snapshot
 
-    async def _messages_at(self, item: CheckpointTuple) -> list[BaseMessage]:
-        """The conversation at a checkpoint: stored whole, known to this replica, or rebuilt by LangGraph."""
-        stored = stored_messages(item)
-        if stored is not None:
-            return stored
-        thread_key = str(item.config["configurable"]["thread_id"])
-        known = self._storage.hot.messages_at(thread_key, id_of(item))
-        if known is not None:
-            return known
-        state = await self._graph.aget_state(item.config)
-        messages: list[BaseMessage] = list(state.values.get("messages", []))
-        self._storage.hot.remember(thread_key, id_of(item), messages)
-        return messages
-
     # -- reading and rewinding ------------------------------------------------------------------
 
     async def history(
@@ -453,11 +431,11 @@ class Engine:
             tuples = await self._storage.headers(config, before_config, size + 1)
             # The first page starts at the head: reading (and decoding) it a second time would
             # cost a whole state, which grows with the thread.
-            head = tuples[0] if tuples and before is None else await self._head(config, thread_id)
+            head = tuples[0] if tuples and before is None else await self._reads.head(config, thread_id)
             page = tuples[:size]
             known = {id_of(t): t for t in tuples}
-            checkpoints = tuple([await self._checkpoint_view(t, known) for t in page])
-            conversation = [] if page_token else await self._messages_at(head)
+            checkpoints = tuple([await self._reads.view(t, known) for t in page])
+            conversation = [] if page_token else await self._reads.messages_at(head)
         more = len(tuples) > size
         return HistoryPage(
             thread_id=thread_id,
@@ -489,20 +467,20 @@ class Engine:
         config = self._config(ctx, thread_id)
         with translated_failures():
             async with self._hold(ctx, config):
-                head = await self._head(config, thread_id)
+                head = await self._reads.head(config, thread_id)
                 if checkpoint_id is not None:
                     target = await self._saver.aget_tuple(self._config(ctx, thread_id, checkpoint_id))
                     if target is None:
-                        raise _checkpoint_not_found(checkpoint_id, thread_id)
+                        raise checkpoint_not_found(checkpoint_id, thread_id)
                 else:
                     assert steps_back is not None
-                    target = await self._walk_back(head, steps_back)
+                    target = await self._reads.walk_back(head, steps_back)
                 with recording(rpc=ctx.rpc, request_id=ctx.request_id, rewound_to=id_of(target), replica=self.replica):
-                    new_config = await self._graph.aupdate_state(target.config, None, as_node=_COPY_NODE)
+                    new_config = await self._graph.aupdate_state(target.config, None, as_node=COPY_NODE)
                 new_head = await self._saver.aget_tuple(new_config)
                 assert new_head is not None, "a checkpoint just written can be read"
-                head_view = await self._checkpoint_view(new_head, {})
-                conversation = await self._messages_at(new_head)
+                head_view = await self._reads.view(new_head, {})
+                conversation = await self._reads.messages_at(new_head)
                 await self._note_activity(ctx, thread_id, conversation, id_of(new_head))
         return RewindResult(
             thread_id=thread_id,
@@ -581,12 +559,12 @@ class Engine:
         self._check_storage_up()
         config = self._config(ctx, thread_id)
         with translated_failures():
-            head = await self._head(config, thread_id)
+            head = await self._reads.head(config, thread_id)
             item = await self._saver.aget_tuple(self._config(ctx, thread_id, checkpoint_id)) if checkpoint_id else head
             if item is None:
-                raise _checkpoint_not_found(checkpoint_id, thread_id)
+                raise checkpoint_not_found(checkpoint_id, thread_id)
             snapshot = await self._graph.aget_state(item.config)
-            view = await self._checkpoint_view(item, {})
+            view = await self._reads.view(item, {})
         return StateView(
             thread_id=thread_id,
             checkpoint=view,
@@ -626,56 +604,6 @@ class Engine:
             head_checkpoint_id=head_checkpoint_id,
         )
 
-    async def _walk_back(self, head: CheckpointTuple, steps: int) -> CheckpointTuple:
-        current = head
-        for taken in range(steps):
-            if current.parent_config is None:
-                raise OutOfRange(
-                    f"steps_back={steps} reaches past the thread's first checkpoint: "
-                    f"the current branch has {taken} checkpoint{'s' if taken != 1 else ''} before its head",
-                    reason="STEPS_OUT_OF_RANGE",
-                )
-            parent = await self._saver.aget_tuple(current.parent_config)
-            if parent is None:  # the chain was cut (e.g. a partly deleted thread): nothing further back
-                raise OutOfRange(f"steps_back={steps} reaches past the thread's stored checkpoints")
-            current = parent
-        return current
-
-    async def _head(self, config: RunnableConfig, thread_id: str) -> CheckpointTuple:
-        head = await self._saver.aget_tuple(config)
-        if head is None:
-            raise NotFound(f"thread {thread_id!r} not found", reason="THREAD_NOT_FOUND")
-        return head
-
-    async def _checkpoint_view(self, item: CheckpointTuple, known: dict[str, CheckpointTuple]) -> CheckpointView:
-        metadata: dict[str, Any] = dict(item.metadata or {})
-        source = str(metadata.get("source", ""))
-        parent_id = item.parent_config["configurable"]["checkpoint_id"] if item.parent_config else ""
-        if source == "input":
-            nodes: tuple[str, ...] = ("__input__",)
-        elif source == "fork":
-            nodes = (_COPY_NODE,)
-        else:
-            parent = known.get(parent_id) if parent_id else None
-            if parent is None and item.parent_config is not None:
-                parent = await self._saver.aget_tuple(item.parent_config)
-            nodes = writers(item, parent)
-        messages = await self._messages_at(item)
-        return CheckpointView(
-            checkpoint_id=id_of(item),
-            parent_checkpoint_id=parent_id,
-            step=int(metadata.get("step", 0)),
-            created_at=parse_ts(item.checkpoint["ts"]),
-            nodes=nodes,
-            source=source,
-            preview=preview_of(messages),
-            message_count=len(messages),
-            rpc=str(metadata.get(audit.RPC, "")),
-            request_id=str(metadata.get(audit.REQUEST_ID, "")),
-            rewound_to_checkpoint_id=str(metadata.get(audit.REWOUND_TO, "")),
-            replica=str(metadata.get(audit.REPLICA, "")),
-        )
-
     def _config(self, ctx: RequestContext, thread_id: str, checkpoint_id: str | None = None) -> RunnableConfig:
         configurable: dict[str, Any] = {
             "thread_id": storage_thread_id(ctx.tenant, thread_id),
@@ -697,10 +625,6 @@ async def _deadline(ctx: RequestContext) -> AsyncIterator[None]:
             yield
     except TimeoutError:
         raise DeadlineExceeded(f"the turn did not finish within the call's deadline ({ctx.rpc})") from None
-
-
-def _checkpoint_not_found(checkpoint_id: str, thread_id: str) -> NotFound:
-    return NotFound(f"checkpoint {checkpoint_id} not found in thread {thread_id!r}", reason="CHECKPOINT_NOT_FOUND")
 
 
 def _human_message_id(config: RunnableConfig, request_id: str) -> str:
