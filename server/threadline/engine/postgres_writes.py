@@ -63,7 +63,7 @@ Send = Callable[[list[Statement]], Awaitable[None]]
 
 
 class DeferredWrites:
-    """LangGraph's writes of one turn that wait to be sent with the turn's next write."""
+    """A turn's writes (LangGraph's, its registry row) that wait to be sent with its next write or its release."""
 
     def __init__(self) -> None:
         self._waiting: list[Statement] = []

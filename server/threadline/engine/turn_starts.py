@@ -1,8 +1,8 @@
 """How many turns of this process may be starting at once: the rest wait their turn, in order.
 
 A turn's start is database work: it takes its thread, reads the head and checkpoints the
-question (on PostgreSQL two round trips before the model is asked, and the question's
-checkpoints soon after). When far more turns
+question (on PostgreSQL one round trip before the model is asked, the take with the head
+read, and the question's checkpoints with the turn's later writes). When far more turns
 arrive at once than the pool has connections (1,000 StreamAsk calls on a pool of 10),
 psycopg's pool serves their statements first come, first served, so every turn's next
 statement queues behind every other turn's: all of them start slowly together, and the
