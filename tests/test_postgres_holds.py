@@ -20,9 +20,10 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import empty_checkpoint
 
 from threadline.config import Settings
-from threadline.context import RequestContext
+from threadline.context import DEFAULT_TENANT, RequestContext
 from threadline.engine import postgres_holds, postgres_writes
 from threadline.engine.engine import Engine
+from threadline.engine.identifiers import storage_thread_id
 from threadline.engine.postgres import PooledPostgresSaver, open_pool
 from threadline.engine.postgres_holds import Hold, Pool, StaleRunError, fenced_cursor
 from threadline.engine.storage import safe_serializer
@@ -137,9 +138,11 @@ async def _next_checkpoint(saver: PooledPostgresSaver, config: RunnableConfig) -
     return await saver.aput(config, empty_checkpoint(), {"source": "loop", "step": 0}, {})
 
 
-async def _write_that_cannot_wait(saver: PooledPostgresSaver, thread: str, step: int) -> None:
-    """A fenced write of the turn that is not LangGraph's own, as the thread registry's row is."""
-    async with saver.write_cursor() as cur:
+async def _write_that_cannot_wait(
+    saver: PooledPostgresSaver, thread: str, step: int, *, may_wait: bool = False
+) -> None:
+    """A fenced write of the turn that is not LangGraph's own (may_wait: as the thread registry's row)."""
+    async with saver.write_cursor(may_wait=may_wait) as cur:
         await cur.execute("INSERT INTO fence_probe VALUES (%s, %s)", (thread, step))
 
 
@@ -207,8 +210,9 @@ async def test_a_turns_writes_are_sent_on_their_own_when_no_write_comes(
 
 
 async def test_what_waits_at_a_turns_end_goes_with_its_release_all_or_nothing(
-    pool: Pool, saver: PooledPostgresSaver, postgres_url: str
+    pool: Pool, saver: PooledPostgresSaver, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(postgres_writes, "SEND_AFTER_S", 30)  # no send on their own during the test
     owner = postgres_holds.OwnerSession(postgres_url, prepare_threshold=0)
     locks = postgres_holds.PostgresThreadLocks(pool, owner, max_wait_s=5)
     holders = "SELECT token FROM threadline_thread_holders WHERE thread_key = %s"
@@ -216,8 +220,7 @@ async def test_what_waits_at_a_turns_end_goes_with_its_release_all_or_nothing(
         thread = f"tests/{uuid.uuid4().hex}"
         async with locks.hold(thread, wait=False, deadline=None):
             await _first_checkpoint(saver, thread)
-            async with saver.write_cursor(may_wait=True) as cur:
-                await cur.execute("INSERT INTO fence_probe VALUES (%s, %s)", (thread, 1))
+            await _write_that_cannot_wait(saver, thread, 1, may_wait=True)
             assert await _stored(pool, thread) == (0, 0), "a write that may wait waits, with LangGraph's"
             requests = pool.get_stats().get("requests_num", 0)
         assert pool.get_stats().get("requests_num", 0) - requests == 1, "the writes and the release: one round trip"
@@ -316,7 +319,11 @@ async def test_a_turns_answer_is_stored_and_its_thread_let_go_before_the_caller_
                         "SELECT (SELECT count(*) FROM checkpoints WHERE checkpoint_id = %s), "
                         "(SELECT count(*) FROM threadline_threads WHERE thread_id = %s), "
                         "(SELECT count(*) FROM threadline_thread_holders WHERE thread_key = %s)",
-                        (event.turn.checkpoint_id, event.turn.thread_id, f"default/{event.turn.thread_id}"),
+                        (
+                            event.turn.checkpoint_id,
+                            event.turn.thread_id,
+                            storage_thread_id(DEFAULT_TENANT, event.turn.thread_id),
+                        ),
                     )
                 ).fetchone()
             assert stored == (1, 1, 0), "the answer's checkpoint and the thread's row are stored, the thread let go"
