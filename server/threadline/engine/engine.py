@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from typing import Any, cast
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
@@ -50,6 +51,7 @@ from threadline.engine.snapshots import (
     turn_result,
 )
 from threadline.engine.storage import STORAGE_ERRORS, Storage, StorageSettings, open_storage
+from threadline.engine.streamed_run import with_streamed_messages
 from threadline.engine.turn_starts import Admission, TurnStarts
 from threadline.engine.views import (
     HistoryPage,
@@ -305,13 +307,12 @@ class Engine:
         # "checkpoints" parts carry the state at each checkpoint as the run makes it: the
         # replica keeps them (hot states), so the next turn and History need not rebuild it.
         modes: list[StreamMode] = ["updates", "checkpoints"]
-        if stream_tokens:
-            modes.append("messages")
         if graph_input is None or isinstance(graph_input, Command):
             admission.release()  # nothing to store first: the run goes straight to a node (a model, a tool)
         thread_key = str(config["configurable"]["thread_id"])
         last: tuple[str, list[BaseMessage]] | None = None
         interrupted = False
+
         # durability="sync": a turn's last checkpoint is written before the caller hears
         # of the answer, so an answered turn survives a kill -9. (On PostgreSQL the saver
         # keeps the run's writes back to send them with the turn's release: postgres_writes.
@@ -323,11 +324,17 @@ class Engine:
         # an event) must stop its graph run in this task, before the thread is let go, not
         # whenever the garbage collector finalizes an abandoned generator from another task
         # (with the run's model stream still open and its writes no longer fenced by the lock).
-        # (astream is an async generator; it is typed as a plain AsyncIterator.)
-        parts = cast(
-            AsyncGenerator[Any, None],
-            self._graph.astream(graph_input, run_config, stream_mode=modes, durability="sync"),
-        )
+        # Streamed tokens reach the turn straight from LangGraph's messages handler (streamed_run).
+        # (The engine's run configs carry no callbacks of their own.)
+        def run(callbacks: list[BaseCallbackHandler]) -> AsyncGenerator[Any, None]:
+            with_callbacks: RunnableConfig = {**run_config, "callbacks": callbacks}
+            # (astream is an async generator; it is typed as a plain AsyncIterator.)
+            return cast(
+                AsyncGenerator[Any, None],
+                self._graph.astream(graph_input, with_callbacks, stream_mode=modes, durability="sync"),
+            )
+
+        parts = with_streamed_messages(run) if stream_tokens else run([])
         async with _deadline(ctx), aclosing(parts):
             async for mode, payload in parts:
                 admission.saw(mode, payload)

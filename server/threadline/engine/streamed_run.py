@@ -1,0 +1,134 @@
+"""A graph run's astream parts with its models' streamed messages, handed to the turn straight from the model.
+
+LangGraph's stream_mode="messages" hands every streamed token to the caller through its own
+queue: a thread-safe wake-up of the event loop (`call_soon_threadsafe`), a new asyncio task
+waiting on that queue, and an `asyncio.wait` over the step's running tasks, all once a token.
+That was a tenth of a streaming server's instructions per token (callgrind: 758 k -> 674 k),
+and CPU per token is what sets a busy server's time to first token (docs/performance.md).
+
+Here the run is streamed without "messages", and LangGraph's own handler of that mode
+(`StreamMessagesHandler`, so which messages are streamed stays LangGraph's: the same filters
+for tags and for messages already seen) is attached to the run's callbacks instead, putting
+each message into one queue with the run's other parts. A task of our own reads the run into
+that queue; the turn reads the queue. The parts come in the order the run made them: a
+node's streamed messages before its update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langgraph.pregel._messages import StreamMessagesHandler, graph_namespace
+
+Part = tuple[str, Any]
+"""(mode, payload), as astream(stream_mode=[...]) yields them; "messages" parts are (message, metadata)."""
+
+
+class _RootGraphMessages(StreamMessagesHandler):
+    """LangGraph's messages handler, for the messages of the root graph's nodes only, as astream(subgraphs=False).
+
+    Made with subgraphs=True and filtered here: LangGraph drops a caller's handler made with
+    subgraphs=False from a root run (it takes such a handler for an outer graph's).
+    """
+
+    def __init__(self, stream: Callable[[tuple[tuple[str, ...], str, Any]], None]) -> None:
+        super().__init__(stream, subgraphs=True)
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[Any]],
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        if metadata and "langgraph_checkpoint_ns" in metadata and graph_namespace(metadata):
+            return None  # a model in a subgraph
+        return super().on_chat_model_start(serialized, messages, run_id=run_id, metadata=metadata, **kwargs)
+
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any],
+        inputs: dict[str, Any],
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        if metadata and "langgraph_checkpoint_ns" in metadata and graph_namespace(metadata):
+            return None  # a node of a subgraph
+        return super().on_chain_start(serialized, inputs, run_id=run_id, metadata=metadata, **kwargs)
+
+
+class _End:
+    """The run ended; `failure` is what it raised, if anything."""
+
+    def __init__(self, failure: Exception | None = None) -> None:
+        self.failure = failure
+
+
+async def with_streamed_messages(
+    run: Callable[[list[BaseCallbackHandler]], AsyncGenerator[Part, None]],
+) -> AsyncGenerator[Part, None]:
+    """The parts of `run(callbacks)`, with ("messages", (message, metadata)) parts for what its models stream.
+
+    `run` starts the graph's astream with the given callbacks added to its config. The run
+    goes on in a task of its own, created here, so its context variables are this task's at
+    the start. Closing this generator (or cancelling the task reading it) cancels that task
+    and waits for the run to end: nothing of the run goes on after this generator is closed.
+    What the run raises is raised here.
+    """
+    loop = asyncio.get_running_loop()
+    loop_thread = threading.get_ident()
+    queue: asyncio.Queue[Part | _End] = asyncio.Queue()
+
+    def put_message(chunk: tuple[tuple[str, ...], str, Any]) -> None:
+        _namespace, mode, payload = chunk
+        if threading.get_ident() == loop_thread:
+            queue.put_nowait((mode, payload))
+        else:  # a sync node runs in an executor thread: its model's callbacks come from there
+            loop.call_soon_threadsafe(queue.put_nowait, (mode, payload))
+
+    handler = _RootGraphMessages(put_message)
+
+    async def read_run() -> None:
+        try:
+            async with aclosing(run([handler])) as parts:
+                async for part in parts:
+                    queue.put_nowait(part)
+        except Exception as exc:  # the turn raises it, in its own task
+            queue.put_nowait(_End(exc))
+        else:
+            queue.put_nowait(_End())
+
+    reader = asyncio.create_task(read_run(), name="threadline-graph-run")
+    try:
+        while True:
+            item = await queue.get()
+            if isinstance(item, _End):
+                if item.failure is not None:
+                    raise item.failure
+                return
+            yield item
+    finally:
+        reader.cancel()
+        await _until_done(reader)
+
+
+async def _until_done(task: asyncio.Task[None]) -> None:
+    """Waits for the task to end, even through cancellations of the waiting task (re-raised after)."""
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})  # which does not cancel what it waits for
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError

@@ -1,0 +1,176 @@
+"""A streamed turn reads its models' messages from LangGraph's messages handler, not its "messages" stream mode.
+
+`engine/streamed_run.py` saves the server a tenth of its work per streamed token, and is
+only worth it if a caller cannot tell: the parts must be exactly those of LangGraph's own
+astream(stream_mode=[..., "messages"]), in the same order, for a root graph's models, a
+subgraph's (not streamed, as without subgraphs=True) and a sync node's (its callbacks come
+from an executor thread). A turn that ends early must not leave its run going, and what the
+run raises must reach the turn.
+
+These run the engine's module in process on LangGraph graphs with langchain-core's fake chat
+model (not ours): what is checked is our handling of LangGraph's parts, against LangGraph's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Annotated, Any, TypedDict
+
+import pytest
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, BaseMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import START, StateGraph
+from langgraph.graph.message import add_messages
+
+from threadline.engine.streamed_run import Part, with_streamed_messages
+
+MODES: list[Any] = ["updates", "checkpoints"]
+
+
+class State(TypedDict):
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+def _model(text: str) -> GenericFakeChatModel:
+    """A chat model that streams `text` a word at a time (each chunk a word or a space), as often as asked."""
+
+    class Forever:
+        def __iter__(self) -> Forever:
+            return self
+
+        def __next__(self) -> AIMessage:
+            return AIMessage(content=text)
+
+    return GenericFakeChatModel(messages=Forever())
+
+
+def _graph() -> Any:
+    """root: an async model node, a node running a subgraph with a model of its own, and a sync model node."""
+    sub_model, root_model, sync_model = _model("sub graph words"), _model("root model words"), _model("sync node words")
+
+    async def sub_agent(state: State) -> dict[str, Any]:
+        return {"messages": [await sub_model.ainvoke(state["messages"])]}
+
+    sub = StateGraph(State)
+    sub.add_node("sub_agent", sub_agent)
+    sub.add_edge(START, "sub_agent")
+    subgraph = sub.compile()
+
+    async def agent(state: State) -> dict[str, Any]:
+        return {"messages": [await root_model.ainvoke(state["messages"])]}
+
+    def sync_agent(state: State) -> dict[str, Any]:  # LangGraph runs it in an executor thread
+        return {"messages": [sync_model.invoke(state["messages"])]}
+
+    builder = StateGraph(State)
+    builder.add_node("agent", agent)
+    builder.add_node("nested", subgraph)
+    builder.add_node("sync_agent", sync_agent)
+    builder.add_edge(START, "agent")
+    builder.add_edge("agent", "nested")
+    builder.add_edge("nested", "sync_agent")
+    return builder.compile(checkpointer=InMemorySaver())
+
+
+def _shape(part: Part) -> tuple[Any, ...]:
+    """What a caller reads of a part: its mode and, for messages, the message's kind, text and id."""
+    mode, payload = part
+    if mode == "messages":
+        message: BaseMessage = payload[0]
+        return (mode, type(message).__name__, message.content, message.id, payload[1].get("langgraph_node"))
+    if mode == "checkpoints":
+        return (mode, payload["metadata"]["source"], payload["metadata"]["step"])
+    return (mode, sorted(payload))
+
+
+async def test_the_parts_are_langgraphs_own_messages_mode_in_the_same_order() -> None:
+    graph = _graph()
+    question = {"messages": [("human", "hello")]}
+
+    stock_config: Any = {"configurable": {"thread_id": "stock"}}
+    stock = [_shape(p) async for p in graph.astream(question, stock_config, stream_mode=[*MODES, "messages"])]
+
+    def run(callbacks: list[BaseCallbackHandler]) -> AsyncGenerator[Part, None]:
+        config: Any = {"configurable": {"thread_id": "ours"}, "callbacks": callbacks}
+        return graph.astream(question, config, stream_mode=MODES)  # type: ignore[no-any-return]
+
+    ours = [_shape(p) async for p in with_streamed_messages(run)]
+
+    # Message ids are the model runs' own: equal kinds and texts, in the same places.
+    def without_ids(shapes: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return [s[:3] + s[4:] if s[0] == "messages" else s for s in shapes]
+
+    assert without_ids(ours) == without_ids(stock)
+    streamed = [s for s in ours if s[0] == "messages" and s[1] == AIMessageChunk.__name__]
+    assert {s[4] for s in streamed} == {"agent", "sync_agent"}, "the root graph's models, async and sync"
+    assert "".join(s[2] for s in streamed) == "root model wordssync node words"
+    assert not any("sub" in str(s[2]) for s in streamed), "a subgraph's model is not streamed (subgraphs=False)"
+
+
+async def test_a_turn_ended_early_ends_its_run_before_it_returns() -> None:
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def slow(state: State) -> dict[str, Any]:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return {}
+
+    builder = StateGraph(State)
+    builder.add_node("slow", slow)
+    builder.add_edge(START, "slow")
+    graph = builder.compile(checkpointer=InMemorySaver())
+
+    def run(callbacks: list[BaseCallbackHandler]) -> AsyncGenerator[Part, None]:
+        config: Any = {"configurable": {"thread_id": "t"}, "callbacks": callbacks}
+        return graph.astream({"messages": [("human", "hi")]}, config, stream_mode=MODES)  # type: ignore[no-any-return]
+
+    async with aclosing(with_streamed_messages(run)) as parts:
+        first = await anext(parts)
+        assert first[0] == "checkpoints"
+        await asyncio.wait_for(started.wait(), 5)
+    assert cancelled.is_set(), "the node was cancelled before closing returned"
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "threadline-graph-run"]
+
+    # The same when the task reading the parts is cancelled.
+    started.clear()
+    cancelled.clear()
+
+    async def read_all() -> None:
+        async for _ in with_streamed_messages(run):
+            pass
+
+    reader = asyncio.create_task(read_all())
+    await asyncio.wait_for(started.wait(), 5)
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    assert cancelled.is_set()
+
+
+async def test_what_the_run_raises_is_raised_to_the_turn() -> None:
+    class ModelDown(Exception):
+        pass
+
+    async def failing(state: State) -> dict[str, Any]:
+        raise ModelDown("the model endpoint is down")
+
+    builder = StateGraph(State)
+    builder.add_node("failing", failing)
+    builder.add_edge(START, "failing")
+    graph = builder.compile(checkpointer=InMemorySaver())
+
+    def run(callbacks: list[BaseCallbackHandler]) -> AsyncGenerator[Part, None]:
+        config: Any = {"configurable": {"thread_id": "t"}, "callbacks": callbacks}
+        return graph.astream({"messages": [("human", "hi")]}, config, stream_mode=MODES)  # type: ignore[no-any-return]
+
+    with pytest.raises(ModelDown, match="endpoint is down"):
+        async for _ in with_streamed_messages(run):
+            pass
