@@ -14,7 +14,7 @@ model (not ours): what is checked is our handling of LangGraph's parts, against 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Annotated, Any, TypedDict
 
@@ -29,6 +29,7 @@ from langgraph.graph.message import add_messages
 from threadline.engine.streamed_run import Part, with_streamed_messages
 
 MODES: list[Any] = ["updates", "checkpoints"]
+Run = Callable[[list[BaseCallbackHandler]], AsyncGenerator[Part, None]]
 
 
 class State(TypedDict):
@@ -87,6 +88,20 @@ def _shape(part: Part) -> tuple[Any, ...]:
     return (mode, sorted(payload))
 
 
+def _run_of_one_node(node: Callable[[State], Awaitable[dict[str, Any]]]) -> Run:
+    """What with_streamed_messages starts: a run of a graph of that one node."""
+    builder = StateGraph(State)
+    builder.add_node("node", node)
+    builder.add_edge(START, "node")
+    graph = builder.compile(checkpointer=InMemorySaver())
+
+    def run(callbacks: list[BaseCallbackHandler]) -> AsyncGenerator[Part, None]:
+        config: Any = {"configurable": {"thread_id": "t"}, "callbacks": callbacks}
+        return graph.astream({"messages": [("human", "hi")]}, config, stream_mode=MODES)  # type: ignore[no-any-return]
+
+    return run
+
+
 async def test_the_parts_are_langgraphs_own_messages_mode_in_the_same_order() -> None:
     graph = _graph()
     question = {"messages": [("human", "hello")]}
@@ -123,14 +138,7 @@ async def test_a_turn_ended_early_ends_its_run_before_it_returns() -> None:
             raise
         return {}
 
-    builder = StateGraph(State)
-    builder.add_node("slow", slow)
-    builder.add_edge(START, "slow")
-    graph = builder.compile(checkpointer=InMemorySaver())
-
-    def run(callbacks: list[BaseCallbackHandler]) -> AsyncGenerator[Part, None]:
-        config: Any = {"configurable": {"thread_id": "t"}, "callbacks": callbacks}
-        return graph.astream({"messages": [("human", "hi")]}, config, stream_mode=MODES)  # type: ignore[no-any-return]
+    run = _run_of_one_node(slow)
 
     async with aclosing(with_streamed_messages(run)) as parts:
         first = await anext(parts)
@@ -162,14 +170,7 @@ async def test_what_the_run_raises_is_raised_to_the_turn() -> None:
     async def failing(state: State) -> dict[str, Any]:
         raise ModelDown("the model endpoint is down")
 
-    builder = StateGraph(State)
-    builder.add_node("failing", failing)
-    builder.add_edge(START, "failing")
-    graph = builder.compile(checkpointer=InMemorySaver())
-
-    def run(callbacks: list[BaseCallbackHandler]) -> AsyncGenerator[Part, None]:
-        config: Any = {"configurable": {"thread_id": "t"}, "callbacks": callbacks}
-        return graph.astream({"messages": [("human", "hi")]}, config, stream_mode=MODES)  # type: ignore[no-any-return]
+    run = _run_of_one_node(failing)
 
     with pytest.raises(ModelDown, match="endpoint is down"):
         async for _ in with_streamed_messages(run):

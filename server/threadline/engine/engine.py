@@ -321,11 +321,14 @@ class Engine:
         # cancelled with it (their HTTP streams closed), not left running.
         # Every generator of a turn is closed explicitly (aclosing), here and by its callers:
         # a turn ended early (cancelled, or its deadline passed, while the caller was writing
-        # an event) must stop its graph run in this task, before the thread is let go, not
-        # whenever the garbage collector finalizes an abandoned generator from another task
-        # (with the run's model stream still open and its writes no longer fenced by the lock).
-        # Streamed tokens reach the turn straight from LangGraph's messages handler (streamed_run).
-        # (The engine's run configs carry no callbacks of their own.)
+        # an event) must stop its graph run before the thread is let go (in this task, or in
+        # streamed_run's task, which closing `parts` waits for), not whenever the garbage
+        # collector finalizes an abandoned generator from another task (with the run's model
+        # stream still open and its writes no longer fenced by the lock).
+        #
+        # A streamed turn's tokens come from LangGraph's messages handler on the run's callbacks,
+        # not from its "messages" stream mode, which costs a tenth of the work per token
+        # (streamed_run). The engine's run configs carry no callbacks of their own.
         def run(callbacks: list[BaseCallbackHandler]) -> AsyncGenerator[Any, None]:
             with_callbacks: RunnableConfig = {**run_config, "callbacks": callbacks}
             # (astream is an async generator; it is typed as a plain AsyncIterator.)

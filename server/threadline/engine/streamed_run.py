@@ -49,8 +49,8 @@ class _RootGraphMessages(StreamMessagesHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> Any:
-        if metadata and "langgraph_checkpoint_ns" in metadata and graph_namespace(metadata):
-            return None  # a model in a subgraph
+        if _in_subgraph(metadata):
+            return None
         return super().on_chat_model_start(serialized, messages, run_id=run_id, metadata=metadata, **kwargs)
 
     def on_chain_start(
@@ -62,9 +62,14 @@ class _RootGraphMessages(StreamMessagesHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> Any:
-        if metadata and "langgraph_checkpoint_ns" in metadata and graph_namespace(metadata):
-            return None  # a node of a subgraph
+        if _in_subgraph(metadata):
+            return None
         return super().on_chain_start(serialized, inputs, run_id=run_id, metadata=metadata, **kwargs)
+
+
+def _in_subgraph(metadata: dict[str, Any] | None) -> bool:
+    """Whether a run (a model's, a node's) is part of a subgraph, by LangGraph's own reading of its metadata."""
+    return bool(metadata and "langgraph_checkpoint_ns" in metadata and graph_namespace(metadata))
 
 
 class _End:
