@@ -26,7 +26,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, StateGraph
 from langgraph.graph.message import add_messages
 
-from threadline.engine.streamed_run import Part, with_streamed_messages
+from threadline.engine.streamed_run import Part, parts_of
 
 MODES: list[Any] = ["updates", "checkpoints"]
 Run = Callable[[list[BaseCallbackHandler]], AsyncGenerator[Part, None]]
@@ -89,7 +89,7 @@ def _shape(part: Part) -> tuple[Any, ...]:
 
 
 def _run_of_one_node(node: Callable[[State], Awaitable[dict[str, Any]]]) -> Run:
-    """What with_streamed_messages starts: a run of a graph of that one node."""
+    """What parts_of starts: a run of a graph of that one node."""
     builder = StateGraph(State)
     builder.add_node("node", node)
     builder.add_edge(START, "node")
@@ -113,7 +113,7 @@ async def test_the_parts_are_langgraphs_own_messages_mode_in_the_same_order() ->
         config: Any = {"configurable": {"thread_id": "ours"}, "callbacks": callbacks}
         return graph.astream(question, config, stream_mode=MODES)  # type: ignore[no-any-return]
 
-    ours = [_shape(p) async for p in with_streamed_messages(run)]
+    ours = [_shape(p) async for p in parts_of(run, messages=True)]
 
     # Message ids are the model runs' own: equal kinds and texts, in the same places.
     def without_ids(shapes: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -140,7 +140,7 @@ async def test_a_turn_ended_early_ends_its_run_before_it_returns() -> None:
 
     run = _run_of_one_node(slow)
 
-    async with aclosing(with_streamed_messages(run)) as parts:
+    async with aclosing(parts_of(run, messages=True)) as parts:
         first = await anext(parts)
         assert first[0] == "checkpoints"
         await asyncio.wait_for(started.wait(), 5)
@@ -152,7 +152,7 @@ async def test_a_turn_ended_early_ends_its_run_before_it_returns() -> None:
     cancelled.clear()
 
     async def read_all() -> None:
-        async for _ in with_streamed_messages(run):
+        async for _ in parts_of(run, messages=True):
             pass
 
     reader = asyncio.create_task(read_all())
@@ -173,5 +173,33 @@ async def test_what_the_run_raises_is_raised_to_the_turn() -> None:
     run = _run_of_one_node(failing)
 
     with pytest.raises(ModelDown, match="endpoint is down"):
-        async for _ in with_streamed_messages(run):
+        async for _ in parts_of(run, messages=True):
             pass
+
+
+async def test_a_second_cancellation_does_not_cut_the_wait_for_the_run() -> None:
+    """A passed deadline cancels the turn twice (its own timeout and grpc.aio's): the run still ends first."""
+    cleaning, cleaned = asyncio.Event(), asyncio.Event()
+
+    async def slow_to_stop(state: State) -> dict[str, Any]:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cleaning.set()
+            await asyncio.sleep(0.05)  # closing a model's HTTP stream, say
+            cleaned.set()
+            raise
+        return {}
+
+    async def read_all() -> None:
+        async for _ in parts_of(_run_of_one_node(slow_to_stop), messages=False):
+            pass
+
+    reader = asyncio.create_task(read_all())
+    await asyncio.sleep(0.05)
+    reader.cancel()
+    await asyncio.wait_for(cleaning.wait(), 5)
+    reader.cancel()  # while the run is being stopped
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    assert cleaned.is_set(), "the turn ended before its run did"

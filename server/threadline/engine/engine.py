@@ -51,7 +51,7 @@ from threadline.engine.snapshots import (
     turn_result,
 )
 from threadline.engine.storage import STORAGE_ERRORS, Storage, StorageSettings, open_storage
-from threadline.engine.streamed_run import with_streamed_messages
+from threadline.engine.streamed_run import parts_of
 from threadline.engine.turn_starts import Admission, TurnStarts
 from threadline.engine.views import (
     HistoryPage,
@@ -321,10 +321,11 @@ class Engine:
         # cancelled with it (their HTTP streams closed), not left running.
         # Every generator of a turn is closed explicitly (aclosing), here and by its callers:
         # a turn ended early (cancelled, or its deadline passed, while the caller was writing
-        # an event) must stop its graph run before the thread is let go (in this task, or in
-        # streamed_run's task, which closing `parts` waits for), not whenever the garbage
-        # collector finalizes an abandoned generator from another task (with the run's model
-        # stream still open and its writes no longer fenced by the lock).
+        # an event) must stop its graph run before the thread is let go, not whenever the
+        # garbage collector finalizes an abandoned generator from another task (with the run's
+        # model stream still open and its writes no longer fenced by the lock). The run goes on
+        # in a task of its own, which closing `parts` stops and waits for, however often this
+        # task is cancelled meanwhile (streamed_run).
         #
         # A streamed turn's tokens come from LangGraph's messages handler on the run's callbacks,
         # not from its "messages" stream mode, which costs a tenth of the work per token
@@ -337,7 +338,7 @@ class Engine:
                 self._graph.astream(graph_input, with_callbacks, stream_mode=modes, durability="sync"),
             )
 
-        parts = with_streamed_messages(run) if stream_tokens else run([])
+        parts = parts_of(run, messages=stream_tokens)
         async with _deadline(ctx), aclosing(parts):
             async for mode, payload in parts:
                 admission.saw(mode, payload)

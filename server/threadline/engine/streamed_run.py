@@ -1,17 +1,23 @@
-"""A graph run's astream parts with its models' streamed messages, handed to the turn straight from the model.
+"""A graph run's astream parts, read in a task of its own, with its models' streamed messages when asked.
 
-LangGraph's stream_mode="messages" hands every streamed token to the caller through its own
-queue: a thread-safe wake-up of the event loop (`call_soon_threadsafe`), a new asyncio task
-waiting on that queue, and an `asyncio.wait` over the step's running tasks, all once a token.
-That was a tenth of a streaming server's instructions per token (callgrind: 758 k -> 674 k),
-and CPU per token is what sets a busy server's time to first token (docs/performance.md).
+The task of its own: a turn ended early must have its run stopped before it lets the thread
+go. LangGraph's astream, iterated in the turn's task, stops its run when that task is
+cancelled, but a second cancellation while it stops (a passed deadline cancels the turn twice:
+our own timeout and grpc.aio's) ends the wait early, and the turn moves on with its run still
+stopping (LangGraph 1.2.22: 5 times in 5, a node that takes 50 ms to stop). Here the run is
+cancelled once, by us, and waited for through any number of cancellations of the turn
+(tests/test_streamed_run.py).
 
-Here the run is streamed without "messages", and LangGraph's own handler of that mode
-(`StreamMessagesHandler`, so which messages are streamed stays LangGraph's: the same filters
-for tags and for messages already seen) is attached to the run's callbacks instead, putting
-each message into one queue with the run's other parts. A task of our own reads the run into
-that queue; the turn reads the queue. The parts come in the order the run made them: a
-node's streamed messages before its update.
+The messages: LangGraph's stream_mode="messages" hands every streamed token to the caller
+through its own queue: a thread-safe wake-up of the event loop (`call_soon_threadsafe`), a new
+asyncio task waiting on that queue, and an `asyncio.wait` over the step's running tasks, all
+once a token. That was a tenth of a streaming server's instructions per token (callgrind:
+758 k -> 674 k), and CPU per token is what sets a busy server's time to first token
+(docs/performance.md). Here the run is streamed without "messages", and LangGraph's own handler
+of that mode (`StreamMessagesHandler`, so which messages are streamed stays LangGraph's: the
+same filters for tags and for messages already seen) is put on the run's callbacks instead,
+putting each message into one queue with the run's other parts. The parts come in the order
+the run made them: a node's streamed messages before its update.
 """
 
 from __future__ import annotations
@@ -79,16 +85,17 @@ class _End:
         self.failure = failure
 
 
-async def with_streamed_messages(
-    run: Callable[[list[BaseCallbackHandler]], AsyncGenerator[Part, None]],
+async def parts_of(
+    run: Callable[[list[BaseCallbackHandler]], AsyncGenerator[Part, None]], *, messages: bool
 ) -> AsyncGenerator[Part, None]:
-    """The parts of `run(callbacks)`, with ("messages", (message, metadata)) parts for what its models stream.
+    """The parts of `run(callbacks)`; with `messages`, ("messages", (message, metadata)) parts too, as models stream.
 
-    `run` starts the graph's astream with the given callbacks added to its config. The run
-    goes on in a task of its own, created here, so its context variables are this task's at
-    the start. Closing this generator (or cancelling the task reading it) cancels that task
-    and waits for the run to end: nothing of the run goes on after this generator is closed.
-    What the run raises is raised here.
+    `run` starts the graph's astream with the given callbacks added to its config (with
+    `messages` the models then stream; without, none is given). The run goes on in a task of
+    its own, created here, so its context variables are this task's at the start. Closing this
+    generator (or cancelling the task reading it, once or more) cancels that task and waits for
+    the run to end: nothing of the run goes on after this generator is closed. What the run
+    raises is raised here.
     """
     loop = asyncio.get_running_loop()
     loop_thread = threading.get_ident()
@@ -101,11 +108,11 @@ async def with_streamed_messages(
         else:  # a sync node runs in an executor thread: its model's callbacks come from there
             loop.call_soon_threadsafe(queue.put_nowait, (mode, payload))
 
-    handler = _RootGraphMessages(put_message)
+    callbacks: list[BaseCallbackHandler] = [_RootGraphMessages(put_message)] if messages else []
 
     async def read_run() -> None:
         try:
-            async with aclosing(run([handler])) as parts:
+            async with aclosing(run(callbacks)) as parts:
                 async for part in parts:
                     queue.put_nowait(part)
         except Exception as exc:  # the turn raises it, in its own task
