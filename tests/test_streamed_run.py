@@ -203,3 +203,22 @@ async def test_a_second_cancellation_does_not_cut_the_wait_for_the_run() -> None
     with pytest.raises(asyncio.CancelledError):
         await reader
     assert cleaned.is_set(), "the turn ended before its run did"
+
+
+async def test_a_run_cancelled_by_someone_else_ends_the_turn() -> None:
+    """The turn does not wait forever for parts of a run that another task cancelled (a loop shutting down, say)."""
+
+    async def forever(state: State) -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        return {}
+
+    async def read_all() -> None:
+        async for _ in parts_of(_run_of_one_node(forever), messages=False):
+            pass
+
+    turn = asyncio.create_task(read_all())
+    await asyncio.sleep(0.05)
+    (run,) = [t for t in asyncio.all_tasks() if t.get_name() == "threadline-graph-run"]
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(turn, 5)

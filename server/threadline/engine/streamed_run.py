@@ -81,7 +81,7 @@ def _in_subgraph(metadata: dict[str, Any] | None) -> bool:
 class _End:
     """The run ended; `failure` is what it raised, if anything."""
 
-    def __init__(self, failure: Exception | None = None) -> None:
+    def __init__(self, failure: BaseException | None = None) -> None:
         self.failure = failure
 
 
@@ -95,7 +95,7 @@ async def parts_of(
     its own, created here, so its context variables are this task's at the start. Closing this
     generator (or cancelling the task reading it, once or more) cancels that task and waits for
     the run to end: nothing of the run goes on after this generator is closed. What the run
-    raises is raised here.
+    raises is raised here, a cancellation of its task by someone else too.
     """
     loop = asyncio.get_running_loop()
     loop_thread = threading.get_ident()
@@ -111,14 +111,18 @@ async def parts_of(
     callbacks: list[BaseCallbackHandler] = [_RootGraphMessages(put_message)] if messages else []
 
     async def read_run() -> None:
+        end = _End()
         try:
             async with aclosing(run(callbacks)) as parts:
                 async for part in parts:
                     queue.put_nowait(part)
         except Exception as exc:  # the turn raises it, in its own task
-            queue.put_nowait(_End(exc))
-        else:
-            queue.put_nowait(_End())
+            end = _End(exc)
+        except BaseException as exc:  # cancelled: by us as the turn ends, or by someone else (the turn raises it)
+            end = _End(exc)
+            raise
+        finally:
+            queue.put_nowait(end)
 
     reader = asyncio.create_task(read_run(), name="threadline-graph-run")
     try:
