@@ -102,6 +102,12 @@ def _run_of_one_node(node: Callable[[State], Awaitable[dict[str, Any]]]) -> Run:
     return run
 
 
+async def _read_all(node: Callable[[State], Awaitable[dict[str, Any]]]) -> None:
+    """A turn that reads every part of a run of that one node."""
+    async for _ in parts_of(_run_of_one_node(node), messages=False):
+        pass
+
+
 async def test_the_parts_are_langgraphs_own_messages_mode_in_the_same_order() -> None:
     graph = _graph()
     question = {"messages": [("human", "hello")]}
@@ -151,11 +157,7 @@ async def test_a_turn_ended_early_ends_its_run_before_it_returns() -> None:
     started.clear()
     cancelled.clear()
 
-    async def read_all() -> None:
-        async for _ in parts_of(run, messages=True):
-            pass
-
-    reader = asyncio.create_task(read_all())
+    reader = asyncio.create_task(_read_all(slow))
     await asyncio.wait_for(started.wait(), 5)
     reader.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -179,9 +181,10 @@ async def test_what_the_run_raises_is_raised_to_the_turn() -> None:
 
 async def test_a_second_cancellation_does_not_cut_the_wait_for_the_run() -> None:
     """A passed deadline cancels the turn twice (its own timeout and grpc.aio's): the run still ends first."""
-    cleaning, cleaned = asyncio.Event(), asyncio.Event()
+    started, cleaning, cleaned = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def slow_to_stop(state: State) -> dict[str, Any]:
+        started.set()
         try:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
@@ -191,12 +194,8 @@ async def test_a_second_cancellation_does_not_cut_the_wait_for_the_run() -> None
             raise
         return {}
 
-    async def read_all() -> None:
-        async for _ in parts_of(_run_of_one_node(slow_to_stop), messages=False):
-            pass
-
-    reader = asyncio.create_task(read_all())
-    await asyncio.sleep(0.05)
+    reader = asyncio.create_task(_read_all(slow_to_stop))
+    await asyncio.wait_for(started.wait(), 5)
     reader.cancel()
     await asyncio.wait_for(cleaning.wait(), 5)
     reader.cancel()  # while the run is being stopped
@@ -208,16 +207,15 @@ async def test_a_second_cancellation_does_not_cut_the_wait_for_the_run() -> None
 async def test_a_run_cancelled_by_someone_else_ends_the_turn() -> None:
     """The turn does not wait forever for parts of a run that another task cancelled (a loop shutting down, say)."""
 
+    started = asyncio.Event()
+
     async def forever(state: State) -> dict[str, Any]:
+        started.set()
         await asyncio.sleep(3600)
         return {}
 
-    async def read_all() -> None:
-        async for _ in parts_of(_run_of_one_node(forever), messages=False):
-            pass
-
-    turn = asyncio.create_task(read_all())
-    await asyncio.sleep(0.05)
+    turn = asyncio.create_task(_read_all(forever))
+    await asyncio.wait_for(started.wait(), 5)
     (run,) = [t for t in asyncio.all_tasks() if t.get_name() == "threadline-graph-run"]
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
