@@ -3,8 +3,9 @@
 `engine/streamed_run.py` saves the server a tenth of its work per streamed token, and is
 only worth it if a caller cannot tell: the parts must be exactly those of LangGraph's own
 astream(stream_mode=[..., "messages"]), in the same order, for a root graph's models, a
-subgraph's (not streamed, as without subgraphs=True) and a sync node's (its callbacks come
-from an executor thread). A turn that ends early, or is cancelled again while its run stops,
+subgraph's (not streamed, as without subgraphs=True), a sync node's (its callbacks come
+from an executor thread) and a graph's invoked inside a node on a thread of its own (not
+streamed either). A turn that ends early, or is cancelled again while its run stops,
 must not leave its run going; what the run raises, a cancellation by someone else included,
 must reach the turn.
 
@@ -51,8 +52,10 @@ def _model(text: str) -> GenericFakeChatModel:
 
 
 def _graph() -> Any:
-    """root: an async model node, a node running a subgraph with a model of its own, and a sync model node."""
+    """root: an async model node, a node running a subgraph with a model of its own, a sync model node, and a
+    node invoking another graph, with a model of its own, on a thread of its own."""
     sub_model, root_model, sync_model = _model("sub graph words"), _model("root model words"), _model("sync node words")
+    other_model = _model("other thread words")
 
     async def sub_agent(state: State) -> dict[str, Any]:
         return {"messages": [await sub_model.ainvoke(state["messages"])]}
@@ -61,6 +64,19 @@ def _graph() -> Any:
     sub.add_node("sub_agent", sub_agent)
     sub.add_edge(START, "sub_agent")
     subgraph = sub.compile()
+
+    async def other_agent(state: State) -> dict[str, Any]:
+        return {"messages": [await other_model.ainvoke(state["messages"])]}
+
+    other = StateGraph(State)
+    other.add_node("other_agent", other_agent)
+    other.add_edge(START, "other_agent")
+    other_graph = other.compile(checkpointer=InMemorySaver())
+
+    async def delegate(state: State) -> dict[str, Any]:
+        # Not a subgraph: a graph run of its own, which LangGraph does not stream to this one's caller.
+        done = await other_graph.ainvoke({"messages": state["messages"]}, {"configurable": {"thread_id": "other"}})
+        return {"messages": [done["messages"][-1]]}
 
     async def agent(state: State) -> dict[str, Any]:
         return {"messages": [await root_model.ainvoke(state["messages"])]}
@@ -72,9 +88,11 @@ def _graph() -> Any:
     builder.add_node("agent", agent)
     builder.add_node("nested", subgraph)
     builder.add_node("sync_agent", sync_agent)
+    builder.add_node("delegate", delegate)
     builder.add_edge(START, "agent")
     builder.add_edge("agent", "nested")
     builder.add_edge("nested", "sync_agent")
+    builder.add_edge("sync_agent", "delegate")
     return builder.compile(checkpointer=InMemorySaver())
 
 
@@ -130,6 +148,9 @@ async def test_the_parts_are_langgraphs_own_messages_mode_in_the_same_order() ->
     assert {s[3] for s in streamed} == {"agent", "sync_agent"}, "the root graph's models, async and sync"
     assert "".join(s[2] for s in streamed) == "root model wordssync node words"
     assert not any("sub" in str(s[2]) for s in streamed), "a subgraph's model is not streamed (subgraphs=False)"
+    assert ("messages", AIMessage.__name__, "other thread words", "delegate") in ours, (
+        "a graph invoked on a thread of its own: its model is not streamed, its answer is the delegating node's"
+    )
 
 
 async def test_a_turn_ended_early_ends_its_run_before_it_returns() -> None:

@@ -15,7 +15,7 @@ once a token. That was a tenth of a streaming server's instructions per token (c
 758 k -> 674 k), and CPU per token is what sets a busy server's time to first token
 (docs/performance.md). Here the run is streamed without "messages", and LangGraph's own handler
 of that mode (`StreamMessagesHandler`, so which messages are streamed stays LangGraph's: the
-same filters for tags and for messages already seen) is put on the run's callbacks instead,
+same filters for tags, subgraphs and messages already seen) is put on the run's callbacks instead,
 putting each message into one queue with the run's other parts. The parts come in the order
 the run made them: a node's streamed messages before its update.
 """
@@ -27,55 +27,44 @@ import threading
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any
-from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
-from langgraph.pregel._messages import StreamMessagesHandler, graph_namespace
+from langgraph.pregel._messages import StreamMessagesHandler
 
 Part = tuple[str, Any]
 """(mode, payload), as astream(stream_mode=[...]) yields them; "messages" parts are (message, metadata)."""
 
 
 class _RootGraphMessages(StreamMessagesHandler):
-    """LangGraph's messages handler, for the messages of the root graph's nodes only, as astream(subgraphs=False).
+    """LangGraph's messages handler as astream(stream_mode="messages", subgraphs=False) makes it, given as a callback.
 
-    Made with subgraphs=True and filtered here: LangGraph drops a caller's handler made with
-    subgraphs=False from a root run (it takes such a handler for an outer graph's).
+    LangGraph makes its own handler once the run has started, and adds it to the run's
+    callbacks. One given in the run's config is there before: at the start of every graph
+    run not started as a task (the root run, and a graph invoked with a thread of its own
+    inside a node) LangGraph drops a given handler that does not stream subgraphs
+    (`_streams_only_its_graph`), taking it for an outer graph's. So this one says it
+    streams subgraphs until the root run has started, which is the first chain start it
+    sees, and from then on is LangGraph's handler with subgraphs=False: LangGraph's own
+    checks filter out a subgraph's messages, and drop it from a graph invoked with a
+    thread of its own, as they drop their own handler there.
     """
 
     def __init__(self, stream: Callable[[tuple[tuple[str, ...], str, Any]], None]) -> None:
-        super().__init__(stream, subgraphs=True)
+        self._root_run_started = False
+        super().__init__(stream, subgraphs=False)
 
-    def on_chat_model_start(
-        self,
-        serialized: dict[str, Any],
-        messages: list[list[Any]],
-        *,
-        run_id: UUID,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        if _in_subgraph(metadata):
-            return None
-        return super().on_chat_model_start(serialized, messages, run_id=run_id, metadata=metadata, **kwargs)
+    @property  # type: ignore[override]
+    def subgraphs(self) -> bool:
+        return not self._root_run_started
 
-    def on_chain_start(
-        self,
-        serialized: dict[str, Any],
-        inputs: dict[str, Any],
-        *,
-        run_id: UUID,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        if _in_subgraph(metadata):
-            return None
-        return super().on_chain_start(serialized, inputs, run_id=run_id, metadata=metadata, **kwargs)
+    @subgraphs.setter
+    def subgraphs(self, value: bool) -> None:
+        # StreamMessagesHandler.__init__ sets it: this handler is always subgraphs=False once started.
+        assert not value, "a handler of the root graph's messages only"
 
-
-def _in_subgraph(metadata: dict[str, Any] | None) -> bool:
-    """Whether a run (a model's, a node's) is part of a subgraph, by LangGraph's own reading of its metadata."""
-    return bool(metadata and "langgraph_checkpoint_ns" in metadata and graph_namespace(metadata))
+    def on_chain_start(self, serialized: dict[str, Any], inputs: dict[str, Any], **kwargs: Any) -> Any:
+        self._root_run_started = True
+        return super().on_chain_start(serialized, inputs, **kwargs)
 
 
 class _End:
