@@ -6,13 +6,15 @@ message list again, so a thread's storage grows with the square of its length
 only what each step wrote and rebuilds the list from the nearest snapshot by
 replaying those writes (docs/performance.md has the figures).
 
-The reducer is LangGraph's own batch form of `add_messages`, as its docs show it
-(`langgraph.graph.message._messages_delta_reducer`; underscored, but re-exported for
-this use). LangGraph recognizes it and gives every message written to the channel a
-stable id before the write is stored (`ensure_message_ids`): with any other reducer a
-message written without an id would get a new random id on every replay. It does not
-implement `REMOVE_ALL_MESSAGES` or the error for removing an unknown id; the default
-agent writes neither. The langgraph version is pinned (constraints.txt) and
+The reducer is LangGraph's batch form of `add_messages`
+(`langgraph.graph.message._messages_delta_reducer`, as LangGraph's docs show it) in a
+form that does not index the whole conversation on every write
+(engine.messages_reducer, which says what it gives up: LangGraph stamps ids on
+message-likes written to the channel only for its own reducer; message objects get
+theirs with any reducer, and the default agent and the engine write only those). It
+does not implement `REMOVE_ALL_MESSAGES` or the error for removing an unknown id; the
+default agent writes neither. The langgraph version is pinned (constraints.txt),
+tests/test_messages_reducer.py holds the reducer to LangGraph's, and
 tests/test_delta_storage.py checks the rebuilt conversation against the live one.
 """
 
@@ -22,7 +24,8 @@ from typing import Annotated, TypedDict
 
 from langchain_core.messages import AnyMessage
 from langgraph.channels.delta import DeltaChannel
-from langgraph.graph.message import _messages_delta_reducer
+
+from threadline.engine.messages_reducer import add_messages_batch
 
 SNAPSHOT_EVERY = 1000
 """Updates of the channel between two full snapshots of the list.
@@ -37,4 +40,4 @@ replica's memory (engine.hot_states), so replay length matters only on a cold re
 class AgentState(TypedDict):
     """What the default agent keeps per thread."""
 
-    messages: Annotated[list[AnyMessage], DeltaChannel(_messages_delta_reducer, snapshot_frequency=SNAPSHOT_EVERY)]
+    messages: Annotated[list[AnyMessage], DeltaChannel(add_messages_batch, snapshot_frequency=SNAPSHOT_EVERY)]
