@@ -80,8 +80,9 @@ class OverGrpc:
     """{length: (turn ms, History ms, bytes)} of the growing thread."""
     bytes_at_late_start: int
     """The growing thread's bytes LATE_SPAN turns before the end."""
-    short_alongside: tuple[float, float]
-    """(turn ms, History ms) on threads of the first length, timed alongside the last length's samples."""
+    short_alongside: tuple[float, float] | None
+    """(turn ms, History ms) on threads of the first length, timed alongside the last length's samples
+    (None with a single length)."""
 
 
 async def _over_grpc(url: str, address: str) -> OverGrpc:
@@ -113,7 +114,7 @@ async def _over_grpc(url: str, address: str) -> OverGrpc:
                     short_turns.append(await _timed(lambda n=LENGTHS[0], t=shorts[i]: _ask(client, n, t)))
                     short_histories.append(await _timed(lambda t=shorts[i]: client.history(t, page_size=10)))
             results[length] = (statistics.median(turns), statistics.median(histories), stored)
-    short = (statistics.median(short_turns), statistics.median(short_histories)) if short_turns else (0.0, 0.0)
+    short = (statistics.median(short_turns), statistics.median(short_histories)) if short_turns else None
     return OverGrpc(results, bytes_at_late_start, short)
 
 
@@ -176,8 +177,8 @@ def main() -> list[str]:
         )
     print_table(f"Cost as a thread grows (median of {SAMPLES} at each length)", rows)
     first, last = LENGTHS[0], LENGTHS[-1]
-    short_turn, short_history = over_grpc.short_alongside if len(LENGTHS) > 1 else grpc_results[first][:2]
-    alongside = f"{first}-turn threads timed alongside; {first} turns' own row"
+    short_turn, short_history = over_grpc.short_alongside or grpc_results[first][:2]
+    alongside = f"{first}-turn threads timed alongside; {first} turns' own row" if over_grpc.short_alongside else "one length:"
     verdicts = [
         verdict(
             f"turn latency at {last} turns <= 1.5x at {first}",
