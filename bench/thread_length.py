@@ -178,7 +178,9 @@ def main() -> list[str]:
     print_table(f"Cost as a thread grows (median of {SAMPLES} at each length)", rows)
     first, last = LENGTHS[0], LENGTHS[-1]
     short_turn, short_history = over_grpc.short_alongside or grpc_results[first][:2]
-    alongside = f"{first}-turn threads timed alongside; {first} turns' own row" if over_grpc.short_alongside else "one length:"
+    alongside = "one length:"
+    if over_grpc.short_alongside:
+        alongside = f"{first}-turn threads timed alongside; {first} turns' own row"
     verdicts = [
         verdict(
             f"turn latency at {last} turns <= 1.5x at {first}",
