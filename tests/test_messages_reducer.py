@@ -11,7 +11,9 @@ lists edited in place after it returned them (whose index must not be used).
 from __future__ import annotations
 
 import copy
+import itertools
 import random
+from collections.abc import Iterator
 from typing import Any
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, RemoveMessage, ToolMessage
@@ -24,12 +26,11 @@ def _shape(messages: list[AnyMessage]) -> list[tuple[str, str | None, Any]]:
     return [(type(m).__name__, m.id, m.content) for m in messages]
 
 
-def _write(rng: random.Random, known: list[str], serial: list[int]) -> list[Any]:
+def _write(rng: random.Random, known: list[str], serial: Iterator[int]) -> list[Any]:
     """One write: a few messages, each new, replacing a known id, removing one, or without an id."""
     write: list[Any] = []
     for _ in range(rng.randint(1, 3)):
-        serial[0] += 1
-        n = serial[0]
+        n = next(serial)
         kind = rng.random()
         if kind < 0.55 or not known:
             message_id = f"m{n}"
@@ -51,7 +52,7 @@ def test_it_gives_what_langgraphs_reducer_gives_on_every_kind_of_list() -> None:
         stock: list[AnyMessage] = []
         history: list[tuple[list[AnyMessage], list[AnyMessage]]] = []
         known: list[str] = []
-        serial = [0]
+        serial = itertools.count(1)
         for _ in range(60):
             writes = [_write(rng, known, serial) for _ in range(rng.randint(1, 2))]
             how = rng.random()
@@ -60,7 +61,7 @@ def test_it_gives_what_langgraphs_reducer_gives_on_every_kind_of_list() -> None:
             elif how < 0.3 and history:  # an older list (a fork, a rewind)
                 base_ours, base_stock = rng.choice(history)
             elif how < 0.4 and ours:  # the current list, edited in place after it was returned
-                extra = AIMessage(content="appended in place", id=f"inplace{serial[0]}")
+                extra = AIMessage(content="appended in place", id=f"inplace{next(serial)}")
                 ours.append(extra)
                 stock.append(extra)
                 base_ours, base_stock = ours, stock
