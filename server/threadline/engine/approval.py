@@ -13,7 +13,7 @@ with a decision, which this node turns into the next step:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -47,10 +47,12 @@ def rejection_messages(message: AIMessage, reason: str) -> list[ToolMessage]:
     ]
 
 
-def route_after_agent(tools: Collection[str]) -> Callable[[AgentState], str]:
-    """agent -> approval (a call needs approval), tools (calls that do not), or the end."""
+def route_after_agent(tools: Collection[str]) -> Callable[[AgentState], Awaitable[str]]:
+    """agent -> approval (a call needs approval), tools (calls that do not), or the end.
 
-    def route(state: AgentState) -> str:
+    A coroutine, so that LangGraph calls it on the event loop, not on a worker thread (graphs.py)."""
+
+    async def route(state: AgentState) -> str:
         last = state["messages"][-1]
         if not isinstance(last, AIMessage) or not last.tool_calls:
             return END
@@ -59,10 +61,10 @@ def route_after_agent(tools: Collection[str]) -> Callable[[AgentState], str]:
     return route
 
 
-def approval_node(tools: Collection[str]) -> Callable[[AgentState], Command[Literal["tools", "agent"]]]:
-    """The node that pauses for a human and carries out the decision."""
+def approval_node(tools: Collection[str]) -> Callable[[AgentState], Awaitable[Command[Literal["tools", "agent"]]]]:
+    """The node that pauses for a human and carries out the decision (a coroutine, like the route)."""
 
-    def approval(state: AgentState) -> Command[Literal["tools", "agent"]]:
+    async def approval(state: AgentState) -> Command[Literal["tools", "agent"]]:
         last = state["messages"][-1]
         assert isinstance(last, AIMessage)
         decision = interrupt({"tool_calls": calls_needing_approval(last, tools)})

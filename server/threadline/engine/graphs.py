@@ -6,7 +6,7 @@ import importlib
 import logging
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
@@ -50,9 +50,15 @@ def default_agent(
         builder.add_node(APPROVAL_NODE, node, destinations=("tools", "agent"))
         builder.add_conditional_edges("agent", route_after_agent(needs_approval), ["tools", APPROVAL_NODE, END])
     else:
-        builder.add_conditional_edges("agent", tools_condition)
+        builder.add_conditional_edges("agent", _tools_or_end)
     builder.add_edge("tools", "agent")
     return builder
+
+
+# A coroutine because LangGraph runs a plain function given as a conditional edge on a worker thread:
+# a thread hop every turn, for a look at the last message (tools.py has what the hops cost).
+async def _tools_or_end(state: AgentState) -> Literal["tools", "__end__"]:
+    return tools_condition(cast(dict[str, Any], state))  # a TypedDict is the dict it asks for
 
 
 def load_user_graph(spec: str) -> StateGraph[Any]:
