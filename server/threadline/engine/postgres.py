@@ -14,6 +14,8 @@ Two things the stock AsyncPostgresSaver does not give us:
   on the turn's hold and go together in one such transaction, with the release
   where they can (postgres_writes). With the head read in the take's round trip
   (postgres_holds), a fast tool turn makes 2 round trips, not 13.
+
+It also serializes on the event loop, where the stock saver hops to a worker thread (postgres_serde).
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import psycopg
 import psycopg_pool
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import CheckpointTuple, get_checkpoint_id
-from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import DictRow, dict_row
 
@@ -38,6 +39,7 @@ from threadline.engine import audit
 from threadline.engine.audit import AuditedSaverMixin
 from threadline.engine.hot_states import HotStatesSaverMixin
 from threadline.engine.postgres_holds import Hold, Pool, check_current_hold, fenced_cursor
+from threadline.engine.postgres_serde import SerdeOnLoopPostgresSaver
 from threadline.engine.postgres_writes import Params, RecordedStatements, Statement
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,7 @@ REQUEST_SQL = (
 )
 
 
-class PooledPostgresSaver(HotStatesSaverMixin, AuditedSaverMixin, AsyncPostgresSaver):
+class PooledPostgresSaver(HotStatesSaverMixin, AuditedSaverMixin, SerdeOnLoopPostgresSaver):
     """AsyncPostgresSaver with concurrent pool use, and a turn's writes fenced to its hold on the thread."""
 
     async def alist_headers(
