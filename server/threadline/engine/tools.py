@@ -90,8 +90,9 @@ def _on_the_loop(function: Callable[..., str]) -> BaseTool:
     """The function as a tool whose async call runs it on the event loop.
 
     langchain-core runs a plain function's async call on a worker thread: a thread hop for work of
-    microseconds (evaluate is bounded). In process, 16 turns at a time on the offline model, a turn of
-    the default agent took 5.0-5.8 ms of CPU with its hops (model, route, tool) and 3.8-4.3 without.
+    microseconds (evaluate is bounded). In process, 16 turns at a time on the offline model, a tool
+    turn of the default agent took 8.8-9.4 ms of CPU with its five hops (the model and the route
+    twice, the tool once) and 7.1-7.5 without (docs/performance.md).
     """
 
     async def on_the_loop(**arguments: Any) -> str:
