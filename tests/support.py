@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
 import signal
@@ -10,8 +11,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -20,6 +22,16 @@ from threadline_client import ThreadlineClient
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_START_TIMEOUT_S = 60.0
+
+
+class CountingExecutor(concurrent.futures.ThreadPoolExecutor):
+    """An event loop's default executor that counts what is handed to its worker threads."""
+
+    handed: int = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        self.handed += 1
+        return super().submit(fn, *args, **kwargs)
 
 
 def free_port() -> int:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
+from tests.support import CountingExecutor
 from threadline.config import Settings
 from threadline.engine.graphs import open_graph_builder
 from threadline.engine.offline_model import OfflineChatModel
@@ -72,16 +70,6 @@ def test_the_calculator_refuses_what_is_not_bounded_arithmetic(expression: str, 
         evaluate(expression)
 
 
-class _CountingExecutor(concurrent.futures.ThreadPoolExecutor):
-    """The loop's default executor, counting what is handed to its worker threads."""
-
-    handed: int = 0
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        self.handed += 1
-        return super().submit(fn, *args, **kwargs)
-
-
 @pytest.mark.parametrize("approval_tools", ["", "current_time"])
 @pytest.mark.parametrize("query", ["Hello there.", "What is 2+3?", "What time is it?"])
 def test_a_default_agent_turn_stays_on_the_event_loop(query: str, approval_tools: str) -> None:
@@ -89,7 +77,7 @@ def test_a_default_agent_turn_stays_on_the_event_loop(query: str, approval_tools
     worker thread, a thread hop each (docs/performance.md: a fifth of a tool turn's CPU)."""
 
     async def turn() -> int:
-        executor = _CountingExecutor(max_workers=1)
+        executor = CountingExecutor(max_workers=1)
         asyncio.get_running_loop().set_default_executor(executor)
         settings = Settings(offline_model=True, approval_tools=approval_tools)
         async with open_graph_builder(settings) as builder:

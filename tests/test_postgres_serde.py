@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-from collections.abc import Callable
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
@@ -14,6 +12,7 @@ from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 
+from tests.support import CountingExecutor
 from threadline.engine.postgres_serde import SerdeOnLoopPostgresSaver
 
 _TABLES = {
@@ -21,14 +20,6 @@ _TABLES = {
     "checkpoint_blobs": "checkpoint_ns, channel, version, type, blob",
     "checkpoint_writes": "checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob",
 }
-
-
-class _CountingExecutor(concurrent.futures.ThreadPoolExecutor):
-    handed = 0
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        self.handed += 1
-        return super().submit(fn, *args, **kwargs)
 
 
 def _checkpoint(checkpoint_id: str, values: dict[str, Any], versions: dict[str, str]) -> Checkpoint:
@@ -86,7 +77,7 @@ async def _rows(conn: AsyncConnection[DictRow], thread: str) -> dict[str, list[D
 
 def test_the_stock_savers_rows_and_reads_without_a_thread_hop(fresh_postgres_url: str) -> None:
     async def main() -> None:
-        executor = _CountingExecutor(max_workers=1)
+        executor = CountingExecutor(max_workers=1)
         asyncio.get_running_loop().set_default_executor(executor)
         async with await AsyncConnection.connect(
             fresh_postgres_url, autocommit=True, prepare_threshold=0, row_factory=dict_row

@@ -88,8 +88,8 @@ class JsonChunkCompletions(AsyncCompletions):
 
 class _JsonChunkStream(openai.AsyncStream[object]):
     """The SDK's stream of a response, yielding each event's JSON as it is, read by our SSE decoder
-    (`sse_events.py`: the SDK's, at a third of the cost). Error events and transport failures are still
-    the SDK's to raise."""
+    (`sse_events.py`: the SDK's events at less than half the cost). Error events and transport failures
+    are still the SDK's to raise."""
 
     def __init__(self, *, response: httpx2.Response, client: openai.AsyncOpenAI) -> None:
         super().__init__(cast_to=object, response=response, client=client)
