@@ -86,8 +86,8 @@ def _current_time() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
 
-def _on_the_loop(function: Callable[..., str]) -> BaseTool:
-    """The function as a tool whose async call runs it on the event loop.
+def _on_the_loop(name: str, function: Callable[..., str]) -> BaseTool:
+    """The function as the tool `name`, whose async call runs it on the event loop.
 
     langchain-core runs a plain function's async call on a worker thread: a thread hop for work of
     microseconds (evaluate is bounded). In process, 16 turns at a time on the offline model, a tool
@@ -98,11 +98,11 @@ def _on_the_loop(function: Callable[..., str]) -> BaseTool:
     async def on_the_loop(**arguments: Any) -> str:
         return function(**arguments)
 
-    return StructuredTool.from_function(function, name=function.__name__.lstrip("_"), coroutine=on_the_loop)
+    return StructuredTool.from_function(function, name=name, coroutine=on_the_loop)
 
 
-calculator = _on_the_loop(_calculator)
-current_time = _on_the_loop(_current_time)
+calculator = _on_the_loop("calculator", _calculator)
+current_time = _on_the_loop("current_time", _current_time)
 
 
 def default_tools() -> list[BaseTool]:
