@@ -21,6 +21,12 @@ Two load shapes, both printed:
   is mostly queueing behind C turn set-ups on one event loop, and p99 of C samples is
   their maximum. The 200-stream burst is the no-error check.
 
+Beside the c=1 rows, the transport alone (bench/grpc_floor.py): the time to the first message
+of a bare grpc.aio StreamAsk handler that writes a token at once, called by the same client,
+each call 20 ms after the processes last had work, as the c=1 streams start. Any gRPC
+streaming call pays it, whatever its handler does; it is not subtracted from the c=1 overhead,
+whose 6 samples a run move it by about a millisecond from run to run.
+
 Each figure is the median over BENCH_RUNS runs of that run's percentile; within a run
 the in-process and gRPC measurements alternate, so both see the same machine.
 
@@ -51,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg_pool
+from grpc_floor import bare_server, first_message_ms
 from harness import (
     ROOT,
     RUNS,
@@ -248,8 +255,20 @@ class Figures:
         )
 
 
+FLOOR_CALLS = 40
+
+
+async def _floor(address: str) -> tuple[float, float]:
+    """One run's p50 and p99 (ms) of the bare handler's first message (see the module docstring)."""
+    await asyncio.to_thread(wait_for_quiet_machine)
+    async with AsyncThreadlineClient(address) as client:
+        await first_message_ms(client, 5)  # warm up: the channel
+        times = await first_message_ms(client, FLOOR_CALLS)
+    return _percentile(times, 50), _percentile(times, 99)
+
+
 async def _compare(
-    address: str, base_url: str, saver: Callable[[], BaseCheckpointSaver[Any]], server_pid: int
+    address: str, floor_address: str, base_url: str, saver: Callable[[], BaseCheckpointSaver[Any]], server_pid: int
 ) -> tuple[list[Row], list[str]]:
     rows: list[Row] = []
     verdicts = []
@@ -269,9 +288,13 @@ async def _compare(
     for shape_name, shape, c in plan:
         base_runs: list[Run] = []
         over_runs: list[Run] = []
+        floor_runs: list[tuple[float, float]] = []
+        floor_too = shape is _closed_loop and c == 1
         for _ in range(RUNS):  # alternating, so both sides see the same machine
             base_runs.append(await _once(in_process, shape, c, server_pid))
             over_runs.append(await _once(grpc_pair, shape, c, server_pid))
+            if floor_too:
+                floor_runs.append(await _floor(floor_address))
         base, over = Figures.of(base_runs), Figures.of(over_runs)
         overhead = (over.p50 - base.p50, over.p99 - base.p99)
         label = f"{shape_name:<11} c={c:<3}"
@@ -299,6 +322,16 @@ async def _compare(
                 f" p99 {overhead[1]:+.1f} ms; errors {over.errors}{over_cpu}",
             )
         )
+        if floor_runs:
+            rows.append(
+                Row(
+                    f"{label} bare grpc.aio handler first msg p50",
+                    statistics.median(p50 for p50, _ in floor_runs),
+                    "ms",
+                    f"p99 {statistics.median(p99 for _, p99 in floor_runs):.1f} ms; {FLOOR_CALLS} calls/run;"
+                    " the transport alone: a handler that writes a token at once, same client",
+                )
+            )
         if shape is _closed_loop and c == TARGET_CONCURRENCY:
             verdicts.append(
                 verdict(
@@ -330,16 +363,18 @@ def _database() -> Iterator[str]:
         yield "memory://"
 
 
-async def _against(address: str, server_pid: int, base_url: str, url: str) -> tuple[list[Row], list[str]]:
+async def _against(
+    address: str, floor_address: str, server_pid: int, base_url: str, url: str
+) -> tuple[list[Row], list[str]]:
     """The comparison against the stock saver of the server's backend (both use the same database)."""
     if BACKEND != "postgres":
-        return await _compare(address, base_url, InMemorySaver, server_pid)
+        return await _compare(address, floor_address, base_url, InMemorySaver, server_pid)
     pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
         url, min_size=10, max_size=10, open=False, kwargs=STOCK_CONNECTION_KWARGS
     )
     await pool.open(wait=True)
     try:
-        return await _compare(address, base_url, lambda: AsyncPostgresSaver(pool), server_pid)
+        return await _compare(address, floor_address, base_url, lambda: AsyncPostgresSaver(pool), server_pid)
     finally:
         await pool.close()
 
@@ -366,9 +401,14 @@ def main() -> list[str]:
         # collector settings and on the event loop the server runs with: the overhead measured
         # is the service's, not a difference in garbage collection (untuned, this process's own
         # collections put 60-120 ms on the baseline's p99) or in event loops.
-        with _database() as url, server(url, logs, **env) as process, server_collector_settings():
+        with (
+            _database() as url,
+            server(url, logs, **env) as process,
+            bare_server(hold_ms=TOKEN_DELAY_MS) as floor_address,
+            server_collector_settings(),
+        ):
             assert process.process is not None
-            comparison = _against(process.address, process.process.pid, base_url, url)
+            comparison = _against(process.address, floor_address, process.process.pid, base_url, url)
             rows, verdicts = run_on_loop(comparison, SERVER_EVENT_LOOP)
     finally:
         model_server.terminate()

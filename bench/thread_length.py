@@ -114,8 +114,8 @@ async def _over_grpc(url: str, address: str) -> OverGrpc:
                     short_turns.append(await _timed(lambda n=LENGTHS[0], t=shorts[i]: _ask(client, n, t)))
                     short_histories.append(await _timed(lambda t=shorts[i]: client.history(t, page_size=10)))
             results[length] = (statistics.median(turns), statistics.median(histories), stored)
-    short = (statistics.median(short_turns), statistics.median(short_histories)) if short_turns else None
-    return OverGrpc(results, bytes_at_late_start, short)
+    short_alongside = (statistics.median(short_turns), statistics.median(short_histories)) if short_turns else None
+    return OverGrpc(results, bytes_at_late_start, short_alongside)
 
 
 async def _in_process(url: str) -> dict[int, tuple[float, float]]:
