@@ -3,13 +3,14 @@
 `stream_latency.py` measures it beside its c=1 TTFT rows: what the transport itself costs a
 StreamAsk caller before its first token (the call's set-up, one message each way across
 loopback, two processes' wake-ups), with no engine, graph or model behind it. No change to
-Threadline's code can take it back; it is most of what the 2 ms p50 budget allows at c=1.
+Threadline's code can take it back, and on this machine it is about half of the TTFT target's
+2 ms p50 budget.
 
 The handler holds its stream open for a while after the token (by default one token
 interval of the TTFT bench, 20 ms) before it ends, so that each call starts, as there,
-after the processes had nothing to do for that long. That matters: from idle the first
-message took 0.83-0.89 ms here, back to back 0.36-0.50 ms (the wake-ups of two processes
-and gRPC's poller threads).
+after the processes had nothing to do for that long. That matters: in one hour here the first
+message took 0.83-0.93 ms with 20 ms between calls and 0.32-0.74 ms back to back (the wake-ups
+of two processes and gRPC's poller threads).
 
 The handler runs in a process of its own on the event loop the Threadline server runs on;
 the caller is the same `threadline_client` the TTFT rows use.
