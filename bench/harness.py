@@ -145,6 +145,12 @@ async def turns_per_second(turn: Callable[[int], Awaitable[None]], concurrency: 
     return done / (time.monotonic() - started)
 
 
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile of values: the nearest rank, no interpolation."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
 def median_of(runs: int, measure: Callable[[], float]) -> float:
     """The median of `runs` measurements."""
     return statistics.median(measure() for _ in range(runs))

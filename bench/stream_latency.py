@@ -63,6 +63,7 @@ from harness import (
     RUNS,
     SERVER_EVENT_LOOP,
     Row,
+    percentile,
     print_table,
     process_cpu_s,
     run_on_loop,
@@ -131,11 +132,6 @@ class Run:
 
     def per_token_us(self, cpu_s: float) -> float:
         return cpu_s / max(1, self.sample.streams * TOKENS) * 1e6
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 async def _burst(first_token: FirstToken, concurrency: int) -> Sample:
@@ -244,8 +240,8 @@ class Figures:
     def of(cls, runs: list[Run]) -> Figures:
         measured = [r.sample for r in runs if r.sample.ttfts]
         return cls(
-            p50=statistics.median(_percentile(r.ttfts, 50) for r in measured) if measured else float("nan"),
-            p99=statistics.median(_percentile(r.ttfts, 99) for r in measured) if measured else float("nan"),
+            p50=statistics.median(percentile(r.ttfts, 50) for r in measured) if measured else float("nan"),
+            p99=statistics.median(percentile(r.ttfts, 99) for r in measured) if measured else float("nan"),
             samples=round(statistics.median(len(r.sample.ttfts) for r in runs)),
             errors=sum(r.sample.errors for r in runs),
             bench_us_per_token=statistics.median(r.per_token_us(r.bench_cpu_s) for r in runs),
@@ -266,7 +262,7 @@ async def _floor(address: str) -> tuple[float, float]:
     async with AsyncThreadlineClient(address) as client:
         await first_message_ms(client, 5)  # warm up: the channel
         times = await first_message_ms(client, FLOOR_CALLS)
-    return _percentile(times, 50), _percentile(times, 99)
+    return percentile(times, 50), percentile(times, 99)
 
 
 async def _compare(
