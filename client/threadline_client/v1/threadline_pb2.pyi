@@ -922,7 +922,9 @@ class ThreadSummary(_message.Message):
     thread_id: _builtins.str
     """The thread's id."""
     title: _builtins.str
-    """A title: the start of the thread's first question (at most 80 characters)."""
+    """A title: the thread's first question with each run of whitespace made one space, cut to its
+    first 80 characters. Every other character is kept as the caller sent it (NUL included).
+    """
     turn_count: _builtins.int
     """How many questions the conversation at the head holds."""
     head_checkpoint_id: _builtins.str

@@ -11,8 +11,9 @@ at c=32, two alternating pairs): 58.7 and 59.4 -> 62.4 and 62.2 turns a second, 
 16.2 ms a turn.
 
 The three methods are the stock ones (langgraph-checkpoint-postgres 3.2.0, pinned) with the hop
-taken out, and nothing else changed: `tests/test_postgres_serde.py` holds them to the stock
-saver's rows and reads. The stock in-process baseline of `bench/` keeps its hops.
+taken out and one fix (a string channel value holding NUL is stored as a blob, since JSONB cannot
+hold NUL; the stock saver fails the write), and nothing else changed: `tests/test_postgres_serde.py`
+holds them to the stock saver's rows and reads. The stock in-process baseline of `bench/` keeps its hops.
 """
 
 from __future__ import annotations
@@ -60,12 +61,13 @@ class SerdeOnLoopPostgresSaver(AsyncPostgresSaver):
             }
         }
         # Primitive values are stored inline in the checkpoint's row, the rest in the blobs table.
+        # Unlike the stock saver, a string holding NUL goes to the blobs table: JSONB refuses it.
         blob_values = {}
         for k, v in checkpoint["channel_values"].items():
             if isinstance(v, _DeltaSnapshot):
                 blob_values[k] = copy["channel_values"].pop(k)
                 copy["channel_values"][k] = True
-            elif v is None or isinstance(v, (str, int, float, bool)):
+            elif v is None or isinstance(v, (int, float, bool)) or (isinstance(v, str) and "\x00" not in v):
                 pass
             else:
                 blob_values[k] = copy["channel_values"].pop(k)

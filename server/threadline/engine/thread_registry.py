@@ -4,6 +4,10 @@ LangGraph's checkpoint tables can only list threads by scanning every checkpoint
 each turn (and Rewind) also upserts a small row here, in the same database; for
 PostgreSQL on the run's own locked connection, so the row is fenced like the
 checkpoints it summarizes.
+
+A title is any string the caller sent, NUL included. PostgreSQL's text type cannot hold
+NUL, so there the title is stored as its UTF-8 bytes (bytea); SQLite's text holds any
+string as it is.
 """
 
 from __future__ import annotations
@@ -55,19 +59,37 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-_CREATE_PG = """
+_CREATE = """
 CREATE TABLE IF NOT EXISTS threadline_threads (
     tenant text NOT NULL,
     thread_id text NOT NULL,
-    title text NOT NULL,
+    title {title} NOT NULL,
     turn_count integer NOT NULL,
-    created_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL,
+    created_at {stamp} NOT NULL,
+    updated_at {stamp} NOT NULL,
     head_checkpoint_id text NOT NULL,
     PRIMARY KEY (tenant, thread_id)
 );
 CREATE INDEX IF NOT EXISTS threadline_threads_by_activity
     ON threadline_threads (tenant, updated_at DESC, thread_id);
+"""
+_CREATE_PG = _CREATE.format(title="bytea", stamp="timestamptz")
+# Timestamps are ISO 8601 text in UTC with microseconds: they sort as they compare.
+_CREATE_SQLITE = _CREATE.format(title="text", stamp="text")
+# Tables created before titles were bytea hold them as text, which refuses NUL. Replicas may
+# start together: the advisory lock makes the check and the change one step for all of them.
+_TITLE_AS_BYTES_PG = """
+DO $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('threadline_threads.title'));
+    IF EXISTS (
+        SELECT 1 FROM information_schema.columns
+        WHERE table_schema = current_schema() AND table_name = 'threadline_threads'
+            AND column_name = 'title' AND data_type = 'text'
+    ) THEN
+        ALTER TABLE threadline_threads ALTER COLUMN title TYPE bytea USING convert_to(title, 'UTF8');
+    END IF;
+END $$
 """
 _UPSERT = """
 INSERT INTO threadline_threads (tenant, thread_id, title, turn_count, created_at, updated_at, head_checkpoint_id)
@@ -91,7 +113,7 @@ class PostgresThreadRegistry:
 
     async def setup(self) -> None:
         async with self._saver.cursor() as cur:
-            for statement in _CREATE_PG.split(";"):
+            for statement in (*_CREATE_PG.split(";"), _TITLE_AS_BYTES_PG):
                 if statement.strip():
                     await cur.execute(statement)
 
@@ -102,7 +124,8 @@ class PostgresThreadRegistry:
         # Inside a turn the row goes with the turn's release, with what its run wrote, in one round trip.
         async with self._saver.write_cursor(may_wait=True) as cur:
             await cur.execute(
-                _UPSERT.format(p="%s"), (tenant, thread_id, title, turn_count, now, now, head_checkpoint_id)
+                _UPSERT.format(p="%s"),
+                (tenant, thread_id, title.encode(), turn_count, now, now, head_checkpoint_id),
             )
 
     async def page(self, tenant: str, *, limit: int, after: Cursor | None) -> list[ThreadSummary]:
@@ -123,8 +146,7 @@ class SqliteThreadRegistry:
         self._conn = conn
 
     async def setup(self) -> None:
-        # Timestamps are ISO 8601 text in UTC with microseconds: they sort as they compare.
-        await self._conn.executescript(_CREATE_PG.replace("timestamptz", "text"))
+        await self._conn.executescript(_CREATE_SQLITE)
         await self._conn.commit()
 
     async def record(
@@ -199,12 +221,17 @@ class MemoryThreadRegistry:
 def _summary(row: dict[str, Any]) -> ThreadSummary:
     return ThreadSummary(
         thread_id=str(row["thread_id"]),
-        title=str(row["title"]),
+        title=_as_text(row["title"]),
         turn_count=int(row["turn_count"]),
         created_at=_as_datetime(row["created_at"]),
         updated_at=_as_datetime(row["updated_at"]),
         head_checkpoint_id=str(row["head_checkpoint_id"]),
     )
+
+
+def _as_text(value: Any) -> str:
+    """A title as stored: UTF-8 bytes (PostgreSQL) or text (SQLite)."""
+    return bytes(value).decode() if isinstance(value, bytes | memoryview) else str(value)
 
 
 def _as_datetime(value: Any) -> dt.datetime:
