@@ -25,6 +25,7 @@ test: install lint typecheck
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports  # the layers' direction: [tool.importlinter] in pyproject.toml
 
 typecheck: install
 	$(BIN)/mypy

@@ -20,8 +20,8 @@ _SERVER_SOURCE = str(Path(__file__).resolve().parent.parent / "server")
 if _SERVER_SOURCE not in sys.path:
     sys.path.insert(0, _SERVER_SOURCE)
 
-from threadline.engine.graphs import default_agent  # noqa: E402
-from threadline.engine.offline_model import OfflineChatModel  # noqa: E402
-from threadline.engine.tools import default_tools  # noqa: E402
+from threadline.agent.graphs import default_agent  # noqa: E402
+from threadline.agent.offline_model import OfflineChatModel  # noqa: E402
+from threadline.agent.tools import default_tools  # noqa: E402
 
 graph: Any = default_agent(OfflineChatModel(), default_tools()).compile()

@@ -61,10 +61,10 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from psycopg.rows import dict_row
 
-from threadline.engine.graphs import default_agent
-from threadline.engine.offline_model import OfflineChatModel
-from threadline.engine.postgres import PooledPostgresSaver
-from threadline.engine.tools import default_tools
+from threadline.agent.graphs import default_agent
+from threadline.agent.offline_model import OfflineChatModel
+from threadline.agent.tools import default_tools
+from threadline.storage.postgres_saver import PooledPostgresSaver
 from threadline_client import AsyncThreadlineClient, ThreadlineClient
 
 QUERY = "What is 2+3?"

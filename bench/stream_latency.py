@@ -80,8 +80,8 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg.rows import dict_row
 
 from tests.support import free_port
+from threadline.agent.graphs import open_graph_builder
 from threadline.config import Settings
-from threadline.engine.graphs import open_graph_builder
 from threadline_client import AsyncThreadlineClient
 
 TOKENS = 50

@@ -31,10 +31,10 @@ from typing import Any
 import psycopg
 from harness import Row, print_table, scratch_database, server, verdict, wait_for_quiet_machine
 
-from threadline.engine.graphs import default_agent
-from threadline.engine.offline_model import OfflineChatModel
-from threadline.engine.postgres import PooledPostgresSaver, open_pool
-from threadline.engine.tools import default_tools
+from threadline.agent.graphs import default_agent
+from threadline.agent.offline_model import OfflineChatModel
+from threadline.agent.tools import default_tools
+from threadline.storage.postgres_saver import PooledPostgresSaver, open_pool
 from threadline_client import AsyncThreadlineClient
 
 LENGTHS = tuple(int(n) for n in os.environ.get("BENCH_LENGTHS", "10,100,500").split(","))

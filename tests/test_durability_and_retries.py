@@ -14,7 +14,8 @@ from langgraph.checkpoint.sqlite.utils import search_where
 
 from tests.conftest import BACKENDS, database_url
 from tests.support import ServerProcess, server_env
-from threadline.engine import audit, postgres
+from threadline.storage import audit
+from threadline.storage import postgres_saver as postgres
 from threadline_client import ThreadlineClient, ThreadlineError, pb
 
 SLOW = server_env(THREADLINE_OFFLINE_TOKEN_DELAY_MS="50")

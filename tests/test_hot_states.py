@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from langchain_core.messages import BaseMessage, HumanMessage
 
-from threadline.engine.hot_states import CHECKPOINTS_PER_THREAD, HotStates
+from threadline.storage.hot_states import CHECKPOINTS_PER_THREAD, HotStates
 
 
 def _messages(n: int) -> list[BaseMessage]:

@@ -1,6 +1,6 @@
 """The default agent's messages reducer gives exactly what LangGraph's batch reducer gives, call for call.
 
-`engine/messages_reducer.py` keeps the id index of the lists it returned, so that a long
+`agent/messages_reducer.py` keeps the id index of the lists it returned, so that a long
 conversation is not indexed again on every write. These hold it to LangGraph's own
 `_messages_delta_reducer` over random sequences of appends, replacements, removals,
 id-less messages and batches, called on the lists it returned, on copies of them (as
@@ -19,7 +19,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, RemoveMessage, ToolMessage
 from langgraph.graph.message import _messages_delta_reducer
 
-from threadline.engine.messages_reducer import _indexes, add_messages_batch
+from threadline.agent.messages_reducer import _indexes, add_messages_batch
 
 
 def _shape(messages: list[AnyMessage]) -> list[tuple[str, str | None, Any]]:

@@ -47,8 +47,8 @@ from tests.model_server import (
     tool_call,
 )
 from tests.support import ServerProcess, free_port, server_env
+from threadline.agent.model_client import open_chat_model
 from threadline.config import Settings
-from threadline.engine.model_client import open_chat_model
 from threadline_client import ThreadlineClient, ThreadlineError, pb
 
 API_KEY = "sk-test-123456789"

@@ -9,10 +9,10 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
 from tests.support import CountingExecutor
+from threadline.agent.graphs import open_graph_builder
+from threadline.agent.offline_model import OfflineChatModel
+from threadline.agent.tools import CalculationError, default_tools, evaluate, format_number
 from threadline.config import Settings
-from threadline.engine.graphs import open_graph_builder
-from threadline.engine.offline_model import OfflineChatModel
-from threadline.engine.tools import CalculationError, default_tools, evaluate, format_number
 
 MODEL = OfflineChatModel().bind_tools(default_tools())
 

@@ -20,14 +20,14 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import empty_checkpoint
 
 from threadline.config import Settings
-from threadline.context import DEFAULT_TENANT, RequestContext
-from threadline.engine import postgres_holds, postgres_writes
+from threadline.engine.context import DEFAULT_TENANT, RequestContext
 from threadline.engine.engine import Engine
 from threadline.engine.identifiers import storage_thread_id
-from threadline.engine.postgres import PooledPostgresSaver, open_pool
-from threadline.engine.postgres_holds import Hold, Pool, StaleRunError, fenced_cursor
-from threadline.engine.storage import safe_serializer
 from threadline.engine.views import TurnCompleted
+from threadline.storage import postgres_holds, postgres_writes
+from threadline.storage.contract import safe_serializer
+from threadline.storage.postgres_holds import Hold, Pool, StaleRunError, fenced_cursor
+from threadline.storage.postgres_saver import PooledPostgresSaver, open_pool
 
 _TAKE_OVER = "UPDATE threadline_thread_holders SET token = %s WHERE thread_key = %s"
 

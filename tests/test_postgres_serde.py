@@ -13,7 +13,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 
 from tests.support import CountingExecutor
-from threadline.engine.postgres_serde import SerdeOnLoopPostgresSaver
+from threadline.storage.postgres_serde import SerdeOnLoopPostgresSaver
 
 _TABLES = {
     "checkpoints": "checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata",

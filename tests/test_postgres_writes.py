@@ -11,8 +11,8 @@ import asyncio
 
 import pytest
 
-from threadline.engine import postgres_writes
-from threadline.engine.postgres_writes import DeferredWrites, Statement
+from threadline.storage import postgres_writes
+from threadline.storage.postgres_writes import DeferredWrites, Statement
 
 
 async def test_a_send_alone_goes_before_the_next_write_and_its_error_reaches_it(

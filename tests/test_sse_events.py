@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from openai._streaming import ServerSentEvent, SSEDecoder
 
-from threadline.engine.sse_events import SSEEvents
+from threadline.agent.sse_events import SSEEvents
 
 Event = tuple[str | None, str, str | None, int | None]
 

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import BACKENDS, database_url
 from tests.model_server import ModelServer, tokens
 from tests.support import ServerProcess, model_server_env
-from threadline.engine.turn_starts import TurnStarts, stepped_aside
+from threadline.engine.turn_starts import TurnStarts
 from threadline.errors import DeadlineExceeded
 from threadline_client import AsyncThreadlineClient, ThreadlineClient
 
@@ -60,8 +60,8 @@ def test_a_turn_that_waits_for_a_busy_thread_steps_aside_and_then_takes_its_plac
         thread_free = asyncio.Event()
 
         async def waits_for_its_thread() -> None:
-            async with starts.admitted(deadline=None, rpc="Ask"):
-                async with stepped_aside():
+            async with starts.admitted(deadline=None, rpc="Ask") as admission:
+                async with admission.stepped_aside():
                     await thread_free.wait()
                 order.append("waiter has its place again")
 

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from threadline.errors import ConfigurationError
+from threadline.redaction import redact
 
 
 def _setting(default: Any, help: str, env: str | None = None) -> Any:
@@ -208,14 +209,6 @@ def _validate(settings: Settings) -> None:
         raise ConfigurationError(f"THREADLINE_EVENT_LOOP: expected uvloop or asyncio, got {settings.event_loop!r}")
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigurationError(f"THREADLINE_LOG_LEVEL: unknown level {settings.log_level!r}")
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced, for logs."""
-    parts = urlsplit(url)
-    if parts.password:
-        return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
-    return url
 
 
 def describe(settings: Settings, secret_fields: Sequence[str] = ("openai_api_key",)) -> str:

@@ -9,12 +9,12 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.graph.state import CompiledStateGraph
 
-from threadline.engine import audit
-from threadline.engine.hot_states import HotStates
 from threadline.engine.messages import preview_of
 from threadline.engine.snapshots import id_of, parse_ts, stored_messages, writers
 from threadline.engine.views import CheckpointView
 from threadline.errors import NotFound, OutOfRange
+from threadline.storage import audit
+from threadline.storage.hot_states import HotStates
 
 # LangGraph's pseudo-node for copying a checkpoint: the copy gets the target's
 # state and becomes the newest checkpoint of the thread, i.e. its head.

@@ -11,7 +11,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager, nullcontext
 from typing import Any, cast
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -20,14 +20,13 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StateSnapshot, StreamMode
 
+from threadline.agent.approval import Decision, rejection_messages
+from threadline.agent.graphs import open_graph_builder
+from threadline.agent.message_text import text_of
 from threadline.config import Settings
-from threadline.context import RequestContext
-from threadline.engine import audit
-from threadline.engine.approval import Decision, rejection_messages
-from threadline.engine.audit import recording
 from threadline.engine.checkpoint_reads import COPY_NODE, CheckpointReads, checkpoint_not_found
+from threadline.engine.context import RequestContext
 from threadline.engine.failures import translated_failures
-from threadline.engine.graphs import open_graph_builder
 from threadline.engine.identifiers import (
     check_checkpoint_id,
     check_query,
@@ -41,7 +40,7 @@ from threadline.engine.identifiers import (
     new_thread_id,
     storage_thread_id,
 )
-from threadline.engine.messages import text_of, views_of
+from threadline.engine.messages import views_of
 from threadline.engine.snapshots import (
     events_of,
     id_of,
@@ -50,7 +49,6 @@ from threadline.engine.snapshots import (
     snapshot_turn,
     turn_result,
 )
-from threadline.engine.storage import STORAGE_ERRORS, Storage, StorageSettings, open_storage
 from threadline.engine.streamed_run import parts_of
 from threadline.engine.turn_starts import Admission, TurnStarts
 from threadline.engine.views import (
@@ -58,6 +56,7 @@ from threadline.engine.views import (
     RewindResult,
     StateView,
     ThreadsPage,
+    ThreadSummary,
     TurnCompleted,
     TurnEvent,
     TurnResult,
@@ -70,6 +69,11 @@ from threadline.errors import (
     StorageUnavailable,
     ThreadBusy,
 )
+from threadline.storage import audit
+from threadline.storage.audit import recording
+from threadline.storage.contract import STORAGE_ERRORS, Storage, StorageSettings
+from threadline.storage.thread_locks import StepAside
+from threadline.storage.urls import open_storage
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -505,13 +509,17 @@ class Engine:
         """A turn's place among those starting (turn_starts), then its hold on the thread."""
         async with self._starts.admitted(deadline=ctx.deadline, rpc=rpc) as admission:
             self._check_storage_up()  # the database may have gone down while the turn waited for its place
-            async with self._hold(ctx, config):
+            async with self._hold(ctx, config, step_aside=admission.stepped_aside):
                 yield admission
 
-    def _hold(self, ctx: RequestContext, config: RunnableConfig) -> AbstractAsyncContextManager[None]:
+    def _hold(
+        self, ctx: RequestContext, config: RunnableConfig, *, step_aside: StepAside = nullcontext
+    ) -> AbstractAsyncContextManager[None]:
         """Holds the thread against other turns (on any replica) for the block."""
         thread_key = config["configurable"]["thread_id"]
-        return self._storage.locks.hold(thread_key, wait=self._wait_when_busy, deadline=ctx.deadline)
+        return self._storage.locks.hold(
+            thread_key, wait=self._wait_when_busy, deadline=ctx.deadline, step_aside=step_aside
+        )
 
     async def delete_thread(self, ctx: RequestContext, thread_id: str, *, allow_missing: bool) -> bool:
         """Deletes the thread's checkpoints and writes; returns whether it existed.
@@ -595,7 +603,10 @@ class Engine:
         self._check_storage_up()
         with translated_failures():
             found = await self._storage.registry.page(ctx.tenant, limit=size + 1, after=after)
-        page = found[:size]
+        page = [
+            ThreadSummary(r.thread_id, r.title, r.turn_count, r.created_at, r.updated_at, r.head_checkpoint_id)
+            for r in found[:size]
+        ]
         more = len(found) > size
         return ThreadsPage(
             threads=tuple(page),

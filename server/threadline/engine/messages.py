@@ -1,30 +1,16 @@
-"""Reading LangChain messages: their text and their plain views for the transport."""
+"""Reading LangChain messages: their plain views for the transport."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
+from threadline.agent.message_text import text_of
 from threadline.engine.views import MessageView, ToolCallView
 
 PREVIEW_CHARS = 80
-
-
-def text_of(message: BaseMessage) -> str:
-    """The message's text, whether its content is a string or a list of content blocks."""
-    content: Any = message.content
-    if isinstance(content, str):
-        return content
-    parts = []
-    for block in content:
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, dict) and block.get("type") == "text":
-            parts.append(str(block.get("text", "")))
-    return "".join(parts)
 
 
 def role_of(message: BaseMessage) -> str:

@@ -11,7 +11,8 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.types import Interrupt, StateSnapshot
 
-from threadline.engine.messages import text_of, tool_call_views, views_of
+from threadline.agent.message_text import text_of
+from threadline.engine.messages import tool_call_views, views_of
 from threadline.engine.views import (
     InterruptView,
     TokenEvent,

@@ -16,13 +16,13 @@ after the checkpoint of its input; on PostgreSQL that checkpoint may still wait 
 with the turn's next writes, postgres_writes), or as its run begins when it has no input to store (a resumed
 or retried turn); not when it ends: a turn spends most of its time on the model and its
 tools, which need no connection. A turn waiting for a busy thread steps aside meanwhile
-(`stepped_aside`), so turns queued on one thread cannot hold up the others.
+(`Admission.stepped_aside`, which the engine hands to the thread's lock), so turns queued on
+one thread cannot hold up the others.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -82,8 +82,22 @@ class Admission:
             self.held = False
             self._starts.slots.release()
 
+    @asynccontextmanager
+    async def stepped_aside(self) -> AsyncIterator[None]:
+        """For a wait that needs no database (a busy thread): the turn's place is free meanwhile.
 
-_current: contextvars.ContextVar[Admission | None] = contextvars.ContextVar("threadline_turn_start", default=None)
+        Raises:
+            DeadlineExceeded: the deadline passed while the turn waited for its place again.
+        """
+        if not self.held:
+            yield
+            return
+        self.give_back_for_now()
+        try:
+            yield
+        finally:
+            if not self.started:
+                await self.acquire()
 
 
 class TurnStarts:
@@ -104,28 +118,7 @@ class TurnStarts:
         """
         admission = Admission(self, deadline=deadline, rpc=rpc)
         await admission.acquire()
-        reset = _current.set(admission)
         try:
             yield admission
         finally:
-            _current.reset(reset)
             admission.release()
-
-
-@asynccontextmanager
-async def stepped_aside() -> AsyncIterator[None]:
-    """For a wait that needs no database (a busy thread): the current turn's place is free meanwhile.
-
-    Raises:
-        DeadlineExceeded: the deadline passed while the turn waited for its place again.
-    """
-    admission = _current.get()
-    if admission is None or not admission.held:
-        yield
-        return
-    admission.give_back_for_now()
-    try:
-        yield
-    finally:
-        if not admission.started:
-            await admission.acquire()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from threadline.engine.thread_registry import ThreadSummary
-
 
 @dataclass(frozen=True)
 class ToolCallView:
@@ -138,6 +136,18 @@ class StateView:
     is_head: bool
     metadata_json: str
     interrupts: tuple[InterruptView, ...]
+
+
+@dataclass(frozen=True)
+class ThreadSummary:
+    """What ListThreads says about one thread."""
+
+    thread_id: str
+    title: str
+    turn_count: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    head_checkpoint_id: str
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from threadline.engine.approval import Decision
+from threadline.agent.approval import Decision
 from threadline.engine.views import (
     CheckpointView,
     HistoryPage,

@@ -14,8 +14,8 @@ from typing import Any
 
 import grpc
 
-from threadline.context import RequestContext
 from threadline.engine import Engine
+from threadline.engine.context import RequestContext
 from threadline.engine.views import TurnEvent
 from threadline.transport import convert
 from threadline.transport.status_mapping import status_for

@@ -21,7 +21,7 @@ from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.graph import END
 from langgraph.types import Command, interrupt
 
-from threadline.engine.agent_state import AgentState
+from threadline.agent.state import AgentState
 from threadline.errors import InvalidArgument
 
 APPROVAL_NODE = "approval"

@@ -14,11 +14,11 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
+from threadline.agent.approval import APPROVAL_NODE, approval_node, route_after_agent
+from threadline.agent.model_client import open_chat_model
+from threadline.agent.state import AgentState
+from threadline.agent.tools import default_tools
 from threadline.config import Settings
-from threadline.engine.agent_state import AgentState
-from threadline.engine.approval import APPROVAL_NODE, approval_node, route_after_agent
-from threadline.engine.model_client import open_chat_model
-from threadline.engine.tools import default_tools
 from threadline.errors import ConfigurationError
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from threadline.engine.messages import text_of
+from threadline.agent.message_text import text_of
 
 _STATEMENT = re.compile(r"\bmy ([a-z][a-z0-9 ]{0,30}?) is ([^.!?\n]+)", re.IGNORECASE)
 _QUESTION = re.compile(r"\bwhat(?:'s| is) my ([a-z][a-z0-9 ]{0,30}?)\s*\?", re.IGNORECASE)

@@ -33,7 +33,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,10 +43,9 @@ import psycopg_pool
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import DictRow, dict_row
 
-from threadline.engine.postgres_writes import DeferredWrites
-from threadline.engine.thread_locks import LocalThreadLocks
-from threadline.engine.turn_starts import stepped_aside
 from threadline.errors import ThreadBusy
+from threadline.storage.postgres_writes import DeferredWrites
+from threadline.storage.thread_locks import LocalThreadLocks, StepAside
 
 log = logging.getLogger(__name__)
 
@@ -268,16 +267,18 @@ class PostgresThreadLocks:
         self._releasing: set[asyncio.Task[None]] = set()
 
     @asynccontextmanager
-    async def hold(self, thread_key: str, *, wait: bool, deadline: float | None) -> AsyncIterator[None]:
+    async def hold(
+        self, thread_key: str, *, wait: bool, deadline: float | None, step_aside: StepAside = nullcontext
+    ) -> AsyncIterator[None]:
         """Holds the thread for the block; ThreadBusy if it is busy and wait is False (or the wait ends).
 
         Turns of this replica queue on a local lock first, so only one of them at a
-        time asks the database.
+        time asks the database. Waits for a busy thread run inside step_aside().
         """
-        async with self._local.hold(thread_key, wait=wait, deadline=deadline):
+        async with self._local.hold(thread_key, wait=wait, deadline=deadline, step_aside=step_aside):
             hold = Hold(thread_key, uuid.uuid4())
             try:
-                await self._take(hold, wait=wait, deadline=deadline)
+                await self._take(hold, wait=wait, deadline=deadline, step_aside=step_aside)
                 reset = _current_hold.set(hold)
                 try:
                     yield
@@ -300,7 +301,7 @@ class PostgresThreadLocks:
                     release.add_done_callback(self._releasing.discard)
                     await asyncio.shield(release)
 
-    async def _take(self, hold: Hold, *, wait: bool, deadline: float | None) -> None:
+    async def _take(self, hold: Hold, *, wait: bool, deadline: float | None, step_aside: StepAside) -> None:
         give_up = time.monotonic() + self._max_wait_s
         if deadline is not None:
             give_up = min(give_up, deadline)
@@ -322,7 +323,7 @@ class PostgresThreadLocks:
             hold.maybe_taken = False
             if not wait or time.monotonic() + _RETRY_INTERVAL_S >= give_up:
                 raise ThreadBusy(f"thread {_thread_id(hold.thread_key)!r} is running another turn")
-            async with stepped_aside():  # the thread is busy on another replica: no database needed meanwhile
+            async with step_aside():  # the thread is busy on another replica: no database needed meanwhile
                 await asyncio.sleep(_RETRY_INTERVAL_S)
 
     async def _release(self, hold: Hold) -> None:

@@ -25,7 +25,7 @@ from typing import Annotated, TypedDict
 from langchain_core.messages import AnyMessage
 from langgraph.channels.delta import DeltaChannel
 
-from threadline.engine.messages_reducer import add_messages_batch
+from threadline.agent.messages_reducer import add_messages_batch
 
 SNAPSHOT_EVERY = 1000
 """Updates of the channel between two full snapshots of the list.

@@ -18,12 +18,12 @@ from typing import Any, Protocol
 
 import aiosqlite
 
-from threadline.engine.postgres import PooledPostgresSaver
+from threadline.storage.postgres_saver import PooledPostgresSaver
 
 
 @dataclass(frozen=True)
-class ThreadSummary:
-    """What ListThreads says about one thread."""
+class ThreadRow:
+    """A thread's row: what ListThreads shows of it."""
 
     thread_id: str
     title: str
@@ -48,7 +48,7 @@ class ThreadRegistry(Protocol):
     ) -> None:
         """Notes activity on a thread (creating its row, with this title, on first sight)."""
 
-    async def page(self, tenant: str, *, limit: int, after: Cursor | None) -> list[ThreadSummary]:
+    async def page(self, tenant: str, *, limit: int, after: Cursor | None) -> list[ThreadRow]:
         """The tenant's threads, newest activity first, starting after the cursor."""
 
     async def forget(self, tenant: str, thread_id: str) -> None:
@@ -128,7 +128,7 @@ class PostgresThreadRegistry:
                 (tenant, thread_id, title.encode(), turn_count, now, now, head_checkpoint_id),
             )
 
-    async def page(self, tenant: str, *, limit: int, after: Cursor | None) -> list[ThreadSummary]:
+    async def page(self, tenant: str, *, limit: int, after: Cursor | None) -> list[ThreadRow]:
         at, last = after if after is not None else (_now(), "")
         async with self._saver.cursor() as cur:
             await cur.execute(_PAGE.format(p="%s"), (tenant, after is None, at, at, last, limit))
@@ -158,7 +158,7 @@ class SqliteThreadRegistry:
         )
         await self._conn.commit()
 
-    async def page(self, tenant: str, *, limit: int, after: Cursor | None) -> list[ThreadSummary]:
+    async def page(self, tenant: str, *, limit: int, after: Cursor | None) -> list[ThreadRow]:
         at, last = after if after is not None else (_now(), "")
         stamp = at.isoformat(timespec="microseconds")
         async with self._conn.execute(_PAGE.format(p="?"), (tenant, after is None, stamp, stamp, last, limit)) as cur:
@@ -185,7 +185,7 @@ class MemoryThreadRegistry:
     """The registry in a dict (memory://)."""
 
     def __init__(self) -> None:
-        self._rows: dict[tuple[str, str], ThreadSummary] = {}
+        self._rows: dict[tuple[str, str], ThreadRow] = {}
 
     async def setup(self) -> None:
         return None
@@ -195,7 +195,7 @@ class MemoryThreadRegistry:
     ) -> None:
         now = _now()
         known = self._rows.get((tenant, thread_id))
-        self._rows[(tenant, thread_id)] = ThreadSummary(
+        self._rows[(tenant, thread_id)] = ThreadRow(
             thread_id,
             known.title if known else title,
             turn_count,
@@ -204,7 +204,7 @@ class MemoryThreadRegistry:
             head_checkpoint_id,
         )
 
-    async def page(self, tenant: str, *, limit: int, after: Cursor | None) -> list[ThreadSummary]:
+    async def page(self, tenant: str, *, limit: int, after: Cursor | None) -> list[ThreadRow]:
         rows = sorted(
             (row for (owner, _), row in self._rows.items() if owner == tenant),
             key=lambda row: (-row.updated_at.timestamp(), row.thread_id),
@@ -218,8 +218,8 @@ class MemoryThreadRegistry:
         self._rows.pop((tenant, thread_id), None)
 
 
-def _summary(row: dict[str, Any]) -> ThreadSummary:
-    return ThreadSummary(
+def _summary(row: dict[str, Any]) -> ThreadRow:
+    return ThreadRow(
         thread_id=str(row["thread_id"]),
         title=_as_text(row["title"]),
         turn_count=int(row["turn_count"]),

@@ -13,9 +13,9 @@ from langchain_core.language_models import BaseChatModel
 from openai.resources.chat import AsyncCompletions
 from pydantic import SecretStr
 
+from threadline.agent.offline_model import OfflineChatModel
+from threadline.agent.sse_events import SSEEvents
 from threadline.config import Settings
-from threadline.engine.offline_model import OfflineChatModel
-from threadline.engine.sse_events import SSEEvents
 
 if TYPE_CHECKING:
     import httpx2  # the openai SDK's HTTP library (DefaultAioHttpClient is one of its clients)

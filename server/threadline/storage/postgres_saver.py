@@ -35,12 +35,12 @@ from langgraph.checkpoint.base import CheckpointTuple, get_checkpoint_id
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import DictRow, dict_row
 
-from threadline.engine import audit
-from threadline.engine.audit import AuditedSaverMixin
-from threadline.engine.hot_states import HotStatesSaverMixin
-from threadline.engine.postgres_holds import Hold, Pool, check_current_hold, fenced_cursor
-from threadline.engine.postgres_serde import SerdeOnLoopPostgresSaver
-from threadline.engine.postgres_writes import Params, RecordedStatements, Statement
+from threadline.storage import audit
+from threadline.storage.audit import AuditedSaverMixin
+from threadline.storage.hot_states import HotStatesSaverMixin
+from threadline.storage.postgres_holds import Hold, Pool, check_current_hold, fenced_cursor
+from threadline.storage.postgres_serde import SerdeOnLoopPostgresSaver
+from threadline.storage.postgres_writes import Params, RecordedStatements, Statement
 
 log = logging.getLogger(__name__)
 

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Protocol
 
-from threadline.engine.turn_starts import stepped_aside
 from threadline.errors import ThreadBusy
+
+StepAside = Callable[[], AbstractAsyncContextManager[None]]
+"""Wraps a wait for a busy thread: what the waiting turn gives up meanwhile (its place among starting turns)."""
 
 
 class ThreadLocks(Protocol):
     """Serializes the turns of each thread."""
 
-    def hold(self, thread_key: str, *, wait: bool, deadline: float | None) -> AbstractAsyncContextManager[None]:
+    def hold(
+        self, thread_key: str, *, wait: bool, deadline: float | None, step_aside: StepAside = nullcontext
+    ) -> AbstractAsyncContextManager[None]:
         """An async context manager holding the thread; raises ThreadBusy when it cannot."""
         ...
 
@@ -33,8 +37,10 @@ class LocalThreadLocks:
         self._max_wait_s = max_wait_s
 
     @asynccontextmanager
-    async def hold(self, thread_key: str, *, wait: bool, deadline: float | None) -> AsyncIterator[None]:
-        """Holds the thread's lock for the block.
+    async def hold(
+        self, thread_key: str, *, wait: bool, deadline: float | None, step_aside: StepAside = nullcontext
+    ) -> AsyncIterator[None]:
+        """Holds the thread's lock for the block, inside step_aside() while it waits for it.
 
         Raises:
             ThreadBusy: the thread is busy and wait is False, or it stayed busy until
@@ -48,9 +54,8 @@ class LocalThreadLocks:
             budget = self._max_wait_s if deadline is None else min(self._max_wait_s, deadline - time.monotonic())
             acquired = False
             try:
-                # Waiting for another turn of this thread needs no database: the turn's place
-                # among those starting (turn_starts) is someone else's meanwhile.
-                async with stepped_aside() if lock.locked() else nullcontext():
+                # Waiting for another turn of this thread needs no database.
+                async with step_aside() if lock.locked() else nullcontext():
                     try:
                         async with asyncio.timeout(max(budget, 0.0)):
                             await lock.acquire()

@@ -1,0 +1,135 @@
+"""What the engine keeps its threads in, whatever the backend: the Storage it opens and its settings."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import cast
+
+import aiosqlite
+import psycopg
+import psycopg_pool
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+from threadline.storage import audit
+from threadline.storage.hot_states import HotStates, HotStatesSaverMixin
+from threadline.storage.thread_locks import LocalThreadLocks, ThreadLocks
+from threadline.storage.thread_registry import ThreadRegistry
+
+STORAGE_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg_pool.PoolTimeout,
+    sqlite3.OperationalError,
+    aiosqlite.Error,
+)
+"""Exceptions that mean the database cannot serve now (retrying later can work)."""
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """How storage behaves beyond its URL (PostgreSQL pool settings are ignored by the others)."""
+
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    pool_timeout_s: float = 5.0
+    """Longest wait for a connection; then the call fails (UNAVAILABLE) instead of hanging."""
+    pool_max_lifetime_s: float = 3600.0
+    pool_max_idle_s: float = 600.0
+    pool_check: bool = True
+    """Check each connection when it leaves the pool: a connection a database restart or a
+    cloud idle-reaper killed is replaced instead of failing the call."""
+    prepare_threshold: int | None = 0
+    """psycopg's prepare_threshold: None disables prepared statements (PgBouncer in transaction mode)."""
+    busy_wait_max_s: float = 30.0
+    """Longest a turn waits for a busy thread when the call has no shorter deadline."""
+    hot_threads: int = 256
+    """Threads whose recent conversation states this replica keeps in memory (0: none)."""
+
+
+@dataclass(frozen=True)
+class Storage:
+    """What the engine keeps its threads in."""
+
+    saver: BaseCheckpointSaver[str]
+    locks: ThreadLocks
+    ping: Callable[[], Awaitable[None]]
+    """Raises one of STORAGE_ERRORS when the database cannot serve."""
+    idle_threads: Callable[[str, int], Awaitable[list[str]]]
+    """(cutoff checkpoint id, limit): storage thread ids whose newest checkpoint is older."""
+    registry: ThreadRegistry
+    """One summary row per thread, for ListThreads."""
+    hot: HotStates
+    """Messages at recent checkpoints of recently used threads; the saver reads them too."""
+    headers: Callable[[RunnableConfig, RunnableConfig | None, int], Awaitable[list[CheckpointTuple]]]
+    """(thread config, before, limit): the newest checkpoints, newest first; their
+    channel values and pending writes may be left out (History reads neither)."""
+    find_request: Callable[[RunnableConfig, str], Awaitable[CheckpointTuple | None]]
+    """(thread config, request_id): the newest checkpoint the call with that request_id
+    wrote, or None; its channel values and pending writes may be left out."""
+
+
+# Checkpoint ids are UUIDv6 (time first, hex), so comparing their text compares their times.
+IDLE_THREADS_SQL = (
+    "SELECT thread_id FROM checkpoints WHERE checkpoint_ns = '' "
+    "GROUP BY thread_id HAVING max(checkpoint_id) < {param} LIMIT {param}"
+)
+
+
+def with_hot_states(saver: HotStatesSaverMixin, settings: StorageSettings) -> HotStates:
+    saver.hot_states = HotStates(settings.hot_threads)
+    return saver.hot_states
+
+
+def safe_serializer() -> JsonPlusSerializer:
+    """A serializer that never unpickles and revives only LangGraph's allow-listed types.
+
+    Without an explicit allowlist JsonPlusSerializer imports and calls any type named
+    in a stored checkpoint (the CVE-2026-28277 class), so one write to the database
+    would become code execution on every replica.
+    """
+    return JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
+
+
+def listed(
+    saver: BaseCheckpointSaver[str],
+) -> Callable[[RunnableConfig, RunnableConfig | None, int], Awaitable[list[CheckpointTuple]]]:
+    """Checkpoint listing by the saver's own alist (cheap per row where the row is all there is, as in SQLite)."""
+
+    async def headers(config: RunnableConfig, before: RunnableConfig | None, limit: int) -> list[CheckpointTuple]:
+        return [t async for t in saver.alist(config, before=before, limit=limit)]
+
+    return headers
+
+
+def found_by_filter(
+    saver: BaseCheckpointSaver[str],
+) -> Callable[[RunnableConfig, str], Awaitable[CheckpointTuple | None]]:
+    """A request_id's newest checkpoint through the saver's own metadata filter."""
+
+    async def find_request(config: RunnableConfig, request_id: str) -> CheckpointTuple | None:
+        # The filter key is our constant, never caller input (CVE-2025-67644: SQLite filter keys).
+        # Closed explicitly: SQLite's alist holds the saver's lock until its generator ends.
+        found = cast(
+            AsyncGenerator[CheckpointTuple, None],  # an async generator, typed as a plain AsyncIterator
+            saver.alist(config, filter={audit.REQUEST_ID: request_id}, limit=1),
+        )
+        async with aclosing(found):
+            async for item in found:
+                return item
+        return None
+
+    return find_request
+
+
+def local_locks(settings: StorageSettings) -> LocalThreadLocks:
+    """Thread locks of this process alone (SQLite and memory serve one process)."""
+    return LocalThreadLocks(max_wait_s=settings.busy_wait_max_s)
+
+
+async def always_up() -> None:
+    """The health probe of storage that cannot go down apart from the process."""
+    return None

@@ -1,0 +1,74 @@
+"""postgresql://... storage: our pooled saver on a psycopg pool, with fenced holds on threads,
+so that any number of replicas can share the database."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg_pool
+
+from threadline.errors import StorageUnavailable
+from threadline.redaction import redact
+from threadline.storage import postgres_holds
+from threadline.storage.contract import IDLE_THREADS_SQL, Storage, StorageSettings, safe_serializer, with_hot_states
+from threadline.storage.postgres_saver import IdleConnectionCheck, PooledPostgresSaver, open_pool
+from threadline.storage.thread_registry import PostgresThreadRegistry
+
+log = logging.getLogger(__name__)
+
+
+def _pool_check(settings: StorageSettings) -> dict[str, Any]:
+    if not settings.pool_check:
+        return {}
+    check = IdleConnectionCheck()
+    return {"check": check.check, "reset": check.returned}
+
+
+@asynccontextmanager
+async def open_postgres(url: str, settings: StorageSettings) -> AsyncIterator[Storage]:
+    try:
+        pool = await open_pool(
+            url,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            timeout_s=settings.pool_timeout_s,
+            max_lifetime=settings.pool_max_lifetime_s,
+            max_idle=settings.pool_max_idle_s,
+            **_pool_check(settings),
+            prepare_threshold=settings.prepare_threshold,
+        )
+    except psycopg_pool.PoolTimeout:
+        raise StorageUnavailable(
+            f"cannot connect to PostgreSQL at {redact(url)} within {settings.pool_timeout_s:g}s"
+        ) from None
+    try:
+        saver = PooledPostgresSaver(pool, serde=safe_serializer())
+        await saver.setup()
+        pg_registry = PostgresThreadRegistry(saver)
+        await pg_registry.setup()
+        log.info("checkpoints in PostgreSQL at %s", redact(url))
+
+        await postgres_holds.setup(pool)
+        owner = postgres_holds.OwnerSession(url, prepare_threshold=settings.prepare_threshold)
+
+        async def idle_threads(cutoff: str, limit: int) -> list[str]:
+            async with pool.connection() as conn:
+                rows = await (await conn.execute(IDLE_THREADS_SQL.format(param="%s"), (cutoff, limit))).fetchall()
+                return [str(row["thread_id"]) for row in rows]
+
+        locks = postgres_holds.PostgresThreadLocks(
+            pool, owner, max_wait_s=settings.busy_wait_max_s, head_sql=saver.head_sql
+        )
+        hot = with_hot_states(saver, settings)
+        try:
+            yield Storage(
+                saver, locks, owner.ping, idle_threads, pg_registry, hot, saver.alist_headers, saver.afind_request
+            )
+        finally:
+            await locks.close()
+            await owner.close()
+    finally:
+        await pool.close()
