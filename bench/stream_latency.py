@@ -172,7 +172,7 @@ async def _in_process(base_url: str, saver: BaseCheckpointSaver[Any]) -> tuple[F
         openai_api_key=API_KEY, openai_base_url=base_url, model=MODEL, model_http_client=MODEL_HTTP_CLIENT
     )
     resources = AsyncExitStack()
-    graph = (await resources.enter_async_context(open_graph_builder(settings))).compile(checkpointer=saver)
+    graph = (await resources.enter_async_context(open_graph_builder(settings.agent))).compile(checkpointer=saver)
 
     async def first_token() -> float:
         config: Any = {"configurable": {"thread_id": uuid.uuid4().hex}}

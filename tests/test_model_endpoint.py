@@ -378,7 +378,7 @@ async def test_the_model_client_is_closed_with_the_model(model: ModelServer) -> 
     """open_chat_model owns the aiohttp client it opens for the model: closed on exit, not left to the collector."""
     settings = Settings(openai_api_key=API_KEY, openai_base_url=model.base_url, model=MODEL)
     assert settings.model_http_client == "aiohttp"
-    async with open_chat_model(settings) as chat:
+    async with open_chat_model(settings.agent) as chat:
         assert isinstance(chat, ChatOpenAI)
         model.script(text("Hello."))
         assert (await chat.ainvoke("Hi")).content == "Hello."
@@ -398,7 +398,7 @@ async def test_streamed_chunks_reach_langchain_as_the_json_the_endpoint_sent(
     settings = Settings(
         openai_api_key=API_KEY, openai_base_url=model.base_url, model=MODEL, model_http_client=http_client
     )
-    async with open_chat_model(settings) as chat:
+    async with open_chat_model(settings.agent) as chat:
         assert isinstance(chat, ChatOpenAI)
         model.script(text("Hello there."), text("Hello there."), tool_call("calculator", {"expression": "6*7"}))
         stream = await chat.async_client.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}], stream=True)

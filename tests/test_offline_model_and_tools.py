@@ -80,7 +80,7 @@ def test_a_default_agent_turn_stays_on_the_event_loop(query: str, approval_tools
         executor = CountingExecutor(max_workers=1)
         asyncio.get_running_loop().set_default_executor(executor)
         settings = Settings(offline_model=True, approval_tools=approval_tools)
-        async with open_graph_builder(settings) as builder:
+        async with open_graph_builder(settings.agent) as builder:
             graph = builder.compile(checkpointer=InMemorySaver())
         result = await graph.ainvoke({"messages": [("human", query)]}, {"configurable": {"thread_id": "t"}})
         assert len(result["messages"]) >= 2

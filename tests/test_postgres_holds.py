@@ -303,7 +303,7 @@ async def test_a_turns_answer_is_stored_and_its_thread_let_go_before_the_caller_
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(postgres_writes, "SEND_AFTER_S", 30)  # nothing is sent on its own during the test
-    async with Engine.open(Settings(database_url=postgres_url)) as engine:
+    async with Engine.open(Settings(database_url=postgres_url).engine) as engine:
         events = engine.stream_ask(RequestContext(rpc="StreamAsk"), "", "What is 2+3?")
         async with contextlib.aclosing(events):
             async for event in events:

@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from threadline.agent.settings import AgentSettings
+from threadline.engine.settings import EngineSettings
 from threadline.errors import ConfigurationError
 from threadline.redaction import redact
+from threadline.storage.contract import StorageSettings
 
 
 def _setting(default: Any, help: str, env: str | None = None) -> Any:
@@ -113,6 +116,49 @@ class Settings:
     def uses_offline_model(self) -> bool:
         """True when turns are answered by the built-in offline model."""
         return self.offline_model or not self.openai_api_key
+
+    @property
+    def agent(self) -> AgentSettings:
+        """The agent's settings."""
+        return AgentSettings(
+            graph=self.graph,
+            approval_tools=tuple(name.strip() for name in self.approval_tools.split(",") if name.strip()),
+            offline=self.uses_offline_model,
+            offline_token_delay_s=self.offline_token_delay_ms / 1000,
+            model=self.model,
+            api_key=self.openai_api_key,
+            base_url=self.openai_base_url,
+            timeout_s=self.model_timeout_s,
+            max_retries=self.model_max_retries,
+            http_client=self.model_http_client,
+        )
+
+    @property
+    def storage(self) -> StorageSettings:
+        """Storage's settings (beyond the database URL)."""
+        return StorageSettings(
+            pool_min_size=self.db_pool_min_size,
+            pool_max_size=self.db_pool_max_size,
+            pool_timeout_s=self.db_pool_timeout_s,
+            pool_max_lifetime_s=self.db_pool_max_lifetime_s,
+            pool_max_idle_s=self.db_pool_max_idle_s,
+            pool_check=self.db_pool_check,
+            prepare_threshold=self.prepare_threshold,
+            busy_wait_max_s=self.busy_wait_max_s,
+            hot_threads=self.hot_threads,
+        )
+
+    @property
+    def engine(self) -> EngineSettings:
+        """The engine's settings, with its agent's and storage's."""
+        return EngineSettings(
+            database_url=self.database_url,
+            storage=self.storage,
+            agent=self.agent,
+            max_query_chars=self.max_query_chars,
+            wait_when_busy=self.busy_policy == "enqueue",
+            max_starting_turns=self.starting_turns_limit,
+        )
 
 
 def _env_name(f: dataclasses.Field[Any]) -> str:

@@ -16,9 +16,9 @@ from langgraph.prebuilt import ToolNode, tools_condition
 
 from threadline.agent.approval import APPROVAL_NODE, approval_node, route_after_agent
 from threadline.agent.model_client import open_chat_model
+from threadline.agent.settings import AgentSettings
 from threadline.agent.state import AgentState
 from threadline.agent.tools import default_tools
-from threadline.config import Settings
 from threadline.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -82,12 +82,11 @@ def load_user_graph(spec: str) -> StateGraph[Any]:
 
 
 @asynccontextmanager
-async def open_graph_builder(settings: Settings) -> AsyncIterator[StateGraph[Any]]:
+async def open_graph_builder(settings: AgentSettings) -> AsyncIterator[StateGraph[Any]]:
     """The graph the settings ask for, not yet compiled; its model's connections close on exit."""
     if settings.graph:
         log.info("serving user graph %s", settings.graph)
         yield load_user_graph(settings.graph)
         return
-    needs_approval = [name.strip() for name in settings.approval_tools.split(",") if name.strip()]
     async with open_chat_model(settings) as model:
-        yield default_agent(model, default_tools(), needs_approval)
+        yield default_agent(model, default_tools(), list(settings.approval_tools))

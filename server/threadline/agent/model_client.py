@@ -14,8 +14,8 @@ from openai.resources.chat import AsyncCompletions
 from pydantic import SecretStr
 
 from threadline.agent.offline_model import OfflineChatModel
+from threadline.agent.settings import AgentSettings
 from threadline.agent.sse_events import SSEEvents
-from threadline.config import Settings
 
 if TYPE_CHECKING:
     import httpx2  # the openai SDK's HTTP library (DefaultAioHttpClient is one of its clients)
@@ -32,28 +32,28 @@ OFFLINE_BANNER = """
 
 
 @asynccontextmanager
-async def open_chat_model(settings: Settings) -> AsyncIterator[BaseChatModel]:
+async def open_chat_model(settings: AgentSettings) -> AsyncIterator[BaseChatModel]:
     """The model of the settings; the HTTP connections it opened are closed on exit."""
-    if settings.uses_offline_model:
+    if settings.offline:
         log.warning(OFFLINE_BANNER)
-        yield OfflineChatModel(token_delay_s=settings.offline_token_delay_ms / 1000)
+        yield OfflineChatModel(token_delay_s=settings.offline_token_delay_s)
         return
     from langchain_openai import ChatOpenAI
 
-    http_client = _async_http_client(settings.model_http_client)
+    http_client = _async_http_client(settings.http_client)
     log.info(
         "model %s at %s (HTTP client: %s)",
         settings.model,
-        settings.openai_base_url or "the OpenAI API",
-        settings.model_http_client,
+        settings.base_url or "the OpenAI API",
+        settings.http_client,
     )
     try:
         chat_model = ChatOpenAI(
             model=settings.model,
-            api_key=SecretStr(settings.openai_api_key),
-            base_url=settings.openai_base_url or None,
-            timeout=settings.model_timeout_s,
-            max_retries=settings.model_max_retries,
+            api_key=SecretStr(settings.api_key),
+            base_url=settings.base_url or None,
+            timeout=settings.timeout_s,
+            max_retries=settings.max_retries,
             http_async_client=http_client,
             **_stream_chunk_timeout(),
         )

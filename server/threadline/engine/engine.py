@@ -23,7 +23,6 @@ from langgraph.types import Command, StateSnapshot, StreamMode
 from threadline.agent.approval import Decision, rejection_messages
 from threadline.agent.graphs import open_graph_builder
 from threadline.agent.message_text import text_of
-from threadline.config import Settings
 from threadline.engine.checkpoint_reads import COPY_NODE, CheckpointReads, checkpoint_not_found
 from threadline.engine.context import RequestContext
 from threadline.engine.failures import translated_failures
@@ -41,6 +40,7 @@ from threadline.engine.identifiers import (
     storage_thread_id,
 )
 from threadline.engine.messages import views_of
+from threadline.engine.settings import EngineSettings
 from threadline.engine.snapshots import (
     events_of,
     id_of,
@@ -71,7 +71,7 @@ from threadline.errors import (
 )
 from threadline.storage import audit
 from threadline.storage.audit import recording
-from threadline.storage.contract import STORAGE_ERRORS, Storage, StorageSettings
+from threadline.storage.contract import STORAGE_ERRORS, Storage
 from threadline.storage.thread_locks import StepAside
 from threadline.storage.urls import open_storage
 
@@ -116,31 +116,20 @@ class Engine:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, settings: Settings) -> AsyncIterator[Engine]:
+    async def open(cls, settings: EngineSettings) -> AsyncIterator[Engine]:
         """Builds the graph, opens the checkpointer, and closes both on exit."""
-        storage_settings = StorageSettings(
-            pool_min_size=settings.db_pool_min_size,
-            pool_max_size=settings.db_pool_max_size,
-            pool_timeout_s=settings.db_pool_timeout_s,
-            pool_max_lifetime_s=settings.db_pool_max_lifetime_s,
-            pool_max_idle_s=settings.db_pool_max_idle_s,
-            pool_check=settings.db_pool_check,
-            prepare_threshold=settings.prepare_threshold,
-            busy_wait_max_s=settings.busy_wait_max_s,
-            hot_threads=settings.hot_threads,
-        )
         async with (
-            open_graph_builder(settings) as builder,
-            open_storage(settings.database_url, storage_settings) as storage,
+            open_graph_builder(settings.agent) as builder,
+            open_storage(settings.database_url, settings.storage) as storage,
         ):
             yield cls(
                 builder.compile(checkpointer=storage.saver),
                 storage,
                 max_query_chars=settings.max_query_chars,
-                wait_when_busy=settings.busy_policy == "enqueue",
-                may_interrupt=bool(settings.graph or settings.approval_tools.strip()),
-                secrets=(settings.openai_api_key,),
-                max_starting_turns=settings.starting_turns_limit,
+                wait_when_busy=settings.wait_when_busy,
+                may_interrupt=settings.agent.may_interrupt,
+                secrets=(settings.agent.api_key,),
+                max_starting_turns=settings.max_starting_turns,
             )
 
     async def check_storage(self) -> bool:

@@ -20,9 +20,8 @@ from threadline.storage.sqlite import open_sqlite
 
 
 @asynccontextmanager
-async def open_storage(url: str, settings: StorageSettings | None = None) -> AsyncIterator[Storage]:
+async def open_storage(url: str, settings: StorageSettings) -> AsyncIterator[Storage]:
     """Opens (and sets up the tables of) the storage named by url; closes it on exit."""
-    settings = settings or StorageSettings()
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         async with open_memory(settings) as storage:

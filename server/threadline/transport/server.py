@@ -125,7 +125,7 @@ async def serve(
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
 
-    async with Engine.open(settings) as engine:
+    async with Engine.open(settings.engine) as engine:
         pb_grpc.add_ThreadlineServiceServicer_to_server(ThreadlineServicer(engine), server)
         port = server.add_insecure_port(settings.address)
         if port == 0:
