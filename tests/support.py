@@ -89,10 +89,8 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         self._log = self.log_path.open("wb")
-        command = [
-            sys.executable, "-m", "threadline", "serve",
-            "--address", self.address, "--database-url", self.database_url, *self._args,
-        ]  # fmt: skip
+        database = ("--database-url", self.database_url) if self.database_url else ()  # "": from the environment
+        command = [sys.executable, "-m", "threadline", "serve", "--address", self.address, *database, *self._args]
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=self._env, cwd=ROOT)
         self.wait_serving()
         return self

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from pathlib import Path
 
 import pytest
 
 from threadline import config
 from threadline.errors import ConfigurationError
+from threadline.redaction import redact
 
 
 def _parse(*argv: str) -> argparse.Namespace:
@@ -38,7 +41,7 @@ def test_a_flag_wins_over_the_environment_which_wins_over_the_default() -> None:
         ({"THREADLINE_OFFLINE_MODEL": "maybe"}, "expected true or false"),
         ({"THREADLINE_MAX_QUERY_CHARS": "0"}, "at least 1"),
         ({"THREADLINE_DB_POOL_MIN_SIZE": "5", "THREADLINE_DB_POOL_MAX_SIZE": "2"}, "at most"),
-        ({"THREADLINE_MAX_STARTING_TURNS": "-1"}, "THREADLINE_MAX_STARTING_TURNS must be 0"),
+        ({"THREADLINE_MAX_STARTING_TURNS": "-1"}, "THREADLINE_MAX_STARTING_TURNS must be at least 0"),
         ({"THREADLINE_LOG_LEVEL": "chatty"}, "unknown level"),
         ({"THREADLINE_MODEL_HTTP_CLIENT": "requests"}, "THREADLINE_MODEL_HTTP_CLIENT: expected aiohttp or httpx"),
         ({"THREADLINE_EVENT_LOOP": "trio"}, "THREADLINE_EVENT_LOOP: expected uvloop or asyncio"),
@@ -71,3 +74,63 @@ def test_the_start_up_description_hides_secrets() -> None:
     described = config.describe(settings)
     assert "sk-secret" not in described and ":pw@" not in described
     assert "postgresql://u:***@h/db" in described
+
+
+NUMERIC_SETTINGS = [f for f in dataclasses.fields(config.Settings) if type(f.default) in (int, float)]
+
+
+@pytest.mark.parametrize("name", [f.name for f in NUMERIC_SETTINGS])
+def test_every_numeric_setting_is_range_checked(name: str) -> None:
+    variable = f"THREADLINE_{name.upper()}"
+    for bad in ("-1", "nan", "inf", "1e300", "99999999999"):
+        with pytest.raises(ConfigurationError, match=variable):
+            config.load(_parse(), environ={variable: bad})
+    with pytest.raises(ConfigurationError, match=variable):
+        config.load(_parse(f"--{name.replace('_', '-')}", "-1"), environ={})
+
+
+def test_a_secret_is_not_in_the_settings_repr() -> None:
+    settings = config.load(_parse(), environ={"OPENAI_API_KEY": "sk-secret", "THREADLINE_DATABASE_URL": "memory://x"})
+    assert "sk-secret" not in repr(settings) and "memory://x" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:pw@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u@h/db?password=pw&sslmode=require", "postgresql://u@h/db?password=***&sslmode=require"),
+        ("postgresql://u@h/db?sslmode=require&PassWord=pw", "postgresql://u@h/db?sslmode=require&PassWord=***"),
+        ("postgresql://u@h/db?sslpassword=pw", "postgresql://u@h/db?sslpassword=***"),
+        ("postgresql://u:p%40w@h/db?password=pw", "postgresql://u:***@h/db?password=***"),
+        ("sqlite:///threadline.db", "sqlite:///threadline.db"),
+    ],
+)
+def test_passwords_are_redacted_wherever_they_are_in_a_url(url: str, shown: str) -> None:
+    assert redact(url) == shown
+    described = config.describe(config.load(_parse(), environ={"THREADLINE_DATABASE_URL": url}))
+    assert f"THREADLINE_DATABASE_URL={shown}\n" in described
+    assert "=pw" not in described and ":pw@" not in described
+
+
+def test_secrets_can_come_from_files(tmp_path: Path) -> None:
+    key, url = tmp_path / "key", tmp_path / "url"
+    key.write_text("sk-from-file\n")
+    url.write_text("postgresql://u:s3cret@h/db\n")
+    environ = {"OPENAI_API_KEY_FILE": str(key), "THREADLINE_DATABASE_URL_FILE": str(url)}
+    settings = config.load(_parse(), environ=environ)
+    assert settings.openai_api_key == "sk-from-file"
+    assert settings.database_url == "postgresql://u:s3cret@h/db"
+    described = config.describe(settings)
+    assert "sk-from-file" not in described and "s3cret" not in described
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"OPENAI_API_KEY": "sk-a", "OPENAI_API_KEY_FILE": "/dev/null"}, "set OPENAI_API_KEY or OPENAI_API_KEY_FILE"),
+        ({"THREADLINE_DATABASE_URL_FILE": "/nonexistent/threadline-url"}, "THREADLINE_DATABASE_URL_FILE: cannot read"),
+    ],
+)
+def test_a_secret_file_that_cannot_be_used_is_a_clear_error(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        config.load(_parse(), environ=environ)

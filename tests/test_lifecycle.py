@@ -91,3 +91,19 @@ def test_bad_configuration_stops_start_up_with_a_clear_message(args: tuple[str, 
     )  # fmt: skip
     assert finished.returncode != 0
     assert message in finished.stderr
+
+
+def test_passwords_in_the_database_url_never_reach_the_log(postgres_url: str, tmp_path: Path, logs: Path) -> None:
+    """The test PostgreSQL trusts every connection, so the passwords are sent and ignored: only the log is checked."""
+    url_file = tmp_path / "database-url"
+    url_file.write_text(f"{postgres_url}?sslmode=disable&password=hunter2-query&sslpassword=hunter2-ssl\n")
+    user_info = postgres_url.replace("postgresql://postgres@", "postgresql://postgres:hunter2-user@")
+    for url, env in [(user_info, server_env()), ("", server_env(THREADLINE_DATABASE_URL_FILE=str(url_file)))]:
+        server = ServerProcess(url, logs, env=env).start()
+        try:
+            with ThreadlineClient(server.address) as client:
+                assert client.ask("hello").answer
+        finally:
+            server.stop()
+        log = server.log()
+        assert "hunter2" not in log and "***" in log

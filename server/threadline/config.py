@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,8 +24,33 @@ from threadline.redaction import redact
 from threadline.storage.contract import StorageSettings
 
 
-def _setting(default: Any, help: str, env: str | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "env": env})
+def _setting(
+    default: Any,
+    help: str,
+    env: str | None = None,
+    *,
+    at_least: float | None = None,
+    above: float | None = None,
+    at_most: float | None = None,
+    secret: bool = False,
+) -> Any:
+    """A setting: its default, help, environment variable (THREADLINE_<NAME> unless named), range, secrecy.
+
+    A number must lie in [at_least (or above, exclusive), at_most]; every numeric setting has both ends.
+    A secret is masked in the start-up log and may be read from the file named by <ENV>_FILE instead.
+    """
+    if type(default) in (int, float) and ((at_least is None) == (above is None) or at_most is None):
+        raise TypeError(f"numeric setting {help!r} needs a range: at_least or above, and at_most")
+    return field(
+        default=default,
+        repr=not secret,
+        metadata={"help": help, "env": env, "at_least": at_least, "above": above, "at_most": at_most, "secret": secret},
+    )
+
+
+_HOUR = 3600
+_DAY = 24 * _HOUR
+_YEAR = 365 * _DAY
 
 
 @dataclass(frozen=True)
@@ -33,28 +59,38 @@ class Settings:
 
     address: str = _setting("127.0.0.1:50051", "host:port the gRPC server listens on")
     workers: int = _setting(
-        1, "server processes sharing the address (SO_REUSEPORT), one core each; more than 1 needs PostgreSQL"
+        1,
+        "server processes sharing the address (SO_REUSEPORT), one core each; more than 1 needs PostgreSQL",
+        at_least=1,
+        at_most=256,
     )
     database_url: str = _setting(
         "sqlite:///threadline.db",
         "where checkpoints live: sqlite:///PATH, postgresql://..., or memory://",
+        secret=True,
     )
     model: str = _setting("gpt-4o-mini", "model name sent to the OpenAI-compatible endpoint")
     openai_api_key: str = _setting(
-        "", "API key of the OpenAI-compatible endpoint; empty: the offline model", env="OPENAI_API_KEY"
+        "", "API key of the OpenAI-compatible endpoint; empty: the offline model", env="OPENAI_API_KEY", secret=True
     )
     openai_base_url: str = _setting(
         "", "base URL of the OpenAI-compatible endpoint (vLLM, Ollama, ...)", env="OPENAI_BASE_URL"
     )
     offline_model: bool = _setting(False, "use the built-in offline model even when a key is set")
-    offline_token_delay_ms: float = _setting(0.0, "pause between the offline model's tokens, to watch streaming by eye")
-    db_pool_min_size: int = _setting(1, "PostgreSQL connections kept open")
-    db_pool_max_size: int = _setting(10, "most PostgreSQL connections open at once")
-    db_pool_timeout_s: float = _setting(
-        5.0, "longest wait for a PostgreSQL connection before a call fails with UNAVAILABLE"
+    offline_token_delay_ms: float = _setting(
+        0.0, "pause between the offline model's tokens, to watch streaming by eye", at_least=0, at_most=60_000
     )
-    db_pool_max_lifetime_s: float = _setting(3600.0, "PostgreSQL connections older than this are replaced")
-    db_pool_max_idle_s: float = _setting(600.0, "PostgreSQL connections idle longer than this are closed")
+    db_pool_min_size: int = _setting(1, "PostgreSQL connections kept open", at_least=1, at_most=1000)
+    db_pool_max_size: int = _setting(10, "most PostgreSQL connections open at once", at_least=1, at_most=1000)
+    db_pool_timeout_s: float = _setting(
+        5.0, "longest wait for a PostgreSQL connection before a call fails with UNAVAILABLE", above=0, at_most=_HOUR
+    )
+    db_pool_max_lifetime_s: float = _setting(
+        3600.0, "PostgreSQL connections older than this are replaced", above=0, at_most=30 * _DAY
+    )
+    db_pool_max_idle_s: float = _setting(
+        600.0, "PostgreSQL connections idle longer than this are closed", above=0, at_most=30 * _DAY
+    )
     db_pool_check: bool = _setting(
         True, "check a PostgreSQL connection idle for over 1 s before use (replaces dead ones)"
     )
@@ -64,24 +100,38 @@ class Settings:
     busy_policy: str = _setting(
         "enqueue", "a turn on a busy thread: enqueue (wait, within its deadline) or reject (ABORTED THREAD_BUSY)"
     )
-    busy_wait_max_s: float = _setting(30.0, "longest an enqueued turn waits when its call has no shorter deadline")
+    busy_wait_max_s: float = _setting(
+        30.0, "longest an enqueued turn waits when its call has no shorter deadline", at_least=0, at_most=_HOUR
+    )
     max_starting_turns: int = _setting(
         0,
         "turns of this process taking their thread and storing their question at once; later ones wait their turn, "
         "within their deadline (0: twice the pool on PostgreSQL, no limit on SQLite and memory://)",
+        at_least=0,
+        at_most=100_000,
     )
-    retention_ttl_s: float = _setting(0.0, "delete threads idle longer than this many seconds (0: keep forever)")
-    retention_interval_s: float = _setting(300.0, "how often idle threads are looked for")
-    hot_threads: int = _setting(256, "threads whose recent states this replica keeps in memory (0: none)")
+    retention_ttl_s: float = _setting(
+        0.0, "delete threads idle longer than this many seconds (0: keep forever)", at_least=0, at_most=100 * _YEAR
+    )
+    retention_interval_s: float = _setting(300.0, "how often idle threads are looked for", above=0, at_most=30 * _DAY)
+    hot_threads: int = _setting(
+        256, "threads whose recent states this replica keeps in memory (0: none)", at_least=0, at_most=1_000_000
+    )
     approval_tools: str = _setting(
         "", "comma-separated tools of the default agent that wait for a human's approval (e.g. current_time)"
     )
     graph: str = _setting("", "serve a user graph instead: package.module:attr (a StateGraph or factory)")
-    shutdown_grace_s: float = _setting(10.0, "seconds in-flight calls get to finish on SIGTERM/SIGINT")
-    max_message_bytes: int = _setting(4 * 1024 * 1024, "largest gRPC message received or sent")
-    max_query_chars: int = _setting(16_000, "longest query accepted")
-    model_timeout_s: float = _setting(120.0, "upper bound of one model request")
-    model_max_retries: int = _setting(2, "retries langchain-openai makes on a failed model request")
+    shutdown_grace_s: float = _setting(
+        10.0, "seconds in-flight calls get to finish on SIGTERM/SIGINT", at_least=0, at_most=_HOUR
+    )
+    max_message_bytes: int = _setting(
+        4 * 1024 * 1024, "largest gRPC message received or sent", at_least=64 * 1024, at_most=2**31 - 1
+    )
+    max_query_chars: int = _setting(16_000, "longest query accepted", at_least=1, at_most=10_000_000)
+    model_timeout_s: float = _setting(120.0, "upper bound of one model request", above=0, at_most=_DAY)
+    model_max_retries: int = _setting(
+        2, "retries langchain-openai makes on a failed model request", at_least=0, at_most=100
+    )
     model_http_client: str = _setting(
         "aiohttp", "HTTP client of model requests: aiohttp (less CPU per streamed token) or httpx (langchain-openai's)"
     )
@@ -188,13 +238,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds one flag per setting; the help names its environment variable and default."""
     for f in dataclasses.fields(Settings):
         shown_default = "(empty)" if f.default == "" else f.default
-        help_text = f"{f.metadata['help']} [env {_env_name(f)}; default {shown_default}]"
+        help_text = f"{f.metadata['help']} [env {_env_name(f)}{_file_note(f)}; default {shown_default}{_range_note(f)}]"
         if type(f.default) is bool:
             parser.add_argument(
                 _flag_name(f), dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=help_text
             )
         else:
             parser.add_argument(_flag_name(f), dest=f.name, default=None, metavar=f.name.upper(), help=help_text)
+
+
+def _file_note(f: dataclasses.Field[Any]) -> str:
+    return f" or {_env_name(f)}_FILE" if f.metadata["secret"] else ""
+
+
+def _range_note(f: dataclasses.Field[Any]) -> str:
+    if type(f.default) not in (int, float):
+        return ""
+    low = f"{f.metadata['at_least']:g}" if f.metadata["at_least"] is not None else f"above {f.metadata['above']:g}"
+    return f"; range {low} to {f.metadata['at_most']:g}"
 
 
 def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -207,32 +268,38 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
             values[f.name] = flag_value if isinstance(flag_value, bool) else _coerce(f, str(flag_value))
         elif _env_name(f) in environ:
             values[f.name] = _coerce(f, environ[_env_name(f)])
+        elif f.metadata["secret"] and f"{_env_name(f)}_FILE" in environ:
+            values[f.name] = _coerce(f, _read_secret_file(f"{_env_name(f)}_FILE", environ[f"{_env_name(f)}_FILE"]))
+        if f.metadata["secret"] and _env_name(f) in environ and f"{_env_name(f)}_FILE" in environ:
+            raise ConfigurationError(f"set {_env_name(f)} or {_env_name(f)}_FILE, not both")
     settings = Settings(**values)
     _validate(settings)
     return settings
 
 
+def _read_secret_file(variable: str, path: str) -> str:
+    """A secret from a file (as container platforms mount them), without its trailing line break."""
+    try:
+        with open(path, encoding="utf-8") as secret:
+            return secret.read().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigurationError(f"{variable}: cannot read {path!r}: {reason}") from None
+
+
 def _validate(settings: Settings) -> None:
-    if settings.workers < 1:
-        raise ConfigurationError("THREADLINE_WORKERS must be at least 1")
+    for f in dataclasses.fields(Settings):
+        _check_range(f, getattr(settings, f.name))
     if settings.workers > 1 and not settings.uses_postgres:
         raise ConfigurationError(
             f"THREADLINE_WORKERS={settings.workers} needs a postgresql:// database: SQLite and memory:// keep "
             "one writer per thread with locks inside one process, which other worker processes cannot see "
             "(PostgreSQL's thread holds work across processes); use THREADLINE_WORKERS=1 with them"
         )
-    if settings.max_query_chars < 1:
-        raise ConfigurationError("THREADLINE_MAX_QUERY_CHARS must be at least 1")
-    if settings.max_message_bytes < 64 * 1024:
-        raise ConfigurationError("THREADLINE_MAX_MESSAGE_BYTES must be at least 65536")
     if not 1 <= settings.db_pool_min_size <= settings.db_pool_max_size:
         raise ConfigurationError(
             "THREADLINE_DB_POOL_MIN_SIZE must be at least 1 and at most THREADLINE_DB_POOL_MAX_SIZE"
         )
-    if settings.max_starting_turns < 0:
-        raise ConfigurationError("THREADLINE_MAX_STARTING_TURNS must be 0 (the default limit) or more")
-    if settings.db_pool_timeout_s <= 0:
-        raise ConfigurationError("THREADLINE_DB_POOL_TIMEOUT_S must be positive")
     if settings.busy_policy not in ("enqueue", "reject"):
         raise ConfigurationError(f"THREADLINE_BUSY_POLICY: expected enqueue or reject, got {settings.busy_policy!r}")
     try:
@@ -241,12 +308,6 @@ def _validate(settings: Settings) -> None:
         raise ConfigurationError(
             f"THREADLINE_DB_PREPARE_THRESHOLD: expected a number or none, got {settings.db_prepare_threshold!r}"
         ) from None
-    if settings.retention_ttl_s < 0 or settings.retention_interval_s <= 0:
-        raise ConfigurationError("THREADLINE_RETENTION_TTL_S must be >= 0 and THREADLINE_RETENTION_INTERVAL_S > 0")
-    if settings.shutdown_grace_s < 0:
-        raise ConfigurationError("THREADLINE_SHUTDOWN_GRACE_S must not be negative")
-    if settings.hot_threads < 0:
-        raise ConfigurationError("THREADLINE_HOT_THREADS must not be negative")
     if settings.model_http_client not in ("aiohttp", "httpx"):
         raise ConfigurationError(
             f"THREADLINE_MODEL_HTTP_CLIENT: expected aiohttp or httpx, got {settings.model_http_client!r}"
@@ -257,14 +318,26 @@ def _validate(settings: Settings) -> None:
         raise ConfigurationError(f"THREADLINE_LOG_LEVEL: unknown level {settings.log_level!r}")
 
 
-def describe(settings: Settings, secret_fields: Sequence[str] = ("openai_api_key",)) -> str:
-    """One line per setting for the start-up log, secrets masked."""
+def _check_range(f: dataclasses.Field[Any], value: Any) -> None:
+    """Raises ConfigurationError, naming the variable, for a number outside the setting's range."""
+    if type(f.default) not in (int, float):
+        return
+    at_least, above, at_most = f.metadata["at_least"], f.metadata["above"], f.metadata["at_most"]
+    low = f"at least {at_least:g}" if at_least is not None else f"above {above:g}"
+    in_range = math.isfinite(value) and value <= at_most
+    in_range = in_range and (value >= at_least if at_least is not None else value > above)
+    if not in_range:
+        raise ConfigurationError(f"{_env_name(f)} must be {low} and at most {at_most:g}, got {value!r}")
+
+
+def describe(settings: Settings) -> str:
+    """One line per setting for the start-up log, secrets masked (a URL keeps all but its passwords)."""
     lines = []
     for f in dataclasses.fields(Settings):
         value = getattr(settings, f.name)
-        if f.name in secret_fields and value:
-            value = "***"
-        elif f.name == "database_url":
+        if f.name == "database_url":
             value = redact(value)
+        elif f.metadata["secret"] and value:
+            value = "***"
         lines.append(f"  {_env_name(f)}={value}")
     return "\n".join(lines)
