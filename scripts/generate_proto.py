@@ -1,6 +1,6 @@
 """Generates the Python code of protos/ into the client package (`make proto`).
 
-The output is committed; tests/test_generated_code.py regenerates it into a
+The output is committed; tests/unit/test_generated_code.py regenerates it into a
 temporary folder and fails when the committed copy is stale.
 
 grpcio-tools writes absolute imports (`from threadline.v1 import threadline_pb2`)

@@ -88,7 +88,9 @@ class ServerProcess:
         self._log: IO[bytes] | None = None
 
     def start(self) -> ServerProcess:
-        self._log = self.log_path.open("wb")
+        """Starts the process (again, after kill() or stop(): its log goes on in the same file)."""
+        self._close_log()
+        self._log = self.log_path.open("ab")
         database = ("--database-url", self.database_url) if self.database_url else ()  # "": from the environment
         command = [sys.executable, "-m", "threadline", "serve", "--address", self.address, *database, *self._args]
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=self._env, cwd=ROOT)
@@ -121,6 +123,7 @@ class ServerProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+        self._close_log()
 
     def wait(self, timeout: float) -> int:
         assert self.process is not None
@@ -134,8 +137,12 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._close_log()
+
+    def _close_log(self) -> None:
         if self._log is not None:
             self._log.close()
+            self._log = None
 
     def __enter__(self) -> ServerProcess:
         return self.start()

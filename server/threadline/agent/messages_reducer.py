@@ -5,7 +5,7 @@ conversation on each call, in Python, and LangGraph calls it for every step's wr
 and for every conditional edge's read. On a 1,000-turn thread that was the largest
 part of what a turn costs more than on a 10-turn one (py-spy: 2.5 of 6.5 ms).
 
-This reducer gives the same result (tests/test_messages_reducer.py checks it against
+This reducer gives the same result (tests/unit/agent/test_messages_reducer.py checks it against
 LangGraph's, call for call) and keeps the index it built with the list it returned,
 so the next call on that list (or on a copy of it: LangGraph copies a channel's list
 before a conditional edge reads it) only copies the index and adds the new writes.

@@ -4,7 +4,7 @@ The openai SDK's own decoder (`openai._streaming.SSEDecoder`) was about 7% of th
 streamed token (py-spy of the in-process graph at 32 streams; the server runs the same model
 client): every line goes through a regex scan, a bytearray copy and three generators. This one
 splits a chunk with one `bytes.splitlines` and reads its lines in one loop, at less than half the
-cost (docs/performance.md). It reads the same events as the SDK's: `tests/test_sse_events.py` holds
+cost (docs/performance.md). It reads the same events as the SDK's: `tests/unit/agent/test_sse_events.py` holds
 the two to the same events on random streams cut at random places. The SDK keeps everything around
 it: its stream (`AsyncStream`) still turns error events into APIError and transport failures into
 its connection and timeout errors.

@@ -14,8 +14,8 @@ message-likes written to the channel only for its own reducer; message objects g
 theirs with any reducer, and the default agent and the engine write only those). It
 does not implement `REMOVE_ALL_MESSAGES` or the error for removing an unknown id; the
 default agent writes neither. The langgraph version is pinned (constraints.txt),
-tests/test_messages_reducer.py holds the reducer to LangGraph's, and
-tests/test_delta_storage.py checks the rebuilt conversation against the live one.
+tests/unit/agent/test_messages_reducer.py holds the reducer to LangGraph's, and
+tests/e2e/test_delta_storage.py checks the rebuilt conversation against the live one.
 """
 
 from __future__ import annotations

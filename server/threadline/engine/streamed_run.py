@@ -6,7 +6,7 @@ cancelled, but a second cancellation while it stops (a passed deadline cancels t
 our own timeout and grpc.aio's) ends the wait early, and the turn moves on with its run still
 stopping (LangGraph 1.2.22: 5 times in 5, a node that takes 50 ms to stop). Here the run is
 cancelled once, by us, and waited for through any number of cancellations of the turn
-(tests/test_streamed_run.py).
+(tests/unit/engine/test_streamed_run.py).
 
 The messages: LangGraph's stream_mode="messages" hands every streamed token to the caller
 through its own queue: a thread-safe wake-up of the event loop (`call_soon_threadsafe`), a new

@@ -12,7 +12,7 @@ at c=32, two alternating pairs): 58.7 and 59.4 -> 62.4 and 62.2 turns a second, 
 
 The three methods are the stock ones (langgraph-checkpoint-postgres 3.2.0, pinned) with the hop
 taken out and one fix (a string channel value holding NUL is stored as a blob, since JSONB cannot
-hold NUL; the stock saver fails the write), and nothing else changed: `tests/test_postgres_serde.py`
+hold NUL; the stock saver fails the write), and nothing else changed: `tests/unit/storage/test_postgres_serde.py`
 holds them to the stock saver's rows and reads. The stock in-process baseline of `bench/` keeps its hops.
 """
 

@@ -1,0 +1,1 @@
+"""Real server processes over loopback gRPC, on SQLite and a real PostgreSQL."""
