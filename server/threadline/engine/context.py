@@ -1,6 +1,6 @@
 """The request context: who is calling and within what limits.
 
-One object flows from the servicer into the engine for every call, so tenancy,
+One object flows from the transport (its interceptor) into the engine for every call, so tenancy,
 auth and tracing can be added by filling fields here, without changing the
 engine's signatures or teaching it about gRPC.
 """
@@ -17,7 +17,10 @@ class RequestContext:
     """What the engine knows about the call it serves."""
 
     rpc: str
-    """The RPC's name ("Ask", "StreamAsk", ...), recorded in the audit trail."""
+    """The RPC's name ("Ask", "StreamAsk", ...), for what the engine logs and says in errors.
+
+    What the audit trail records is the turn's engine.turn_kinds.TurnKind, which the engine
+    decides (an Ask with a checkpoint_id is a Fork)."""
     tenant: str = DEFAULT_TENANT
     """The tenant whose threads the call may touch; threads are stored under it."""
     request_id: str = ""

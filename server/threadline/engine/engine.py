@@ -37,7 +37,6 @@ from threadline.engine.identifiers import (
     encode_page_token,
     encode_threads_token,
     new_thread_id,
-    storage_thread_id,
 )
 from threadline.engine.messages import views_of
 from threadline.engine.settings import EngineSettings
@@ -50,6 +49,7 @@ from threadline.engine.snapshots import (
     turn_result,
 )
 from threadline.engine.streamed_run import parts_of
+from threadline.engine.turn_kinds import QUESTION_KINDS, TurnKind
 from threadline.engine.turn_starts import Admission, TurnStarts
 from threadline.engine.views import (
     HistoryPage,
@@ -72,6 +72,7 @@ from threadline.errors import (
 from threadline.storage import audit
 from threadline.storage.audit import recording
 from threadline.storage.contract import STORAGE_ERRORS, Storage
+from threadline.storage.thread_keys import ThreadKey
 from threadline.storage.thread_locks import StepAside
 from threadline.storage.urls import open_storage
 
@@ -222,13 +223,13 @@ class Engine:
         # Forking: LangGraph runs from the named checkpoint and writes the new branch after it.
         start = self._config(ctx, thread_id, fork_from) if fork_from else config
         run_config: RunnableConfig = {**start, "recursion_limit": RECURSION_LIMIT}
-        rpc = "Fork" if fork_from else ctx.rpc
+        kind = TurnKind.of_question(streamed=stream_tokens, forked=bool(fork_from))
         with (
             translated_failures(secrets=self._secrets),
-            recording(rpc=rpc, request_id=ctx.request_id, query_sha256=query_digest, replica=self.replica),
+            recording(rpc=kind, request_id=ctx.request_id, query_sha256=query_digest, replica=self.replica),
         ):
             completed: list[TurnCompleted] = []
-            async with self._started(ctx, config, rpc) as admission:
+            async with self._started(ctx, config, kind) as admission:
                 if fork_from and await self._saver.aget_tuple(start) is None:
                     raise checkpoint_not_found(fork_from, thread_id)
                 prior = await self._prior_turn(config, ctx.request_id, query_digest) if ctx.request_id else None
@@ -258,12 +259,13 @@ class Engine:
         self._check_storage_up()
         config = self._config(ctx, thread_id)
         run_config: RunnableConfig = {**config, "recursion_limit": RECURSION_LIMIT}
+        kind = TurnKind.of_resume(streamed=stream_tokens)
         with (
             translated_failures(secrets=self._secrets),
-            recording(rpc=ctx.rpc, request_id=ctx.request_id, replica=self.replica),
+            recording(rpc=kind, request_id=ctx.request_id, replica=self.replica),
         ):
             completed: list[TurnCompleted] = []
-            async with self._started(ctx, config, ctx.rpc) as admission:
+            async with self._started(ctx, config, kind) as admission:
                 await self._reads.head(config, thread_id)
                 paused = await self._graph.aget_state(config)
                 pending = {item.id for item in paused.interrupts}
@@ -396,7 +398,7 @@ class Engine:
         if found is None:
             return None
         metadata: dict[str, Any] = dict(found.metadata or {})
-        if metadata.get(audit.RPC) not in ("Ask", "StreamAsk", "Fork"):
+        if metadata.get(audit.RPC) not in QUESTION_KINDS:
             raise InvalidArgument(
                 "request_id", f"request_id {request_id!r} was used by a {metadata.get(audit.RPC)} call"
             )
@@ -479,7 +481,9 @@ class Engine:
                 else:
                     assert steps_back is not None
                     target = await self._reads.walk_back(head, steps_back)
-                with recording(rpc=ctx.rpc, request_id=ctx.request_id, rewound_to=id_of(target), replica=self.replica):
+                with recording(
+                    rpc=TurnKind.REWIND, request_id=ctx.request_id, rewound_to=id_of(target), replica=self.replica
+                ):
                     new_config = await self._graph.aupdate_state(target.config, None, as_node=COPY_NODE)
                 new_head = await self._saver.aget_tuple(new_config)
                 assert new_head is not None, "a checkpoint just written can be read"
@@ -494,9 +498,9 @@ class Engine:
         )
 
     @asynccontextmanager
-    async def _started(self, ctx: RequestContext, config: RunnableConfig, rpc: str) -> AsyncIterator[Admission]:
+    async def _started(self, ctx: RequestContext, config: RunnableConfig, kind: TurnKind) -> AsyncIterator[Admission]:
         """A turn's place among those starting (turn_starts), then its hold on the thread."""
-        async with self._starts.admitted(deadline=ctx.deadline, rpc=rpc) as admission:
+        async with self._starts.admitted(deadline=ctx.deadline, rpc=kind) as admission:
             self._check_storage_up()  # the database may have gone down while the turn waited for its place
             async with self._hold(ctx, config, step_aside=admission.stepped_aside):
                 yield admission
@@ -505,10 +509,8 @@ class Engine:
         self, ctx: RequestContext, config: RunnableConfig, *, step_aside: StepAside = nullcontext
     ) -> AbstractAsyncContextManager[None]:
         """Holds the thread against other turns (on any replica) for the block."""
-        thread_key = config["configurable"]["thread_id"]
-        return self._storage.locks.hold(
-            thread_key, wait=self._wait_when_busy, deadline=ctx.deadline, step_aside=step_aside
-        )
+        key = ThreadKey.parse(config["configurable"]["thread_id"])
+        return self._storage.locks.hold(key, wait=self._wait_when_busy, deadline=ctx.deadline, step_aside=step_aside)
 
     async def delete_thread(self, ctx: RequestContext, thread_id: str, *, allow_missing: bool) -> bool:
         """Deletes the thread's checkpoints and writes; returns whether it existed.
@@ -546,14 +548,14 @@ class Engine:
             for key in await self._storage.idle_threads(cutoff, limit):
                 config: RunnableConfig = {"configurable": {"thread_id": key, "checkpoint_ns": ""}}
                 try:
-                    async with self._storage.locks.hold(key, wait=False, deadline=None):
+                    async with self._storage.locks.hold(ThreadKey.parse(key), wait=False, deadline=None):
                         head = await self._saver.aget_tuple(config)
                         if head is None or id_of(head) >= cutoff:
                             continue
                         await self._saver.adelete_thread(key)
                         self._storage.hot.forget(key)
-                        tenant, _, thread_id = key.partition("/")
-                        await self._storage.registry.forget(tenant, thread_id)
+                        thread = ThreadKey.parse(key)
+                        await self._storage.registry.forget(thread.tenant, thread.thread_id)
                         deleted += 1
                 except ThreadBusy:
                     continue
@@ -617,7 +619,7 @@ class Engine:
 
     def _config(self, ctx: RequestContext, thread_id: str, checkpoint_id: str | None = None) -> RunnableConfig:
         configurable: dict[str, Any] = {
-            "thread_id": storage_thread_id(ctx.tenant, thread_id),
+            "thread_id": ThreadKey(ctx.tenant, thread_id).storage_id,
             # Always name the root namespace: SQLite only uses its index when it is given.
             "checkpoint_ns": "",
         }

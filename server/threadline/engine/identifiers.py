@@ -69,11 +69,6 @@ def checkpoint_id_at(unix_time: float) -> str:
     return f"{stamp >> 28:08x}-{(stamp >> 12) & 0xFFFF:04x}-6{stamp & 0x0FFF:03x}-0000-000000000000"
 
 
-def storage_thread_id(tenant: str, thread_id: str) -> str:
-    """The checkpointer's thread id: the caller's, under its tenant, so tenants never share threads."""
-    return f"{tenant}/{thread_id}"
-
-
 def encode_page_token(thread_id: str, before_checkpoint_id: str) -> str:
     """An opaque token for the History page that starts after before_checkpoint_id."""
     payload = json.dumps({"v": _TOKEN_VERSION, "t": thread_id, "b": before_checkpoint_id}, separators=(",", ":"))

@@ -36,7 +36,7 @@ def recording(**fields: str) -> Iterator[None]:
         "replica": REPLICA,
         "query_sha256": QUERY_SHA256,
     }
-    token = _current.set({names[key]: value for key, value in fields.items() if value})
+    token = _current.set({names[key]: str(value) for key, value in fields.items() if value})
     try:
         yield
     finally:

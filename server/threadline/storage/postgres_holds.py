@@ -45,6 +45,7 @@ from psycopg.rows import DictRow, dict_row
 
 from threadline.errors import ThreadBusy
 from threadline.storage.postgres_writes import DeferredWrites
+from threadline.storage.thread_keys import ThreadKey
 from threadline.storage.thread_locks import LocalThreadLocks, StepAside
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class StaleRunError(RuntimeError):
 class Hold:
     """A turn's hold on its thread."""
 
-    thread_key: str
+    key: ThreadKey
     token: uuid.UUID
     released: bool = False
     # Whether the row may exist: from sending the take until it is known not taken or deleted.
@@ -116,6 +117,11 @@ class Hold:
     head: list[DictRow] | None = None
     """The thread's newest root checkpoint row (none: []), read with the take for the turn's first
     read of its head; None once used, or once the turn writes."""
+
+    @property
+    def thread_key(self) -> str:
+        """The thread as the holders and checkpoint tables name it."""
+        return self.key.storage_id
 
 
 _current_hold: ContextVar[Hold | None] = ContextVar("threadline_current_hold", default=None)
@@ -147,7 +153,7 @@ async def fenced_cursor(conn: AsyncConnection[DictRow], hold: Hold) -> AsyncIter
             yield cur
     except psycopg.DatabaseError as exc:
         if exc.sqlstate == FENCE_SQLSTATE:
-            thread = _thread_id(hold.thread_key)
+            thread = hold.key.thread_id
             raise StaleRunError(
                 f"this turn lost its hold on thread {thread!r} (this replica lost its database session, or the "
                 "database restarted, while the turn ran); nothing more of it is written"
@@ -268,15 +274,15 @@ class PostgresThreadLocks:
 
     @asynccontextmanager
     async def hold(
-        self, thread_key: str, *, wait: bool, deadline: float | None, step_aside: StepAside = nullcontext
+        self, key: ThreadKey, *, wait: bool, deadline: float | None, step_aside: StepAside = nullcontext
     ) -> AsyncIterator[None]:
         """Holds the thread for the block; ThreadBusy if it is busy and wait is False (or the wait ends).
 
         Turns of this replica queue on a local lock first, so only one of them at a
         time asks the database. Waits for a busy thread run inside step_aside().
         """
-        async with self._local.hold(thread_key, wait=wait, deadline=deadline, step_aside=step_aside):
-            hold = Hold(thread_key, uuid.uuid4())
+        async with self._local.hold(key, wait=wait, deadline=deadline, step_aside=step_aside):
+            hold = Hold(key, uuid.uuid4())
             try:
                 await self._take(hold, wait=wait, deadline=deadline, step_aside=step_aside)
                 reset = _current_hold.set(hold)
@@ -322,7 +328,7 @@ class PostgresThreadLocks:
                 return
             hold.maybe_taken = False
             if not wait or time.monotonic() + _RETRY_INTERVAL_S >= give_up:
-                raise ThreadBusy(f"thread {_thread_id(hold.thread_key)!r} is running another turn")
+                raise ThreadBusy(f"thread {hold.key.thread_id!r} is running another turn")
             async with step_aside():  # the thread is busy on another replica: no database needed meanwhile
                 await asyncio.sleep(_RETRY_INTERVAL_S)
 
@@ -360,7 +366,3 @@ async def _send_what_a_failed_turn_wrote(hold: Hold) -> None:
         await hold.writes.flush()
     except Exception as exc:
         log.warning("could not write what a failed turn on thread %r wrote last: %s", hold.thread_key, exc)
-
-
-def _thread_id(thread_key: str) -> str:
-    return thread_key.partition("/")[2]

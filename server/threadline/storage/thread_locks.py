@@ -14,6 +14,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 from typing import Protocol
 
 from threadline.errors import ThreadBusy
+from threadline.storage.thread_keys import ThreadKey
 
 StepAside = Callable[[], AbstractAsyncContextManager[None]]
 """Wraps a wait for a busy thread: what the waiting turn gives up meanwhile (its place among starting turns)."""
@@ -23,7 +24,7 @@ class ThreadLocks(Protocol):
     """Serializes the turns of each thread."""
 
     def hold(
-        self, thread_key: str, *, wait: bool, deadline: float | None, step_aside: StepAside = nullcontext
+        self, key: ThreadKey, *, wait: bool, deadline: float | None, step_aside: StepAside = nullcontext
     ) -> AbstractAsyncContextManager[None]:
         """An async context manager holding the thread; raises ThreadBusy when it cannot."""
         ...
@@ -33,12 +34,12 @@ class LocalThreadLocks:
     """Per-thread asyncio locks that exist only while someone holds or waits for them."""
 
     def __init__(self, *, max_wait_s: float) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._locks: dict[ThreadKey, tuple[asyncio.Lock, int]] = {}
         self._max_wait_s = max_wait_s
 
     @asynccontextmanager
     async def hold(
-        self, thread_key: str, *, wait: bool, deadline: float | None, step_aside: StepAside = nullcontext
+        self, key: ThreadKey, *, wait: bool, deadline: float | None, step_aside: StepAside = nullcontext
     ) -> AsyncIterator[None]:
         """Holds the thread's lock for the block, inside step_aside() while it waits for it.
 
@@ -46,10 +47,10 @@ class LocalThreadLocks:
             ThreadBusy: the thread is busy and wait is False, or it stayed busy until
                 the deadline (or max_wait_s) passed.
         """
-        lock, users = self._locks.get(thread_key, (asyncio.Lock(), 0))
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
         if lock.locked() and not wait:
-            raise ThreadBusy(f"thread {thread_key.partition('/')[2]!r} is running another turn")
-        self._locks[thread_key] = (lock, users + 1)
+            raise ThreadBusy(f"thread {key.thread_id!r} is running another turn")
+        self._locks[key] = (lock, users + 1)
         try:
             budget = self._max_wait_s if deadline is None else min(self._max_wait_s, deadline - time.monotonic())
             acquired = False
@@ -60,9 +61,7 @@ class LocalThreadLocks:
                         async with asyncio.timeout(max(budget, 0.0)):
                             await lock.acquire()
                     except TimeoutError:
-                        raise ThreadBusy(
-                            f"thread {thread_key.partition('/')[2]!r} stayed busy for {max(budget, 0.0):.1f}s"
-                        ) from None
+                        raise ThreadBusy(f"thread {key.thread_id!r} stayed busy for {max(budget, 0.0):.1f}s") from None
                     acquired = True
             except BaseException:
                 if acquired:  # taking its place back failed (deadline, cancel): the thread is let go
@@ -73,8 +72,8 @@ class LocalThreadLocks:
             finally:
                 lock.release()
         finally:
-            lock, users = self._locks[thread_key]
+            lock, users = self._locks[key]
             if users == 1:
-                del self._locks[thread_key]
+                del self._locks[key]
             else:
-                self._locks[thread_key] = (lock, users - 1)
+                self._locks[key] = (lock, users - 1)

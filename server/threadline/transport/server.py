@@ -21,7 +21,8 @@ from threadline.config import Settings
 from threadline.engine import Engine
 from threadline.errors import ThreadlineError
 from threadline.event_loop import describe, loop_factory
-from threadline.transport.servicer import SERVICE_NAME, ThreadlineServicer
+from threadline.transport.interceptors import SERVICE_NAME, RequestInterceptor
+from threadline.transport.servicer import ThreadlineServicer
 from threadline_client.v1 import threadline_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, log_runtime_stats)
 
-    server = grpc.aio.server(options=_options(settings))
+    server = grpc.aio.server(options=_options(settings), interceptors=[RequestInterceptor()])
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

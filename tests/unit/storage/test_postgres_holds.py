@@ -22,12 +22,12 @@ from langgraph.checkpoint.base import empty_checkpoint
 from threadline.config import Settings
 from threadline.engine.context import DEFAULT_TENANT, RequestContext
 from threadline.engine.engine import Engine
-from threadline.engine.identifiers import storage_thread_id
 from threadline.engine.views import TurnCompleted
 from threadline.storage import postgres_holds, postgres_writes
 from threadline.storage.contract import safe_serializer
 from threadline.storage.postgres_holds import Hold, Pool, StaleRunError, fenced_cursor
 from threadline.storage.postgres_saver import PooledPostgresSaver, open_pool
+from threadline.storage.thread_keys import ThreadKey
 
 _TAKE_OVER = "UPDATE threadline_thread_holders SET token = %s WHERE thread_key = %s"
 
@@ -43,7 +43,7 @@ async def pool(postgres_url: str) -> AsyncIterator[Pool]:
 
 
 async def _held(pool: Pool) -> Hold:
-    hold = Hold(f"tests/{uuid.uuid4().hex}", uuid.uuid4())
+    hold = Hold(ThreadKey("tests", uuid.uuid4().hex), uuid.uuid4())
     async with pool.connection() as conn:
         await conn.execute(
             "INSERT INTO threadline_thread_holders (thread_key, owner_key, token) VALUES (%s, 0, %s)",
@@ -217,23 +217,25 @@ async def test_what_waits_at_a_turns_end_goes_with_its_release_all_or_nothing(
     locks = postgres_holds.PostgresThreadLocks(pool, owner, max_wait_s=5)
     holders = "SELECT token FROM threadline_thread_holders WHERE thread_key = %s"
     try:
-        thread = f"tests/{uuid.uuid4().hex}"
-        async with locks.hold(thread, wait=False, deadline=None):
+        key = ThreadKey("tests", uuid.uuid4().hex)
+        thread = key.storage_id
+        async with locks.hold(key, wait=False, deadline=None):
             await _first_checkpoint(saver, thread)
             await _write_that_cannot_wait(saver, thread, 1, may_wait=True)
             assert await _stored(pool, thread) == (0, 0), "a write that may wait waits, with LangGraph's"
             requests = pool.get_stats().get("requests_num", 0)
         assert pool.get_stats().get("requests_num", 0) - requests == 1, "the writes and the release: one round trip"
         assert await _stored(pool, thread) == (1, 0)
-        assert await _steps(pool, Hold(thread, uuid.uuid4())) == [1]
+        assert await _steps(pool, Hold(key, uuid.uuid4())) == [1]
         async with pool.connection() as conn:
             assert await (await conn.execute(holders, (thread,))).fetchone() is None, "released with them"
 
         # Taken over before the end: neither what waited nor the release lands.
-        thread = f"tests/{uuid.uuid4().hex}"
+        key = ThreadKey("tests", uuid.uuid4().hex)
+        thread = key.storage_id
         taker = uuid.uuid4()
         with pytest.raises(StaleRunError, match="lost its hold"):
-            async with locks.hold(thread, wait=False, deadline=None):
+            async with locks.hold(key, wait=False, deadline=None):
                 await _first_checkpoint(saver, thread)
                 async with pool.connection() as conn:
                     await conn.execute(_TAKE_OVER, (taker, thread))
@@ -250,15 +252,16 @@ async def test_a_turns_first_read_of_its_head_is_the_row_read_with_its_take(
 ) -> None:
     owner = postgres_holds.OwnerSession(postgres_url, prepare_threshold=0)
     locks = postgres_holds.PostgresThreadLocks(pool, owner, max_wait_s=5, head_sql=saver.head_sql)
-    thread = f"tests/{uuid.uuid4().hex}"
+    key = ThreadKey("tests", uuid.uuid4().hex)
+    thread = key.storage_id
     try:
-        async with locks.hold(thread, wait=False, deadline=None):
+        async with locks.hold(key, wait=False, deadline=None):
             requests = pool.get_stats().get("requests_num", 0)
             assert await saver.aget_tuple(_config(thread)) is None, "a new thread has no head"
             assert pool.get_stats().get("requests_num", 0) == requests, "read with the take"
             first = await _first_checkpoint(saver, thread)
 
-        async with locks.hold(thread, wait=False, deadline=None):
+        async with locks.hold(key, wait=False, deadline=None):
             requests = pool.get_stats().get("requests_num", 0)
             head = await saver.aget_tuple(_config(thread))
             assert pool.get_stats().get("requests_num", 0) == requests, "read with the take"
@@ -267,7 +270,7 @@ async def test_a_turns_first_read_of_its_head_is_the_row_read_with_its_take(
             assert pool.get_stats().get("requests_num", 0) == requests + 1, "only the first read is served so"
             assert again is not None and again.config == first and again.checkpoint == head.checkpoint
 
-        async with locks.hold(thread, wait=False, deadline=None):
+        async with locks.hold(key, wait=False, deadline=None):
             second = await _next_checkpoint(saver, first)
             head = await saver.aget_tuple(_config(thread))
             assert head is not None and head.config == second, "after a write of the turn, the head is read again"
@@ -279,12 +282,13 @@ async def test_a_turns_first_read_of_its_head_is_the_row_read_with_its_take(
 async def test_what_a_turn_wrote_last_is_sent_before_its_thread_is_released(
     pool: Pool, saver: PooledPostgresSaver, postgres_url: str, ends: str
 ) -> None:
-    thread = f"tests/{uuid.uuid4().hex}"
+    key = ThreadKey("tests", uuid.uuid4().hex)
+    thread = key.storage_id
     owner = postgres_holds.OwnerSession(postgres_url, prepare_threshold=0)
     locks = postgres_holds.PostgresThreadLocks(pool, owner, max_wait_s=5)
     try:
         with contextlib.suppress(RuntimeError):
-            async with locks.hold(thread, wait=False, deadline=None):
+            async with locks.hold(key, wait=False, deadline=None):
                 first = await _first_checkpoint(saver, thread)
                 # A task that failed or paused for a human: its writes, then no checkpoint.
                 await saver.aput_writes(first, [("__error__", "the tool failed")], "task-1")
@@ -322,7 +326,7 @@ async def test_a_turns_answer_is_stored_and_its_thread_let_go_before_the_caller_
                         (
                             event.turn.checkpoint_id,
                             event.turn.thread_id,
-                            storage_thread_id(DEFAULT_TENANT, event.turn.thread_id),
+                            ThreadKey(DEFAULT_TENANT, event.turn.thread_id).storage_id,
                         ),
                     )
                 ).fetchone()
