@@ -48,7 +48,7 @@ from threadline.engine.snapshots import (
     snapshot_turn,
     turn_result,
 )
-from threadline.engine.streamed_run import parts_of
+from threadline.engine.streamed_run import Part, parts_of
 from threadline.engine.turn_kinds import QUESTION_KINDS, TurnKind
 from threadline.engine.turn_starts import Admission, TurnStarts
 from threadline.engine.views import (
@@ -299,41 +299,14 @@ class Engine:
         admission: Admission,
     ) -> AsyncGenerator[TurnEvent, None]:
         """Runs the graph (the caller holds the thread) and ends with TurnCompleted."""
-        # "checkpoints" parts carry the state at each checkpoint as the run makes it: the
-        # replica keeps them (hot states), so the next turn and History need not rebuild it.
-        modes: list[StreamMode] = ["updates", "checkpoints"]
         if graph_input is None or isinstance(graph_input, Command):
             admission.release()  # nothing to store first: the run goes straight to a node (a model, a tool)
         thread_key = str(config["configurable"]["thread_id"])
         last: tuple[str, list[BaseMessage]] | None = None
         interrupted = False
-
-        # durability="sync": a turn's last checkpoint is written before the caller hears
-        # of the answer, so an answered turn survives a kill -9. (On PostgreSQL the saver
-        # keeps the run's writes back to send them with the turn's release: postgres_writes.
-        # The caller hears of the answer after that: see _until_completed.)
-        # The call's deadline bounds the whole run: model requests and tools are
-        # cancelled with it (their HTTP streams closed), not left running.
-        # Every generator of a turn is closed explicitly (aclosing), here and by its callers:
-        # a turn ended early (cancelled, or its deadline passed, while the caller was writing
-        # an event) must stop its graph run before the thread is let go, not whenever the
-        # garbage collector finalizes an abandoned generator from another task (with the run's
-        # model stream still open and its writes no longer fenced by the lock). The run goes on
-        # in a task of its own, which closing `parts` stops and waits for, however often this
-        # task is cancelled meanwhile (streamed_run).
-        #
-        # A streamed turn's tokens come from LangGraph's messages handler on the run's callbacks,
-        # not from its "messages" stream mode, which costs a tenth of the work per token
-        # (streamed_run). The engine's run configs carry no callbacks of their own.
-        def run(callbacks: list[BaseCallbackHandler]) -> AsyncGenerator[Any, None]:
-            with_callbacks: RunnableConfig = {**run_config, "callbacks": callbacks}
-            # (astream is an async generator; it is typed as a plain AsyncIterator.)
-            return cast(
-                AsyncGenerator[Any, None],
-                self._graph.astream(graph_input, with_callbacks, stream_mode=modes, durability="sync"),
-            )
-
-        parts = parts_of(run, messages=stream_tokens)
+        parts = self._graph_parts(run_config, graph_input, stream_tokens)
+        # The call's deadline bounds the whole run: model requests and tools are cancelled
+        # with it (their HTTP streams closed), not left running.
         async with _deadline(ctx), aclosing(parts):
             async for mode, payload in parts:
                 admission.saw(mode, payload)
@@ -344,7 +317,54 @@ class Engine:
                     interrupted = True
                 for event in events_of(mode, payload):
                     yield event
-        if last is None or interrupted:
+        yield await self._finished_turn(ctx, thread_id, config, None if interrupted else last, first_new)
+
+    def _graph_parts(
+        self, run_config: RunnableConfig, graph_input: Any, stream_tokens: bool
+    ) -> AsyncGenerator[Part, None]:
+        """The run's (stream mode, payload) parts, in a task of its own (streamed_run).
+
+        "checkpoints" parts carry the state at each checkpoint as the run makes it: the replica
+        keeps them (hot states), so the next turn and History need not rebuild it.
+
+        durability="sync": a turn's last checkpoint is written before the caller hears of the
+        answer, so an answered turn survives a kill -9. (On PostgreSQL the saver keeps the run's
+        writes back to send them with the turn's release: postgres_writes. The caller hears of
+        the answer after that: see _until_completed.)
+
+        Every generator of a turn is closed explicitly (aclosing), here and by its callers: a
+        turn ended early (cancelled, or its deadline passed, while the caller was writing an
+        event) must stop its graph run before the thread is let go, not whenever the garbage
+        collector finalizes an abandoned generator from another task (with the run's model
+        stream still open and its writes no longer fenced by the lock). Closing the parts stops
+        the run's task and waits for it, however often the caller is cancelled meanwhile.
+
+        A streamed turn's tokens come from LangGraph's messages handler on the run's callbacks,
+        not from its "messages" stream mode, which costs a tenth of the work per token
+        (streamed_run). The engine's run configs carry no callbacks of their own.
+        """
+        modes: list[StreamMode] = ["updates", "checkpoints"]
+
+        def run(callbacks: list[BaseCallbackHandler]) -> AsyncGenerator[Any, None]:
+            with_callbacks: RunnableConfig = {**run_config, "callbacks": callbacks}
+            # (astream is an async generator; it is typed as a plain AsyncIterator.)
+            return cast(
+                AsyncGenerator[Any, None],
+                self._graph.astream(graph_input, with_callbacks, stream_mode=modes, durability="sync"),
+            )
+
+        return parts_of(run, messages=stream_tokens)
+
+    async def _finished_turn(
+        self,
+        ctx: RequestContext,
+        thread_id: str,
+        config: RunnableConfig,
+        last: tuple[str, list[BaseMessage]] | None,
+        first_new: HumanMessage | int,
+    ) -> TurnCompleted:
+        """The finished turn, from its last checkpoint (None: read the head, as for a pause)."""
+        if last is None:
             # The pending interrupts are only known from a read of the head.
             state = await self._graph.aget_state(config)
             head_id = str(state.config["configurable"]["checkpoint_id"])
@@ -354,7 +374,7 @@ class Engine:
             (head_id, messages), interrupts = last, ()
         await self._note_activity(ctx, thread_id, messages, head_id)
         start = first_new if isinstance(first_new, int) else index_of(messages, first_new)
-        yield TurnCompleted(turn_result(thread_id, head_id, messages, interrupts, start))
+        return TurnCompleted(turn_result(thread_id, head_id, messages, interrupts, start))
 
     def _remember(self, thread_key: str, payload: Any) -> tuple[str, list[BaseMessage]] | None:
         """Keeps the messages at a checkpoint of the thread's root graph; returns (checkpoint id, messages)."""

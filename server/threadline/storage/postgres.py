@@ -4,7 +4,7 @@ so that any number of replicas can share the database."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,6 +14,7 @@ from threadline.errors import StorageUnavailable
 from threadline.redaction import redact
 from threadline.storage import postgres_holds
 from threadline.storage.contract import IDLE_THREADS_SQL, Storage, StorageSettings, safe_serializer, with_hot_states
+from threadline.storage.postgres_holds import Pool
 from threadline.storage.postgres_saver import IdleConnectionCheck, PooledPostgresSaver, open_pool
 from threadline.storage.thread_registry import PostgresThreadRegistry
 
@@ -29,6 +30,31 @@ def _pool_check(settings: StorageSettings) -> dict[str, Any]:
 
 @asynccontextmanager
 async def open_postgres(url: str, settings: StorageSettings) -> AsyncIterator[Storage]:
+    """Storage in the PostgreSQL database at url: tables set up, pool and owner session open until exit."""
+    async with _pool(url, settings) as pool:
+        saver = PooledPostgresSaver(pool, serde=safe_serializer())
+        await saver.setup()
+        registry = PostgresThreadRegistry(saver)
+        await registry.setup()
+        await postgres_holds.setup(pool)
+        log.info("checkpoints in PostgreSQL at %s", redact(url))
+        owner = postgres_holds.OwnerSession(url, prepare_threshold=settings.prepare_threshold)
+        locks = postgres_holds.PostgresThreadLocks(
+            pool, owner, max_wait_s=settings.busy_wait_max_s, head_sql=saver.head_sql
+        )
+        hot = with_hot_states(saver, settings)
+        try:
+            yield Storage(
+                saver, locks, owner.ping, _idle_threads(pool), registry, hot, saver.alist_headers, saver.afind_request
+            )
+        finally:
+            await locks.close()
+            await owner.close()
+
+
+@asynccontextmanager
+async def _pool(url: str, settings: StorageSettings) -> AsyncIterator[Pool]:
+    """The connection pool, open for the block; StorageUnavailable when no connection comes in time."""
     try:
         pool = await open_pool(
             url,
@@ -45,30 +71,17 @@ async def open_postgres(url: str, settings: StorageSettings) -> AsyncIterator[St
             f"cannot connect to PostgreSQL at {redact(url)} within {settings.pool_timeout_s:g}s"
         ) from None
     try:
-        saver = PooledPostgresSaver(pool, serde=safe_serializer())
-        await saver.setup()
-        pg_registry = PostgresThreadRegistry(saver)
-        await pg_registry.setup()
-        log.info("checkpoints in PostgreSQL at %s", redact(url))
-
-        await postgres_holds.setup(pool)
-        owner = postgres_holds.OwnerSession(url, prepare_threshold=settings.prepare_threshold)
-
-        async def idle_threads(cutoff: str, limit: int) -> list[str]:
-            async with pool.connection() as conn:
-                rows = await (await conn.execute(IDLE_THREADS_SQL.format(param="%s"), (cutoff, limit))).fetchall()
-                return [str(row["thread_id"]) for row in rows]
-
-        locks = postgres_holds.PostgresThreadLocks(
-            pool, owner, max_wait_s=settings.busy_wait_max_s, head_sql=saver.head_sql
-        )
-        hot = with_hot_states(saver, settings)
-        try:
-            yield Storage(
-                saver, locks, owner.ping, idle_threads, pg_registry, hot, saver.alist_headers, saver.afind_request
-            )
-        finally:
-            await locks.close()
-            await owner.close()
+        yield pool
     finally:
         await pool.close()
+
+
+def _idle_threads(pool: Pool) -> Callable[[str, int], Awaitable[list[str]]]:
+    """Storage.idle_threads over the pool."""
+
+    async def idle_threads(cutoff: str, limit: int) -> list[str]:
+        async with pool.connection() as conn:
+            rows = await (await conn.execute(IDLE_THREADS_SQL.format(param="%s"), (cutoff, limit))).fetchall()
+            return [str(row["thread_id"]) for row in rows]
+
+    return idle_threads

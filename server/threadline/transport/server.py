@@ -113,23 +113,12 @@ async def serve(
             it serves, and stops when the pipe closes (the supervisor is gone, e.g. killed
             with SIGKILL) instead of serving on as an orphan.
     """
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGUSR1, log_runtime_stats)
-
-    server = grpc.aio.server(options=_options(settings), interceptors=[RequestInterceptor()])
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    for service in ("", SERVICE_NAME):
-        await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-
+    stop = _stop_on_signals(loop)
+    server, health_servicer = await _grpc_server(settings)
     async with Engine.open(settings.engine) as engine:
         pb_grpc.add_ThreadlineServiceServicer_to_server(ThreadlineServicer(engine), server)
-        port = server.add_insecure_port(settings.address)
-        if port == 0:
+        if server.add_insecure_port(settings.address) == 0:
             raise OSError(f"cannot listen on {settings.address}")
         await server.start()
         collector.settle_after_startup()
@@ -142,13 +131,7 @@ async def serve(
             supervisor.send(os.getpid())
             # The supervisor never writes again: the pipe turns readable only when it closes.
             loop.add_reader(supervisor.fileno(), _supervisor_gone, stop)
-        background = [asyncio.create_task(_watch_storage(engine, health_servicer))]
-        if retention and settings.retention_ttl_s > 0:
-            background.append(
-                asyncio.create_task(
-                    _expire_idle_threads(engine, settings.retention_ttl_s, settings.retention_interval_s)
-                )
-            )
+        background = _background_tasks(engine, health_servicer, settings, retention=retention)
         await stop.wait()
         if supervisor is not None:
             loop.remove_reader(supervisor.fileno())
@@ -158,6 +141,38 @@ async def serve(
         await health_servicer.enter_graceful_shutdown()
         await server.stop(settings.shutdown_grace_s)
     log.info("stopped")
+
+
+def _stop_on_signals(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT; SIGUSR1 logs the runtime stats."""
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, log_runtime_stats)
+    return stop
+
+
+async def _grpc_server(settings: Settings) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """The gRPC server with its interceptors, health (NOT_SERVING until the engine is open) and reflection."""
+    server = grpc.aio.server(options=_options(settings), interceptors=[RequestInterceptor()])
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    for service in ("", SERVICE_NAME):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+    return server, health_servicer
+
+
+def _background_tasks(
+    engine: Engine, health_servicer: health.aio.HealthServicer, settings: Settings, *, retention: bool
+) -> list[asyncio.Task[None]]:
+    """The storage watch (health follows the database) and, where this process runs it, retention."""
+    tasks = [asyncio.create_task(_watch_storage(engine, health_servicer))]
+    if retention and settings.retention_ttl_s > 0:
+        tasks.append(
+            asyncio.create_task(_expire_idle_threads(engine, settings.retention_ttl_s, settings.retention_interval_s))
+        )
+    return tasks
 
 
 def run(settings: Settings, *, retention: bool = True, supervisor: Connection | None = None) -> int:
