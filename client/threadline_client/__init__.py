@@ -7,12 +7,15 @@
         print(turn.answer, turn.thread_id)
 
 AsyncThreadlineClient offers the same methods for asyncio. Failed calls raise
-ThreadlineError; `pb` holds the message types (pb.Turn, pb.Checkpoint, ...).
+ThreadlineError; `pb` holds the message types (pb.Turn, pb.Checkpoint, ...);
+threadline_client.constants the values client and server agree on (the default
+address, the message size limit, the ErrorInfo domain).
 """
 
+from . import constants
 from ._async_client import AsyncThreadlineClient
 from ._errors import ThreadlineError
 from ._sync_client import ThreadlineClient
 from .v1 import threadline_pb2 as pb
 
-__all__ = ["AsyncThreadlineClient", "ThreadlineClient", "ThreadlineError", "pb"]
+__all__ = ["AsyncThreadlineClient", "ThreadlineClient", "ThreadlineError", "constants", "pb"]

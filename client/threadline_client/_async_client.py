@@ -1,24 +1,87 @@
-"""AsyncThreadlineClient: the asyncio client, over grpc.aio."""
+"""AsyncThreadlineClient: the asyncio client over grpc.aio; its calls are defined once, in _calls."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import grpc
 import grpc.aio
+from google.protobuf.message import Message
 
-from . import _common
+from . import _calls
+from ._common import ClientBase, client_method
 from ._errors import error_from_aio_rpc_error
-from .v1 import threadline_pb2 as pb
 from .v1.threadline_pb2_grpc import ThreadlineServiceStub
 
 if TYPE_CHECKING:
     from .v1.threadline_pb2_grpc import ThreadlineServiceAsyncStub
 
+_P = ParamSpec("_P")
+_ResultT = TypeVar("_ResultT")
+_ItemT = TypeVar("_ItemT")
+_EventT = TypeVar("_EventT", bound=Message)
 
-class AsyncThreadlineClient:
+_STREAM_NOTE = (
+    "The call starts on the first iteration. Cancelling the consuming task cancels\n"
+    "the call; so does leaving the iteration early, once the generator is closed\n"
+    "(wrap it in contextlib.aclosing() to close it at once)."
+)
+
+
+def _unary(
+    spec: Callable[_P, _calls.UnaryCall[_ResultT]],
+) -> Callable[Concatenate[AsyncThreadlineClient, _P], Coroutine[Any, Any, _ResultT]]:
+    """The coroutine method that makes the call `spec` describes and returns its result."""
+
+    async def method(self: AsyncThreadlineClient, /, *args: _P.args, **kwargs: _P.kwargs) -> _ResultT:
+        return await self._result(spec(*args, **kwargs))
+
+    return client_method(method, spec)
+
+
+def _stream(
+    spec: Callable[_P, _calls.StreamCall[_EventT]],
+) -> Callable[Concatenate[AsyncThreadlineClient, _P], AsyncIterator[_EventT]]:
+    """The async generator method that makes the streaming call `spec` describes and yields its messages."""
+
+    async def method(self: AsyncThreadlineClient, /, *args: _P.args, **kwargs: _P.kwargs) -> AsyncIterator[_EventT]:
+        # The generator's own body, not a delegation to another async generator:
+        # closing this one must reach the `finally` at once.
+        stream = spec(*args, **kwargs).start(self._stub(), self._metadata)
+        try:
+            async for event in stream:
+                yield event
+        except grpc.aio.AioRpcError as err:
+            raise error_from_aio_rpc_error(err) from err
+        finally:
+            # A no-op once the stream has ended; stops the server's turn otherwise.
+            stream.cancel()
+
+    return client_method(method, spec, returns_in=AsyncIterator, note=_STREAM_NOTE)
+
+
+def _paged(
+    spec: Callable[_P, _calls.PagedCall[_ItemT]],
+) -> Callable[Concatenate[AsyncThreadlineClient, _P], AsyncIterator[_ItemT]]:
+    """The async generator method that yields the items of every page of the calls `spec` describes."""
+
+    async def method(self: AsyncThreadlineClient, /, *args: _P.args, **kwargs: _P.kwargs) -> AsyncIterator[_ItemT]:
+        pages = spec(*args, **kwargs)
+        page_token = ""
+        while True:
+            page = await self._result(pages.page(page_token))
+            for item in page.items:
+                yield item
+            page_token = page.next_page_token
+            if not page_token:
+                return
+
+    return client_method(method, spec, returns_in=AsyncIterator)
+
+
+class AsyncThreadlineClient(ClientBase):
     """An asyncio client of threadline.v1.ThreadlineService.
 
     The channel opens on the first call, because a grpc.aio channel belongs to
@@ -30,28 +93,7 @@ class AsyncThreadlineClient:
     because it becomes the call's gRPC deadline, which the server sees too.
     """
 
-    def __init__(
-        self,
-        target: str = _common.DEFAULT_TARGET,
-        *,
-        credentials: grpc.ChannelCredentials | None = None,
-        metadata: Sequence[tuple[str, str]] = (),
-        max_message_bytes: int = _common.DEFAULT_MAX_MESSAGE_BYTES,
-        channel_options: Sequence[tuple[str, Any]] = (),
-    ) -> None:
-        """Records how to reach the server; nothing connects until the first call.
-
-        Args:
-            target: The server's address, "host:port".
-            credentials: TLS credentials; None for a plaintext channel.
-            metadata: Metadata sent with every call, e.g. an authorization header.
-            max_message_bytes: The largest message sent or received.
-            channel_options: More gRPC channel options, e.g. ("grpc.keepalive_time_ms", 30000).
-        """
-        self._target = target
-        self._credentials = credentials
-        self._options = _common.channel_options(max_message_bytes, channel_options)
-        self._metadata = tuple(metadata)
+    def _init_channel(self) -> None:
         self._channel: grpc.aio.Channel | None = None
         self._stub_instance: ThreadlineServiceAsyncStub | None = None
 
@@ -78,281 +120,23 @@ class AsyncThreadlineClient:
             self._channel, self._stub_instance = channel, _async_stub(channel)
         return self._stub_instance
 
-    async def ask(
-        self,
-        query: str,
-        *,
-        thread_id: str = "",
-        request_id: str = "",
-        checkpoint_id: str = "",
-        abandon_interrupt: bool = False,
-        timeout: float | None = None,
-    ) -> pb.Turn:
-        """Runs one turn of the agent and returns it.
-
-        Args:
-            query: The caller's message.
-            thread_id: The thread to continue; "" creates a new thread.
-            request_id: An optional id of this call, recorded in the audit trail.
-            checkpoint_id: Run from this checkpoint of the thread instead of its head (a fork).
-            abandon_interrupt: On a thread waiting for a human, give up the pending tool calls.
-            timeout: Seconds before the call fails with DEADLINE_EXCEEDED; None waits forever.
-
-        Returns:
-            The completed turn, with its thread_id, answer and new checkpoint_id.
-        """
-        request = _common.ask_request(query, thread_id, request_id, checkpoint_id, abandon_interrupt)
+    async def _result(self, call: _calls.UnaryCall[_ResultT]) -> _ResultT:
         try:
-            response: pb.AskResponse = await self._stub().Ask(request, timeout=timeout, metadata=self._metadata)
+            response = await call.start(self._stub(), self._metadata)
         except grpc.aio.AioRpcError as err:
             raise error_from_aio_rpc_error(err) from err
-        return response.turn
+        return call.result(response)
 
-    async def stream_ask(
-        self,
-        query: str,
-        *,
-        thread_id: str = "",
-        request_id: str = "",
-        checkpoint_id: str = "",
-        abandon_interrupt: bool = False,
-        timeout: float | None = None,
-    ) -> AsyncIterator[pb.StreamAskResponse]:
-        """Runs one turn like ask(), yielding its events as they happen.
-
-        The call starts on the first iteration; the last event carries the `final`
-        Turn. Cancelling the consuming task cancels the call; so does leaving the
-        iteration early, once the generator is closed (wrap it in
-        contextlib.aclosing() to close it at once).
-
-        Args:
-            query: The caller's message.
-            thread_id: The thread to continue; "" creates a new thread.
-            request_id: An optional id of this call, recorded in the audit trail.
-            checkpoint_id: Run from this checkpoint of the thread instead of its head (a fork).
-            abandon_interrupt: On a thread waiting for a human, give up the pending tool calls.
-            timeout: Seconds the whole stream may take; None waits forever.
-
-        Yields:
-            Token, tool call, tool result and (last) final events.
-        """
-        request = _common.stream_ask_request(query, thread_id, request_id, checkpoint_id, abandon_interrupt)
-        call = self._stub().StreamAsk(request, timeout=timeout, metadata=self._metadata)
-        try:
-            async for event in call:
-                yield event
-        except grpc.aio.AioRpcError as err:
-            raise error_from_aio_rpc_error(err) from err
-        finally:
-            # A no-op once the stream has ended; stops the server's turn otherwise.
-            call.cancel()
-
-    async def history(
-        self,
-        thread_id: str,
-        *,
-        page_size: int = 0,
-        page_token: str = "",
-        message_limit: int = 0,
-        timeout: float | None = None,
-    ) -> pb.HistoryResponse:
-        """Returns one page of a thread's checkpoints, and (on the first page) its conversation.
-
-        Args:
-            thread_id: The thread to read.
-            page_size: Checkpoints per page; 0 lets the server choose (20), at most 100.
-            page_token: The previous page's next_page_token; "" for the first page.
-            message_limit: The conversation's newest messages to return with the first page;
-                0 lets the server choose (100), at most 1000. `message_count` tells how many there are.
-            timeout: Seconds before the call fails with DEADLINE_EXCEEDED; None waits forever.
-
-        Returns:
-            The page; its next_page_token is "" on the last page.
-        """
-        request = _common.history_request(thread_id, page_size, page_token, message_limit)
-        try:
-            response: pb.HistoryResponse = await self._stub().History(request, timeout=timeout, metadata=self._metadata)
-        except grpc.aio.AioRpcError as err:
-            raise error_from_aio_rpc_error(err) from err
-        return response
-
-    async def iter_checkpoints(
-        self,
-        thread_id: str,
-        *,
-        page_size: int = 0,
-        timeout: float | None = None,
-    ) -> AsyncIterator[pb.Checkpoint]:
-        """Yields all of a thread's checkpoints, newest first, fetching page after page.
-
-        Args:
-            thread_id: The thread to read.
-            page_size: Checkpoints per page; 0 lets the server choose.
-            timeout: Seconds each page's call may take; None waits forever.
-
-        Yields:
-            The checkpoints of every branch, newest first.
-        """
-        page_token = ""
-        while True:
-            page = await self.history(thread_id, page_size=page_size, page_token=page_token, timeout=timeout)
-            for checkpoint in page.checkpoints:
-                yield checkpoint
-            page_token = page.next_page_token
-            if not page_token:
-                return
-
-    async def rewind(
-        self,
-        thread_id: str,
-        *,
-        steps_back: int | None = None,
-        checkpoint_id: str | None = None,
-        request_id: str = "",
-        timeout: float | None = None,
-    ) -> pb.RewindResponse:
-        """Moves a thread's head back, to steps_back checkpoints ago or to checkpoint_id.
-
-        Give exactly one of steps_back and checkpoint_id; with neither, the server
-        answers INVALID_ARGUMENT.
-
-        Args:
-            thread_id: The thread to rewind.
-            steps_back: How many checkpoints to go back along the current branch (>= 1).
-            checkpoint_id: A checkpoint of this thread, on any branch.
-            request_id: An optional id of this call, recorded on the new head.
-            timeout: Seconds before the call fails with DEADLINE_EXCEEDED; None waits forever.
-
-        Returns:
-            The new head and the conversation as of it.
-
-        Raises:
-            ValueError: Both steps_back and checkpoint_id are given.
-        """
-        request = _common.rewind_request(thread_id, steps_back, checkpoint_id, request_id)
-        try:
-            response: pb.RewindResponse = await self._stub().Rewind(request, timeout=timeout, metadata=self._metadata)
-        except grpc.aio.AioRpcError as err:
-            raise error_from_aio_rpc_error(err) from err
-        return response
-
-    async def delete_thread(
-        self, thread_id: str, *, allow_missing: bool = False, timeout: float | None = None
-    ) -> pb.DeleteThreadResponse:
-        """Deletes a thread's checkpoints; History and Rewind then answer NOT_FOUND.
-
-        Args:
-            thread_id: The thread to delete.
-            allow_missing: Succeed (existed=False) when the thread does not exist.
-            timeout: Seconds before the call fails with DEADLINE_EXCEEDED; None waits forever.
-
-        Returns:
-            The thread id and whether it existed.
-        """
-        request = pb.DeleteThreadRequest(thread_id=thread_id, allow_missing=allow_missing)
-        try:
-            response: pb.DeleteThreadResponse = await self._stub().DeleteThread(
-                request, timeout=timeout, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as err:
-            raise error_from_aio_rpc_error(err) from err
-        return response
-
-    async def get_state(
-        self, thread_id: str, *, checkpoint_id: str = "", timeout: float | None = None
-    ) -> pb.GetStateResponse:
-        """Returns a thread's full state at checkpoint_id ("" for its head).
-
-        Args:
-            thread_id: The thread to read.
-            checkpoint_id: A checkpoint of this thread; "" for the head.
-            timeout: Seconds before the call fails with DEADLINE_EXCEEDED; None waits forever.
-
-        Returns:
-            The checkpoint, its conversation, the nodes that would run next, and its metadata.
-        """
-        request = pb.GetStateRequest(thread_id=thread_id, checkpoint_id=checkpoint_id)
-        try:
-            response: pb.GetStateResponse = await self._stub().GetState(
-                request, timeout=timeout, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as err:
-            raise error_from_aio_rpc_error(err) from err
-        return response
-
-    async def list_threads(
-        self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
-    ) -> pb.ListThreadsResponse:
-        """Returns one page of the caller's threads, most recently active first.
-
-        Args:
-            page_size: Threads per page; 0 lets the server choose (20), at most 100.
-            page_token: next_page_token of the previous page; "" for the first.
-            timeout: Seconds before the call fails with DEADLINE_EXCEEDED; None waits forever.
-
-        Returns:
-            The threads and the token of the next page ("" on the last).
-        """
-        request = pb.ListThreadsRequest(page_size=page_size, page_token=page_token)
-        try:
-            response: pb.ListThreadsResponse = await self._stub().ListThreads(
-                request, timeout=timeout, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as err:
-            raise error_from_aio_rpc_error(err) from err
-        return response
-
-    async def resume(
-        self,
-        thread_id: str,
-        interrupt_id: str,
-        decision: pb.ResumeDecision,
-        *,
-        request_id: str = "",
-        timeout: float | None = None,
-    ) -> pb.Turn:
-        """Continues a turn that paused for a human (Turn.interrupts) with a decision.
-
-        Args:
-            thread_id: The interrupted thread.
-            interrupt_id: The Interrupt.interrupt_id to answer.
-            decision: e.g. pb.ResumeDecision(approve=pb.Approval()) or reject=pb.Rejection(reason=...).
-            request_id: An optional id of this call, recorded in the audit trail.
-            timeout: Seconds before the call fails with DEADLINE_EXCEEDED; None waits forever.
-
-        Returns:
-            The continued turn (it may pause again).
-        """
-        request = pb.ResumeRequest(
-            thread_id=thread_id, interrupt_id=interrupt_id, decision=decision, request_id=request_id
-        )
-        try:
-            response: pb.ResumeResponse = await self._stub().Resume(request, timeout=timeout, metadata=self._metadata)
-        except grpc.aio.AioRpcError as err:
-            raise error_from_aio_rpc_error(err) from err
-        return response.turn
-
-    async def stream_resume(
-        self,
-        thread_id: str,
-        interrupt_id: str,
-        decision: pb.ResumeDecision,
-        *,
-        request_id: str = "",
-        timeout: float | None = None,
-    ) -> AsyncIterator[pb.StreamResumeResponse]:
-        """resume(), yielding its events as they happen; the last carries the `final` Turn."""
-        request = pb.StreamResumeRequest(
-            thread_id=thread_id, interrupt_id=interrupt_id, decision=decision, request_id=request_id
-        )
-        call = self._stub().StreamResume(request, timeout=timeout, metadata=self._metadata)
-        try:
-            async for event in call:
-                yield event
-        except grpc.aio.AioRpcError as err:
-            raise error_from_aio_rpc_error(err) from err
-        finally:
-            call.cancel()
+    ask = _unary(_calls.ask)
+    stream_ask = _stream(_calls.stream_ask)
+    history = _unary(_calls.history)
+    iter_checkpoints = _paged(_calls.iter_checkpoints)
+    rewind = _unary(_calls.rewind)
+    delete_thread = _unary(_calls.delete_thread)
+    get_state = _unary(_calls.get_state)
+    list_threads = _unary(_calls.list_threads)
+    resume = _unary(_calls.resume)
+    stream_resume = _stream(_calls.stream_resume)
 
 
 def _async_stub(channel: grpc.aio.Channel) -> ThreadlineServiceAsyncStub:

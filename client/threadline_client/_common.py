@@ -1,72 +1,94 @@
-"""Request messages and channel options, shared by the sync and async clients."""
+"""What the sync and async clients share besides their calls: how they are made, and how their methods look."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, get_args, get_type_hints
 
-from .v1 import threadline_pb2 as pb
+import grpc
 
-DEFAULT_TARGET = "127.0.0.1:50051"
-DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+from .constants import DEFAULT_ADDRESS, DEFAULT_MAX_MESSAGE_BYTES
+
 _MESSAGE_LIMIT_KEYS = ("grpc.max_send_message_length", "grpc.max_receive_message_length")
+_MethodT = TypeVar("_MethodT", bound=Callable[..., Any])
 
 
-def channel_options(max_message_bytes: int, extra: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
+class ClientBase:
+    """The settings a client is made with; each client adds how it opens its channel and runs a call."""
+
+    def __init__(
+        self,
+        target: str = DEFAULT_ADDRESS,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        channel_options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        """Makes a client of the server at `target`; the class docstring says when its channel opens.
+
+        Args:
+            target: The server's address, "host:port".
+            credentials: TLS credentials; None for a plaintext channel.
+            metadata: Metadata sent with every call, e.g. an authorization header.
+            max_message_bytes: The largest message sent or received.
+            channel_options: More gRPC channel options, e.g. ("grpc.keepalive_time_ms", 30000).
+        """
+        self._target = target
+        self._credentials = credentials
+        self._options = _with_message_limits(max_message_bytes, channel_options)
+        self._metadata = tuple(metadata)
+        self._init_channel()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # client_method cannot know the class its method is assigned in: it is told here,
+        # so that repr(), pickle and documentation tools name it ThreadlineClient.ask.
+        for name, attribute in vars(cls).items():
+            if getattr(attribute, "__wrapped__", None) is not None:
+                attribute.__qualname__ = f"{cls.__qualname__}.{name}"
+
+    def _init_channel(self) -> None:
+        """Opens the channel, or prepares to open it on the first call; the last step of __init__."""
+        raise NotImplementedError
+
+
+def client_method(method: _MethodT, spec: Callable[..., Any], *, returns_in: Any = None, note: str = "") -> _MethodT:
+    """Returns `method`, which runs the call `spec` makes, dressed as the public method `spec` describes.
+
+    It takes the spec's name, docstring and parameters (after `self`), so that
+    help() and inspect.signature() show what callers pass, whichever client.
+
+    Args:
+        method: The client's function, taking self and then the spec's arguments.
+        spec: A function of threadline_client._calls, returning a call generic in what the caller gets.
+        returns_in: A generic the method returns that in, e.g. collections.abc.Iterator; None: returned as is.
+        note: A paragraph put after the docstring's first, e.g. how this client's iteration ends the call.
+    """
+    (result_type,) = get_args(get_type_hints(spec)["return"])
+    signature = inspect.signature(spec, eval_str=True)
+    method.__name__ = method.__qualname__ = spec.__name__  # ClientBase.__init_subclass__ qualifies it
+    method.__doc__ = _with_note(inspect.cleandoc(spec.__doc__ or ""), note)
+    method.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *signature.parameters.values()],
+        return_annotation=result_type if returns_in is None else returns_in[result_type],
+    )
+    method.__annotations__ = {
+        **{name: parameter.annotation for name, parameter in signature.parameters.items()},
+        "return": method.__signature__.return_annotation,  # type: ignore[attr-defined]
+    }
+    method.__wrapped__ = spec  # type: ignore[attr-defined]
+    return method
+
+
+def _with_note(doc: str, note: str) -> str:
+    summary, *rest = doc.split("\n\n", 1)
+    return "\n\n".join([summary, note, *rest]) if note else doc
+
+
+def _with_message_limits(max_message_bytes: int, extra: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
     """Returns `extra` plus the message size limit both ways, unless `extra` sets a limit itself."""
     given = {key for key, _ in extra}
     limits = [(key, max_message_bytes) for key in _MESSAGE_LIMIT_KEYS if key not in given]
     return [*limits, *extra]
-
-
-def ask_request(
-    query: str, thread_id: str, request_id: str, checkpoint_id: str, abandon_interrupt: bool
-) -> pb.AskRequest:
-    """Builds an AskRequest."""
-    return pb.AskRequest(
-        query=query,
-        thread_id=thread_id,
-        request_id=request_id,
-        checkpoint_id=checkpoint_id,
-        abandon_interrupt=abandon_interrupt,
-    )
-
-
-def stream_ask_request(
-    query: str, thread_id: str, request_id: str, checkpoint_id: str, abandon_interrupt: bool
-) -> pb.StreamAskRequest:
-    """Builds a StreamAskRequest."""
-    return pb.StreamAskRequest(
-        query=query,
-        thread_id=thread_id,
-        request_id=request_id,
-        checkpoint_id=checkpoint_id,
-        abandon_interrupt=abandon_interrupt,
-    )
-
-
-def history_request(thread_id: str, page_size: int, page_token: str, message_limit: int) -> pb.HistoryRequest:
-    """Builds a HistoryRequest."""
-    return pb.HistoryRequest(
-        thread_id=thread_id, page_size=page_size, page_token=page_token, message_limit=message_limit
-    )
-
-
-def rewind_request(
-    thread_id: str, steps_back: int | None, checkpoint_id: str | None, request_id: str
-) -> pb.RewindRequest:
-    """Builds a RewindRequest, setting the `target` oneof to whichever of the two is given.
-
-    Raises:
-        ValueError: Both steps_back and checkpoint_id are given.
-    """
-    if steps_back is not None and checkpoint_id is not None:
-        raise ValueError("give steps_back or checkpoint_id, not both")
-    request = pb.RewindRequest(thread_id=thread_id, request_id=request_id)
-    # Explicit values, even 0 or "", are sent as set (a oneof has presence), so the
-    # server judges them; with neither, no target is sent and the server says so.
-    if steps_back is not None:
-        request.steps_back = steps_back
-    elif checkpoint_id is not None:
-        request.checkpoint_id = checkpoint_id
-    return request

@@ -10,9 +10,8 @@ from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped, unused-ignore]
 from grpc_status import rpc_status
 
-# The ErrorInfo domain of the reasons the Threadline contract defines; a reason
-# is only meaningful within its domain, so ErrorInfo of other domains is ignored.
-_DOMAIN = "threadline.dev"
+from .constants import ERROR_DOMAIN
+
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
@@ -83,7 +82,8 @@ def _build(code: grpc.StatusCode, message: str, status: status_pb2.Status | None
     if status is not None:
         for detail in status.details:
             info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info) and info.domain == _DOMAIN:
+            # A reason is only meaningful within its domain: ErrorInfo of other domains is ignored.
+            if detail.Unpack(info) and info.domain == ERROR_DOMAIN:
                 metadata = {str(key): str(value) for key, value in info.metadata.items()}
                 return ThreadlineError(code, message, str(info.reason), metadata)
     return ThreadlineError(code, message)

@@ -16,8 +16,8 @@ import grpc
 from google.protobuf import json_format
 
 from threadline_client import ThreadlineClient, ThreadlineError, pb
+from threadline_client.constants import DEFAULT_ADDRESS
 
-_DEFAULT_ADDRESS = "127.0.0.1:50051"
 _DEFAULT_TIMEOUT_SECONDS = 60.0
 
 _Command = Callable[[ThreadlineClient, argparse.Namespace], None]
@@ -108,8 +108,8 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
 def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--address",
-        default=os.environ.get("THREADLINE_ADDRESS", _DEFAULT_ADDRESS),
-        help=f"the server, host:port (default: $THREADLINE_ADDRESS, else {_DEFAULT_ADDRESS})",
+        default=os.environ.get("THREADLINE_ADDRESS", DEFAULT_ADDRESS),
+        help=f"the server, host:port (default: $THREADLINE_ADDRESS, else {DEFAULT_ADDRESS})",
     )
     parser.add_argument(
         "--timeout",

@@ -22,6 +22,7 @@ from threadline.engine.settings import EngineSettings
 from threadline.errors import ConfigurationError
 from threadline.redaction import redact
 from threadline.storage.contract import StorageSettings
+from threadline_client.constants import DEFAULT_ADDRESS, DEFAULT_MAX_MESSAGE_BYTES
 
 
 def _setting(
@@ -57,7 +58,7 @@ _YEAR = 365 * _DAY
 class Settings:
     """Everything `threadline serve` can be told."""
 
-    address: str = _setting("127.0.0.1:50051", "host:port the gRPC server listens on")
+    address: str = _setting(DEFAULT_ADDRESS, "host:port the gRPC server listens on")
     workers: int = _setting(
         1,
         "server processes sharing the address (SO_REUSEPORT), one core each; more than 1 needs PostgreSQL",
@@ -125,7 +126,7 @@ class Settings:
         10.0, "seconds in-flight calls get to finish on SIGTERM/SIGINT", at_least=0, at_most=_HOUR
     )
     max_message_bytes: int = _setting(
-        4 * 1024 * 1024, "largest gRPC message received or sent", at_least=64 * 1024, at_most=2**31 - 1
+        DEFAULT_MAX_MESSAGE_BYTES, "largest gRPC message received or sent", at_least=64 * 1024, at_most=2**31 - 1
     )
     max_query_chars: int = _setting(16_000, "longest query accepted", at_least=1, at_most=10_000_000)
     model_timeout_s: float = _setting(120.0, "upper bound of one model request", above=0, at_most=_DAY)

@@ -17,10 +17,11 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from threadline import errors
+from threadline_client.constants import ERROR_DOMAIN
 
 log = logging.getLogger(__name__)
 
-DOMAIN = "threadline.dev"
+DOMAIN = ERROR_DOMAIN
 
 # Most specific class first: the first isinstance match wins.
 _CODES: tuple[tuple[type[errors.ThreadlineError], grpc.StatusCode], ...] = (
