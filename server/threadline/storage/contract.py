@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 import aiosqlite
 import psycopg
@@ -53,26 +53,75 @@ class StorageSettings:
     """Threads whose recent conversation states this replica keeps in memory (0: none)."""
 
 
-@dataclass(frozen=True)
-class Storage:
-    """What the engine keeps its threads in."""
+class Storage(Protocol):
+    """What the engine keeps its threads in: storage.memory, storage.sqlite and storage.postgres
+    each implement it, and the engine knows no more of a backend than this."""
+
+    @property
+    def saver(self) -> BaseCheckpointSaver[str]:
+        """The checkpointer the graph is compiled with."""
+        ...
+
+    @property
+    def locks(self) -> ThreadLocks:
+        """One turn at a time per thread (across replicas, where the backend allows several)."""
+        ...
+
+    @property
+    def registry(self) -> ThreadRegistry:
+        """One summary row per thread, for ListThreads."""
+        ...
+
+    @property
+    def hot(self) -> HotStates:
+        """Messages at recent checkpoints of recently used threads; the saver reads them too."""
+        ...
+
+    async def ping(self) -> None:
+        """Returns when the database can serve; raises one of STORAGE_ERRORS when it cannot."""
+        ...
+
+    async def idle_threads(self, cutoff: str, limit: int) -> list[str]:
+        """Storage thread ids (at most limit) whose newest checkpoint id is older than cutoff."""
+        ...
+
+    async def headers(self, config: RunnableConfig, before: RunnableConfig | None, limit: int) -> list[CheckpointTuple]:
+        """The thread's newest checkpoints (before `before`), newest first; their channel values
+        and pending writes may be left out (History reads neither)."""
+        ...
+
+    async def find_request(self, config: RunnableConfig, request_id: str) -> CheckpointTuple | None:
+        """The newest checkpoint of the thread that the call with this request_id wrote, or None;
+        its channel values and pending writes may be left out."""
+        ...
+
+
+@dataclass
+class ListedBySaver:
+    """Storage whose History headers and request lookups are the saver's own alist (memory, SQLite:
+    there a listed row is all a checkpoint is, so listing costs no more than a header read)."""
 
     saver: BaseCheckpointSaver[str]
     locks: ThreadLocks
-    ping: Callable[[], Awaitable[None]]
-    """Raises one of STORAGE_ERRORS when the database cannot serve."""
-    idle_threads: Callable[[str, int], Awaitable[list[str]]]
-    """(cutoff checkpoint id, limit): storage thread ids whose newest checkpoint is older."""
     registry: ThreadRegistry
-    """One summary row per thread, for ListThreads."""
     hot: HotStates
-    """Messages at recent checkpoints of recently used threads; the saver reads them too."""
-    headers: Callable[[RunnableConfig, RunnableConfig | None, int], Awaitable[list[CheckpointTuple]]]
-    """(thread config, before, limit): the newest checkpoints, newest first; their
-    channel values and pending writes may be left out (History reads neither)."""
-    find_request: Callable[[RunnableConfig, str], Awaitable[CheckpointTuple | None]]
-    """(thread config, request_id): the newest checkpoint the call with that request_id
-    wrote, or None; its channel values and pending writes may be left out."""
+
+    async def headers(self, config: RunnableConfig, before: RunnableConfig | None, limit: int) -> list[CheckpointTuple]:
+        """The thread's newest checkpoints (before `before`), newest first."""
+        return [t async for t in self.saver.alist(config, before=before, limit=limit)]
+
+    async def find_request(self, config: RunnableConfig, request_id: str) -> CheckpointTuple | None:
+        """The newest checkpoint the call with this request_id wrote, through the saver's metadata filter."""
+        # The filter key is our constant, never caller input (CVE-2025-67644: SQLite filter keys).
+        # Closed explicitly: SQLite's alist holds the saver's lock until its generator ends.
+        found = cast(
+            AsyncGenerator[CheckpointTuple, None],  # an async generator, typed as a plain AsyncIterator
+            self.saver.alist(config, filter={audit.REQUEST_ID: request_id}, limit=1),
+        )
+        async with aclosing(found):
+            async for item in found:
+                return item
+        return None
 
 
 # Checkpoint ids are UUIDv6 (time first, hex), so comparing their text compares their times.
@@ -97,42 +146,6 @@ def safe_serializer() -> JsonPlusSerializer:
     return JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
 
 
-def listed(
-    saver: BaseCheckpointSaver[str],
-) -> Callable[[RunnableConfig, RunnableConfig | None, int], Awaitable[list[CheckpointTuple]]]:
-    """Checkpoint listing by the saver's own alist (cheap per row where the row is all there is, as in SQLite)."""
-
-    async def headers(config: RunnableConfig, before: RunnableConfig | None, limit: int) -> list[CheckpointTuple]:
-        return [t async for t in saver.alist(config, before=before, limit=limit)]
-
-    return headers
-
-
-def found_by_filter(
-    saver: BaseCheckpointSaver[str],
-) -> Callable[[RunnableConfig, str], Awaitable[CheckpointTuple | None]]:
-    """A request_id's newest checkpoint through the saver's own metadata filter."""
-
-    async def find_request(config: RunnableConfig, request_id: str) -> CheckpointTuple | None:
-        # The filter key is our constant, never caller input (CVE-2025-67644: SQLite filter keys).
-        # Closed explicitly: SQLite's alist holds the saver's lock until its generator ends.
-        found = cast(
-            AsyncGenerator[CheckpointTuple, None],  # an async generator, typed as a plain AsyncIterator
-            saver.alist(config, filter={audit.REQUEST_ID: request_id}, limit=1),
-        )
-        async with aclosing(found):
-            async for item in found:
-                return item
-        return None
-
-    return find_request
-
-
 def local_locks(settings: StorageSettings) -> LocalThreadLocks:
     """Thread locks of this process alone (SQLite and memory serve one process)."""
     return LocalThreadLocks(max_wait_s=settings.busy_wait_max_s)
-
-
-async def always_up() -> None:
-    """The health probe of storage that cannot go down apart from the process."""
-    return None

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from langgraph.checkpoint.memory import InMemorySaver
 
 from threadline.storage.audit import AuditedSaverMixin
 from threadline.storage.contract import (
+    ListedBySaver,
     Storage,
     StorageSettings,
-    always_up,
-    found_by_filter,
-    listed,
     local_locks,
     safe_serializer,
     with_hot_states,
@@ -26,23 +25,24 @@ class AuditedMemorySaver(HotStatesSaverMixin, AuditedSaverMixin, InMemorySaver):
     """InMemorySaver with the audit trail and hot states."""
 
 
+@dataclass
+class MemoryStorage(ListedBySaver):
+    """Storage in this process's memory."""
+
+    memory: AuditedMemorySaver
+
+    async def ping(self) -> None:
+        """Memory is up while the process is."""
+
+    async def idle_threads(self, cutoff: str, limit: int) -> list[str]:
+        """Threads whose newest root checkpoint id is older than cutoff."""
+        spaces_of = self.memory.storage.items()
+        return [thread for thread, spaces in spaces_of if spaces.get("") and max(spaces[""]) < cutoff][:limit]
+
+
 @asynccontextmanager
 async def open_memory(settings: StorageSettings) -> AsyncIterator[Storage]:
     """Storage in this process's memory."""
     memory = AuditedMemorySaver(serde=safe_serializer())
-
-    async def idle_in_memory(cutoff: str, limit: int) -> list[str]:
-        idle = [thread for thread, spaces in memory.storage.items() if spaces.get("") and max(spaces[""]) < cutoff]
-        return idle[:limit]
-
     hot = with_hot_states(memory, settings)
-    yield Storage(
-        memory,
-        local_locks(settings),
-        always_up,
-        idle_in_memory,
-        MemoryThreadRegistry(),
-        hot,
-        listed(memory),
-        found_by_filter(memory),
-    )
+    yield MemoryStorage(memory, local_locks(settings), MemoryThreadRegistry(), hot, memory)

@@ -4,16 +4,20 @@ so that any number of replicas can share the database."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg_pool
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import CheckpointTuple
 
 from threadline.errors import StorageUnavailable
 from threadline.redaction import redact
 from threadline.storage import postgres_holds
 from threadline.storage.contract import IDLE_THREADS_SQL, Storage, StorageSettings, safe_serializer, with_hot_states
+from threadline.storage.hot_states import HotStates
 from threadline.storage.postgres_holds import Pool
 from threadline.storage.postgres_saver import IdleConnectionCheck, PooledPostgresSaver, open_pool
 from threadline.storage.thread_registry import PostgresThreadRegistry
@@ -26,6 +30,36 @@ def _pool_check(settings: StorageSettings) -> dict[str, Any]:
         return {}
     check = IdleConnectionCheck()
     return {"check": check.check, "reset": check.returned}
+
+
+@dataclass
+class PostgresStorage:
+    """Storage in a PostgreSQL database that any number of replicas share."""
+
+    saver: PooledPostgresSaver
+    locks: postgres_holds.PostgresThreadLocks
+    registry: PostgresThreadRegistry
+    hot: HotStates
+    pool: Pool
+    owner: postgres_holds.OwnerSession
+
+    async def ping(self) -> None:
+        """Returns when this replica's owner session answers (holds need it)."""
+        await self.owner.ping()
+
+    async def idle_threads(self, cutoff: str, limit: int) -> list[str]:
+        """Threads whose newest root checkpoint id is older than cutoff."""
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(IDLE_THREADS_SQL.format(param="%s"), (cutoff, limit))).fetchall()
+            return [str(row["thread_id"]) for row in rows]
+
+    async def headers(self, config: RunnableConfig, before: RunnableConfig | None, limit: int) -> list[CheckpointTuple]:
+        """The thread's newest checkpoints without their blobs or pending writes."""
+        return await self.saver.alist_headers(config, before, limit)
+
+    async def find_request(self, config: RunnableConfig, request_id: str) -> CheckpointTuple | None:
+        """The newest checkpoint the call with this request_id wrote, by our index of request ids."""
+        return await self.saver.afind_request(config, request_id)
 
 
 @asynccontextmanager
@@ -44,9 +78,7 @@ async def open_postgres(url: str, settings: StorageSettings) -> AsyncIterator[St
         )
         hot = with_hot_states(saver, settings)
         try:
-            yield Storage(
-                saver, locks, owner.ping, _idle_threads(pool), registry, hot, saver.alist_headers, saver.afind_request
-            )
+            yield PostgresStorage(saver, locks, registry, hot, pool, owner)
         finally:
             await locks.close()
             await owner.close()
@@ -74,14 +106,3 @@ async def _pool(url: str, settings: StorageSettings) -> AsyncIterator[Pool]:
         yield pool
     finally:
         await pool.close()
-
-
-def _idle_threads(pool: Pool) -> Callable[[str, int], Awaitable[list[str]]]:
-    """Storage.idle_threads over the pool."""
-
-    async def idle_threads(cutoff: str, limit: int) -> list[str]:
-        async with pool.connection() as conn:
-            rows = await (await conn.execute(IDLE_THREADS_SQL.format(param="%s"), (cutoff, limit))).fetchall()
-            return [str(row["thread_id"]) for row in rows]
-
-    return idle_threads

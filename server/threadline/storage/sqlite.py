@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
@@ -18,10 +19,9 @@ from threadline.storage import audit
 from threadline.storage.audit import AuditedSaverMixin
 from threadline.storage.contract import (
     IDLE_THREADS_SQL,
+    ListedBySaver,
     Storage,
     StorageSettings,
-    found_by_filter,
-    listed,
     local_locks,
     safe_serializer,
     with_hot_states,
@@ -47,6 +47,22 @@ SQLITE_REQUEST_INDEX_SQL = (
 )
 
 
+@dataclass
+class SqliteStorage(ListedBySaver):
+    """Storage in one SQLite file, on one connection."""
+
+    conn: aiosqlite.Connection
+
+    async def ping(self) -> None:
+        """Returns when the file answers a query."""
+        await self.conn.execute("SELECT 1")
+
+    async def idle_threads(self, cutoff: str, limit: int) -> list[str]:
+        """Threads whose newest root checkpoint id is older than cutoff."""
+        async with self.conn.execute(IDLE_THREADS_SQL.format(param="?"), (cutoff, limit)) as cursor:
+            return [str(row[0]) for row in await cursor.fetchall()]
+
+
 @asynccontextmanager
 async def open_sqlite(url: str, settings: StorageSettings) -> AsyncIterator[Storage]:
     if not url.startswith("sqlite:///") or url == "sqlite:///":
@@ -66,21 +82,5 @@ async def open_sqlite(url: str, settings: StorageSettings) -> AsyncIterator[Stor
         await sqlite_registry.setup()
         log.info("checkpoints in SQLite file %s", url.removeprefix("sqlite:///"))
 
-        async def ping() -> None:
-            await conn.execute("SELECT 1")
-
-        async def idle_threads(cutoff: str, limit: int) -> list[str]:
-            async with conn.execute(IDLE_THREADS_SQL.format(param="?"), (cutoff, limit)) as cursor:
-                return [str(row[0]) for row in await cursor.fetchall()]
-
         hot = with_hot_states(saver, settings)
-        yield Storage(
-            saver,
-            local_locks(settings),
-            ping,
-            idle_threads,
-            sqlite_registry,
-            hot,
-            listed(saver),
-            found_by_filter(saver),
-        )
+        yield SqliteStorage(saver, local_locks(settings), sqlite_registry, hot, conn)
