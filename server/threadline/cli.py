@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from threadline import __version__, config
-from threadline.client_commands import add_client_commands
+from threadline.client_commands import (
+    EXIT_CODES_HELP,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_STDOUT_CLOSED,
+    EXIT_USAGE,
+    add_client_commands,
+)
 from threadline.errors import ThreadlineError
+
+_SERVE_EXIT_CODES_HELP = (
+    f"serve exits {EXIT_OK} once SIGTERM or SIGINT has stopped it, {EXIT_FAILED} when it could not start\n"
+    f"or a worker failed, and {EXIT_USAGE} on invalid arguments or settings."
+)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -20,7 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
         settings = config.load(args)
     except ThreadlineError as exc:
         print(f"threadline: {exc.message}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     configure_logging(settings.log_level)
     logging.getLogger(__name__).info("threadline %s starting with\n%s", __version__, config.describe(settings))
     if settings.workers > 1:
@@ -30,10 +43,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The command line of `threadline`."""
-    root = argparse.ArgumentParser(prog="threadline", description=__doc__)
+    root = argparse.ArgumentParser(
+        prog="threadline",
+        description=__doc__,
+        epilog=f"{EXIT_CODES_HELP}\n\n{_SERVE_EXIT_CODES_HELP}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     root.add_argument("--version", action="version", version=f"threadline {__version__}")
     commands = root.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the gRPC server")
+    serve = commands.add_parser("serve", help="run the gRPC server", epilog=_SERVE_EXIT_CODES_HELP)
     config.add_arguments(serve)
     serve.set_defaults(func=_serve)
     add_client_commands(commands)
@@ -41,7 +59,36 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command and returns its exit code."""
-    args = parser().parse_args(argv)
-    code: int = args.func(args)
+    """Runs the command and returns its exit code.
+
+    A reader that closes stdout early (`threadline threads | head -1`) ends the
+    command quietly with EXIT_STDOUT_CLOSED: no traceback, nothing more written.
+    """
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_STDOUT_CLOSED
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    try:
+        args = parser().parse_args(argv)
+        code: int = args.func(args)
+    finally:
+        # Flushed here, not at exit: a closed stdout then raises where main() handles it.
+        sys.stdout.flush()
     return code
+
+
+def _discard_stdout() -> None:
+    """Points stdout's descriptor at devnull, so the flush at exit writes what is left to nobody.
+
+    Python's own recipe (docs.python.org, "Note on SIGPIPE"). SIGPIPE itself stays ignored: its
+    default action would end the process on any closed pipe or socket, not only on stdout.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)

@@ -22,29 +22,50 @@ _DEFAULT_TIMEOUT_SECONDS = 60.0
 
 _Command = Callable[[ThreadlineClient, argparse.Namespace], None]
 
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2  # argparse's own code for a command line it refuses
+EXIT_STDOUT_CLOSED = 141  # 128 + SIGPIPE: what a shell shows for a writer whose reader went away
+
+EXIT_CODES_HELP = f"""\
+exit codes:
+  {EXIT_OK:<5}success
+  {EXIT_FAILED:<5}the call failed: the server could not be reached, took longer than
+       --timeout, or answered an error status other than INVALID_ARGUMENT
+  {EXIT_USAGE:<5}bad usage: a command line the parser refuses, or a request the
+       server answered with INVALID_ARGUMENT
+  {EXIT_STDOUT_CLOSED:<5}stdout was closed before everything was printed (e.g. piped
+       into `head`): the command stops quietly, as if ended by SIGPIPE"""
+
 
 def add_client_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Adds the ask, history and rewind subcommands.
+    """Adds the client subcommands (ask, history, rewind, delete, state, resume, threads).
 
-    Each sets `func`: call `args.func(args)` for the command's exit code (0 on
-    success, 2 when the server answered INVALID_ARGUMENT, 1 on any other error).
+    Each sets `func`: call `args.func(args)` for the command's exit code, one of
+    EXIT_CODES_HELP's (which each command's --help shows). EXIT_STDOUT_CLOSED is
+    left to the caller, who owns stdout.
 
     Args:
         subparsers: What ArgumentParser.add_subparsers() returned.
     """
-    ask = subparsers.add_parser("ask", help="run one turn of the agent and print its answer")
+    ask = _add_command(subparsers, "ask", "run one turn of the agent and print its answer")
     ask.add_argument("query", help="the message to send")
     ask.add_argument("--thread", default="", help="the thread to continue (default: start a new one)")
     ask.add_argument("--request-id", default="", help="an id recorded in the audit trail")
     ask.add_argument("--checkpoint", default="", help="fork: run from this checkpoint of --thread instead of its head")
     ask.add_argument("--stream", action="store_true", help="print tokens and tool calls as they happen")
     ask.add_argument(
+        "--abandon-interrupt",
+        action="store_true",
+        help="on a thread that waits for a human's approval, give up the pending tool calls and ask this instead",
+    )
+    ask.add_argument(
         "--json", action="store_true", help="print the Turn as JSON (with --stream: each event, one a line)"
     )
     _add_connection_arguments(ask)
     ask.set_defaults(func=_with_client(_ask))
 
-    history = subparsers.add_parser("history", help="print a thread's conversation and checkpoints")
+    history = _add_command(subparsers, "history", "print a thread's conversation and checkpoints")
     history.add_argument("thread", help="the thread to read")
     history.add_argument("--page-size", type=int, default=0, help="checkpoints per page (default: 20)")
     history.add_argument("--page-token", default="", help="the next-page token a previous call printed")
@@ -57,7 +78,7 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     _add_connection_arguments(history)
     history.set_defaults(func=_with_client(_history))
 
-    rewind = subparsers.add_parser("rewind", help="move a thread's head back to an earlier checkpoint")
+    rewind = _add_command(subparsers, "rewind", "move a thread's head back to an earlier checkpoint")
     rewind.add_argument("thread", help="the thread to rewind")
     target = rewind.add_mutually_exclusive_group(required=True)
     target.add_argument("--steps-back", type=int, help="how many checkpoints to go back")
@@ -67,21 +88,21 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     _add_connection_arguments(rewind)
     rewind.set_defaults(func=_with_client(_rewind))
 
-    delete = subparsers.add_parser("delete", help="delete a thread and all its checkpoints")
+    delete = _add_command(subparsers, "delete", "delete a thread and all its checkpoints")
     delete.add_argument("thread", help="the thread to delete")
     delete.add_argument("--allow-missing", action="store_true", help="succeed when the thread does not exist")
     delete.add_argument("--json", action="store_true", help="print the DeleteThreadResponse as JSON")
     _add_connection_arguments(delete)
     delete.set_defaults(func=_with_client(_delete))
 
-    state = subparsers.add_parser("state", help="print a thread's full state at a checkpoint (default: its head)")
+    state = _add_command(subparsers, "state", "print a thread's full state at a checkpoint (default: its head)")
     state.add_argument("thread", help="the thread to read")
     state.add_argument("--checkpoint", default="", help="the checkpoint to read (default: the head)")
     state.add_argument("--json", action="store_true", help="print the GetStateResponse as JSON")
     _add_connection_arguments(state)
     state.set_defaults(func=_with_client(_state))
 
-    resume = subparsers.add_parser("resume", help="answer a turn that waits for a human's approval")
+    resume = _add_command(subparsers, "resume", "answer a turn that waits for a human's approval")
     resume.add_argument("thread", help="the interrupted thread")
     resume.add_argument("interrupt", help="the interrupt id the paused turn printed")
     decision = resume.add_mutually_exclusive_group(required=True)
@@ -97,12 +118,21 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     _add_connection_arguments(resume)
     resume.set_defaults(func=_with_client(_resume))
 
-    threads = subparsers.add_parser("threads", help="list threads, most recently active first")
+    threads = _add_command(subparsers, "threads", "list threads, most recently active first")
     threads.add_argument("--page-size", type=int, default=0, help="threads per page (default: 20)")
     threads.add_argument("--page-token", default="", help="the next-page token a previous call printed")
     threads.add_argument("--json", action="store_true", help="print the ListThreadsResponse as JSON")
     _add_connection_arguments(threads)
     threads.set_defaults(func=_with_client(_threads))
+
+
+def _add_command(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+) -> argparse.ArgumentParser:
+    """A client subcommand whose --help ends with the exit codes."""
+    return subparsers.add_parser(
+        name, help=help_text, epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
 
 
 def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,8 +158,8 @@ def _with_client(command: _Command) -> Callable[[argparse.Namespace], int]:
                 command(client, args)
         except ThreadlineError as err:
             print(f"error: {err}", file=sys.stderr)
-            return 2 if err.code == grpc.StatusCode.INVALID_ARGUMENT else 1
-        return 0
+            return EXIT_USAGE if err.code == grpc.StatusCode.INVALID_ARGUMENT else EXIT_FAILED
+        return EXIT_OK
 
     return run
 
@@ -141,6 +171,7 @@ def _ask(client: ThreadlineClient, args: argparse.Namespace) -> None:
             thread_id=args.thread,
             request_id=args.request_id,
             checkpoint_id=args.checkpoint,
+            abandon_interrupt=args.abandon_interrupt,
             timeout=args.timeout,
         )
         if args.json:
@@ -154,6 +185,7 @@ def _ask(client: ThreadlineClient, args: argparse.Namespace) -> None:
             thread_id=args.thread,
             request_id=args.request_id,
             checkpoint_id=args.checkpoint,
+            abandon_interrupt=args.abandon_interrupt,
             timeout=args.timeout,
         )
         if args.json:
@@ -168,40 +200,69 @@ def _print_stream(events: Iterable[pb.StreamAskResponse] | Iterable[pb.StreamRes
     """Prints a streamed turn as it arrives and returns its final Turn.
 
     Tokens go to stdout; tool activity to stderr, after ending any partial
-    stdout line so that on a terminal each tool line stands on its own.
+    stdout line so that on a terminal each tool line stands on its own. A
+    failure mid-way ends the partial line too before it propagates, so the
+    error the caller prints (to stderr) starts on a line of its own.
     """
-    mid_line = False
-    last_message_id: str | None = None  # None until the first token
-    for event in events:
-        kind = event.WhichOneof("event")
-        if kind == "token":
-            token = event.token
-            if mid_line and token.message_id != last_message_id:
-                # A new AI message (e.g. the answer after a tool call) starts on its own line.
-                sys.stdout.write("\n")
-                mid_line = False
-            if token.text:
-                sys.stdout.write(token.text)
-                mid_line = not token.text.endswith("\n")
-            sys.stdout.flush()
-            last_message_id = token.message_id
-            continue
-        if mid_line:
-            print(flush=True)
-            mid_line = False
-        if kind == "tool_call":
-            call = event.tool_call
-            print(f"[tool call] {call.name} {call.arguments_json}", file=sys.stderr, flush=True)
-        elif kind == "tool_result":
-            result = event.tool_result
-            label = "tool error" if result.is_error else "tool result"
-            print(f"[{label}] {result.name}: {result.content}", file=sys.stderr, flush=True)
-        elif kind == "final":
-            if last_message_id is None:
-                # The server streamed no tokens (a model that does not stream): show the answer whole.
-                print(event.final.answer)
-            return event.final
+    line = _TokenLine()
+    try:
+        for event in events:
+            kind = event.WhichOneof("event")
+            if kind == "token":
+                line.write(event.token)
+                continue
+            line.end()
+            if kind == "final":
+                if not line.started:
+                    # The server streamed no tokens (a model that does not stream): show the answer whole.
+                    print(event.final.answer)
+                return event.final
+            _print_tool_event(event)
+    except ThreadlineError:
+        line.end()
+        raise
     raise ThreadlineError(grpc.StatusCode.INTERNAL, "the stream ended without its final event")
+
+
+class _TokenLine:
+    """Streamed tokens on stdout, and whether they left the cursor mid-line."""
+
+    def __init__(self) -> None:
+        self._mid_line = False
+        self._message_id: str | None = None  # None until the first token
+
+    @property
+    def started(self) -> bool:
+        """Whether any token arrived."""
+        return self._message_id is not None
+
+    def write(self, token: pb.TokenDelta) -> None:
+        """Prints the token at once; a new AI message (e.g. the answer after a tool call) starts a new line."""
+        if token.message_id != self._message_id:
+            self.end()
+        if token.text:
+            sys.stdout.write(token.text)
+            self._mid_line = not token.text.endswith("\n")
+        sys.stdout.flush()
+        self._message_id = token.message_id
+
+    def end(self) -> None:
+        """Ends the partial line, if the tokens left one."""
+        if self._mid_line:
+            print(flush=True)
+            self._mid_line = False
+
+
+def _print_tool_event(event: pb.StreamAskResponse | pb.StreamResumeResponse) -> None:
+    """Prints a tool call or result to stderr."""
+    kind = event.WhichOneof("event")
+    if kind == "tool_call":
+        call = event.tool_call
+        print(f"[tool call] {call.name} {call.arguments_json}", file=sys.stderr, flush=True)
+    elif kind == "tool_result":
+        result = event.tool_result
+        label = "tool error" if result.is_error else "tool result"
+        print(f"[{label}] {result.name}: {result.content}", file=sys.stderr, flush=True)
 
 
 def _history(client: ThreadlineClient, args: argparse.Namespace) -> None:

@@ -572,6 +572,7 @@ def test_an_unreachable_endpoint_is_unavailable(endpoint_client: ThreadlineClien
     elapsed = time.monotonic() - started
     assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "MODEL_UNAVAILABLE"), error
     assert "unreachable" in error.message
+    assert "refused" in error.message and "timed out" not in error.message, error.message
     print(f"unreachable endpoint: UNAVAILABLE after {elapsed:.2f} s")
     assert 0.3 < elapsed < 1.1, f"{elapsed:.2f} s: THREADLINE_MODEL_MAX_RETRIES=1 should mean exactly one retry"
     with endpoint(endpoint_port) as model:

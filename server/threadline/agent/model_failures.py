@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -34,7 +36,7 @@ def model_failures(*, secrets: tuple[str, ...] = ()) -> Iterator[None]:
 def model_error(exc: openai.APIError) -> ModelError:
     """The ModelError for an openai failure."""
     if isinstance(exc, openai.APIConnectionError):  # includes timeouts
-        return ModelUnavailable(f"the model endpoint is unreachable: {type(exc).__name__}")
+        return ModelUnavailable(_connection_failure(exc))
     status = getattr(exc, "status_code", None)
     detail = f"the model endpoint answered HTTP {status}: {_first_line(exc)}"
     if status == 429:
@@ -47,6 +49,38 @@ def model_error(exc: openai.APIError) -> ModelError:
         return ModelRejectedRequest(detail)
     # No status: the endpoint failed after its HTTP 200 (an error event in the stream); its message says why.
     return ModelUnavailable(f"the model endpoint failed: {_first_line(exc)}")
+
+
+def _connection_failure(exc: openai.APIConnectionError) -> str:
+    """What went wrong: the OS's words when it gave a reason (refused, reset), else a timeout, else the SDK's error.
+
+    The OS's reason is looked for first because the SDK's aiohttp client reports a refused connection
+    as APITimeoutError.
+    """
+    os_words = _os_words(exc)
+    if os_words is not None:
+        return f"the model endpoint is unreachable: {os_words}"
+    if isinstance(exc, openai.APITimeoutError):
+        return "the model endpoint timed out"
+    return f"the model endpoint is unreachable: {type(exc).__name__}"
+
+
+def _os_words(exc: BaseException) -> str | None:
+    """The OS's description of the innermost OSError with an errno in exc's chain of causes, if any.
+
+    Innermost, because outer layers (asyncio, the HTTP clients) reword it ("Connect call failed ...");
+    the errno's own text is what the OS says ("Connection refused"). A resolver error's errno is not an
+    OS errno, so its own text is used.
+    """
+    words: str | None = None
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None:
+            words = current.strerror if isinstance(current, socket.gaierror) else os.strerror(current.errno)
+        current = current.__cause__ or current.__context__
+    return words[:1].lower() + words[1:] if words else None
 
 
 def _first_line(exc: BaseException) -> str:
