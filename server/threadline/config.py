@@ -21,7 +21,7 @@ from threadline.agent.settings import AgentSettings
 from threadline.engine.settings import EngineSettings
 from threadline.errors import ConfigurationError
 from threadline.redaction import redact
-from threadline.storage.contract import StorageSettings
+from threadline.storage.settings import StorageSettings
 from threadline_client.constants import DEFAULT_ADDRESS, DEFAULT_MAX_MESSAGE_BYTES
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from threadline.agent.settings import AgentSettings
-from threadline.storage.contract import StorageSettings
+from threadline.storage.settings import StorageSettings
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,12 @@ from threadline.storage.audit import AuditedSaverMixin
 from threadline.storage.contract import (
     ListedBySaver,
     Storage,
-    StorageSettings,
     local_locks,
     safe_serializer,
     with_hot_states,
 )
 from threadline.storage.hot_states import HotStatesSaverMixin
+from threadline.storage.settings import StorageSettings
 from threadline.storage.thread_registry import MemoryThreadRegistry
 
 

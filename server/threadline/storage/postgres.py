@@ -16,10 +16,11 @@ from langgraph.checkpoint.base import CheckpointTuple
 from threadline.errors import StorageUnavailable
 from threadline.redaction import redact
 from threadline.storage import postgres_holds
-from threadline.storage.contract import IDLE_THREADS_SQL, Storage, StorageSettings, safe_serializer, with_hot_states
+from threadline.storage.contract import IDLE_THREADS_SQL, Storage, safe_serializer, with_hot_states
 from threadline.storage.hot_states import HotStates
 from threadline.storage.postgres_holds import Pool
 from threadline.storage.postgres_saver import IdleConnectionCheck, PooledPostgresSaver, open_pool
+from threadline.storage.settings import StorageSettings
 from threadline.storage.thread_registry import PostgresThreadRegistry
 
 log = logging.getLogger(__name__)

@@ -21,12 +21,12 @@ from threadline.storage.contract import (
     IDLE_THREADS_SQL,
     ListedBySaver,
     Storage,
-    StorageSettings,
     local_locks,
     safe_serializer,
     with_hot_states,
 )
 from threadline.storage.hot_states import HotStatesSaverMixin
+from threadline.storage.settings import StorageSettings
 from threadline.storage.thread_registry import SqliteThreadRegistry
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,10 @@ from urllib.parse import urlsplit
 
 from threadline.errors import ConfigurationError
 from threadline.redaction import redact
-from threadline.storage.contract import Storage, StorageSettings
+from threadline.storage.contract import Storage
 from threadline.storage.memory import open_memory
 from threadline.storage.postgres import open_postgres
+from threadline.storage.settings import StorageSettings
 from threadline.storage.sqlite import open_sqlite
 
 

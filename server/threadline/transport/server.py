@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from threadline import collector
 from threadline.config import Settings
-from threadline.engine import Engine
+from threadline.engine.engine import Engine
 from threadline.errors import ThreadlineError
 from threadline.event_loop import describe, loop_factory
 from threadline.transport.interceptors import SERVICE_NAME, RequestInterceptor

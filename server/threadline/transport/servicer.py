@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from threadline.engine import Engine
+from threadline.engine.engine import Engine
 from threadline.engine.views import TurnEvent
 from threadline.transport import convert
 from threadline.transport.interceptors import current_request
