@@ -1,13 +1,10 @@
 """How a long-running server process sets up Python's cyclic garbage collector.
 
 The defaults suit short scripts, not a server: a collection of the youngest generation
-every 700 net allocations (about 36 a second under a 32-stream load, 0.5 ms each, each
-pausing every call), and a middle-generation pass every 10 of those (3 ms). Measured in
-a memory:// server at 32 concurrent streams: the collector took 1.6% of the event loop's
-time in pauses the calls wait behind; with the thresholds below, 0.2%. Garbage is mostly
-freed by reference counting anyway; the collector exists for cycles, which this leaves
-collected, only in bigger, rarer batches (one youngest-generation pass of 50,000
-objects: ~10 ms, every several seconds under load).
+every 700 net allocations, and a middle-generation pass every 10 of those, each pausing
+every call in flight. Garbage is mostly freed by reference counting anyway; the collector
+exists for cycles, which the thresholds below leave collected, only in bigger, rarer
+batches. docs/performance.md has what this saves under load.
 """
 
 from __future__ import annotations
@@ -21,9 +18,9 @@ THRESHOLDS = (50_000, 20, 10)
 def settle_after_startup() -> None:
     """Freezes what start-up built, and sets the thresholds for serving.
 
-    Start-up leaves ~170,000 long-lived objects (modules, the graph, gRPC) that every
-    full collection would otherwise walk again; frozen, the collector only looks at what
-    calls allocate (measured at concurrency 32: 0.5 -> 0.3 ms of collector CPU per turn).
+    Start-up leaves long-lived objects (modules, the graph, gRPC) that every full
+    collection would otherwise walk again; frozen, the collector only looks at what calls
+    allocate.
     """
     gc.collect()
     gc.freeze()

@@ -156,8 +156,8 @@ class Settings:
         """max_starting_turns, or by default twice the pool on PostgreSQL and no limit otherwise.
 
         The limit keeps a burst's statements from waiting out the pool timeout; SQLite's one
-        connection has no such timeout, and limiting it only slowed a burst's starts down
-        (bench/open_streams.py: the last of 1,000 first tokens after 23-27 s instead of 22-23 s).
+        connection has no such timeout, and limiting it only slows a burst's starts down
+        (bench/open_streams.py).
         """
         if self.max_starting_turns:
             return self.max_starting_turns

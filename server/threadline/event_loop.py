@@ -15,9 +15,8 @@ def loop_factory(kind: str) -> LoopFactory | None:
 
     uvloop runs the loop in libuv (C): call_soon, futures, timers and socket I/O cost less.
     Every turn crosses the loop hundreds of times (gRPC's poller, psycopg, the model's HTTP
-    stream, LangGraph's tasks). Measured here in alternating runs: a tool turn on PostgreSQL
-    took 7% less server CPU in one process and 4.5% less with two workers, a streamed token
-    about 8% less (docs/performance.md). grpc.aio, psycopg, aiohttp and aiosqlite all run on it.
+    stream, LangGraph's tasks), so the server spends less CPU per turn and per token on it
+    (docs/performance.md). grpc.aio, psycopg, aiohttp and aiosqlite all run on it.
     """
     if kind == "asyncio":
         return None

@@ -42,8 +42,10 @@ def test_a_repeated_request_id_returns_the_stored_turn_without_running_again(cli
     second = client.ask("What is 1+1?", thread_id=first.thread_id, request_id="pay-2")
     assert client.ask("What is 6*7?", thread_id=first.thread_id, request_id="pay-1") == first
     assert client.ask("What is 1+1?", thread_id=first.thread_id, request_id="pay-2") == second
-    # A request_id is the thread's own: on another thread it is a new request.
-    elsewhere = client.ask("What is 6*7?", request_id="pay-1")
+    # A request_id is the thread's own: on another thread it is a new request. (Without a
+    # thread_id the call would be a retry of the first, which created its thread.)
+    other_thread = client.ask("My name is Ada.").thread_id
+    elsewhere = client.ask("What is 6*7?", thread_id=other_thread, request_id="pay-1")
     assert elsewhere.thread_id != first.thread_id and elsewhere.checkpoint_id != first.checkpoint_id
 
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
+
 import grpc
 import pytest
 
 from threadline_client import ThreadlineClient, ThreadlineError, pb
 
 
-def _three_turns(client: ThreadlineClient) -> tuple[str, list[pb.Turn]]:
-    first = client.ask("My name is Ada.", request_id="turn-1")
-    second = client.ask("My name is Grace.", thread_id=first.thread_id, request_id="turn-2")
-    third = client.ask("My pet is Rex.", thread_id=first.thread_id, request_id="turn-3")
+def _three_turns(client: ThreadlineClient, ids: str = "") -> tuple[str, list[pb.Turn]]:
+    # Request ids unique to the call: one without a thread_id names the thread it creates.
+    ids = ids or uuid.uuid4().hex
+    first = client.ask("My name is Ada.", request_id=f"{ids}-1")
+    second = client.ask("My name is Grace.", thread_id=first.thread_id, request_id=f"{ids}-2")
+    third = client.ask("My pet is Rex.", thread_id=first.thread_id, request_id=f"{ids}-3")
     return first.thread_id, [first, second, third]
 
 
@@ -37,7 +41,7 @@ def _chain(checkpoints: list[pb.Checkpoint], head: str) -> list[str]:
 
 
 def test_history_lists_the_conversation_and_every_checkpoint(client: ThreadlineClient) -> None:
-    thread, turns = _three_turns(client)
+    thread, turns = _three_turns(client, "turn")
     page = client.history(thread, page_size=100)
     assert [m.text for m in page.messages if m.role == pb.ROLE_HUMAN] == [
         "My name is Ada.", "My name is Grace.", "My pet is Rex."

@@ -34,7 +34,8 @@ No caller mistake is ever answered with INTERNAL.
 
 Identifiers:
   thread_id      1 to 128 characters of [A-Za-z0-9._:-], starting with a letter or digit.
-  checkpoint_id  a LangGraph checkpoint id (a UUID in canonical text form).
+  checkpoint_id  a LangGraph checkpoint id (a UUID in canonical text form, in either
+                 case; answers give it in lower case).
   request_id     optional, 1 to 128 characters of [A-Za-z0-9._:-]; recorded with the
                  checkpoints the call writes (the audit trail).
 """
@@ -286,7 +287,8 @@ class AskRequest(_message.Message):
     ABANDON_INTERRUPT_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """The thread to continue. Empty: the server creates a new thread and returns
-    its id. Bad syntax: INVALID_ARGUMENT.
+    its id; with a request_id that id is derived from the request_id, so a retry
+    without thread_id returns the same thread and turn. Bad syntax: INVALID_ARGUMENT.
     """
     query: _builtins.str
     """The caller's message. Must contain a non-blank character and be at most
@@ -362,7 +364,9 @@ class StreamAskRequest(_message.Message):
     CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
     ABANDON_INTERRUPT_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
-    """The thread to continue; empty creates one. Bad syntax: INVALID_ARGUMENT."""
+    """The thread to continue; empty creates one (as in AskRequest: with a
+    request_id, retries reach the same thread). Bad syntax: INVALID_ARGUMENT.
+    """
     query: _builtins.str
     """The caller's message; blank or over the query limit: INVALID_ARGUMENT."""
     request_id: _builtins.str

@@ -34,7 +34,8 @@ No caller mistake is ever answered with INTERNAL.
 
 Identifiers:
   thread_id      1 to 128 characters of [A-Za-z0-9._:-], starting with a letter or digit.
-  checkpoint_id  a LangGraph checkpoint id (a UUID in canonical text form).
+  checkpoint_id  a LangGraph checkpoint id (a UUID in canonical text form, in either
+                 case; answers give it in lower case).
   request_id     optional, 1 to 128 characters of [A-Za-z0-9._:-]; recorded with the
                  checkpoints the call writes (the audit trail).
 """

@@ -89,10 +89,9 @@ def _current_time() -> str:
 def _on_the_loop(name: str, function: Callable[..., str]) -> BaseTool:
     """The function as the tool `name`, whose async call runs it on the event loop.
 
-    langchain-core runs a plain function's async call on a worker thread: a thread hop for work of
-    microseconds (evaluate is bounded). In process, 16 turns at a time on the offline model, a tool
-    turn of the default agent took 8.8-9.4 ms of CPU with its five hops (the model and the route
-    twice, the tool once) and 7.1-7.5 without (docs/performance.md).
+    langchain-core runs a plain function's async call on a worker thread: a thread hop, and a GIL
+    hand-off each way, for work of microseconds (evaluate is bounded). docs/performance.md has
+    what the hops cost a tool turn.
     """
 
     async def on_the_loop(**arguments: Any) -> str:

@@ -211,11 +211,11 @@ class Engine:
     ) -> AsyncGenerator[TurnEvent, None]:
         if fork_from and not thread_id:
             raise InvalidArgument("thread_id", "thread_id is required with checkpoint_id")
-        thread_id = check_thread_id(thread_id) if thread_id else new_thread_id()
-        check_query(query, self._max_query_chars)
         check_request_id(ctx.request_id)
+        thread_id = check_thread_id(thread_id) if thread_id else new_thread_id(ctx.request_id)
+        check_query(query, self._max_query_chars)
         if fork_from:
-            check_checkpoint_id(fork_from)
+            fork_from = check_checkpoint_id(fork_from)
         self._check_storage_up()
         config = self._config(ctx, thread_id)
         human = HumanMessage(content=query, id=_human_message_id(config, ctx.request_id))
@@ -488,7 +488,7 @@ class Engine:
         if steps_back is not None and steps_back < 1:
             raise InvalidArgument("steps_back", f"steps_back must be at least 1, got {steps_back}")
         if checkpoint_id is not None:
-            check_checkpoint_id(checkpoint_id)
+            checkpoint_id = check_checkpoint_id(checkpoint_id)
         self._check_storage_up()
         config = self._config(ctx, thread_id)
         with translated_failures():
@@ -585,7 +585,7 @@ class Engine:
         """The thread's full state at checkpoint_id ("" for the head)."""
         check_thread_id(thread_id)
         if checkpoint_id:
-            check_checkpoint_id(checkpoint_id)
+            checkpoint_id = check_checkpoint_id(checkpoint_id)
         self._check_storage_up()
         config = self._config(ctx, thread_id)
         with translated_failures():

@@ -14,6 +14,8 @@ from threadline.errors import InvalidArgument
 MAX_ID_CHARS = 128
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _TOKEN_VERSION = 1
+_THREADS_OF_REQUESTS = uuid.UUID("6f1d3c2e-6b7a-4c1e-9a53-0f4e2b8d7c11")
+"""Namespace of the thread ids derived from request ids (fixed: retries of stored calls depend on it)."""
 
 
 def check_thread_id(thread_id: str, field: str = "thread_id") -> str:
@@ -39,14 +41,15 @@ def check_request_id(request_id: str) -> str:
 
 
 def check_checkpoint_id(checkpoint_id: str, field: str = "checkpoint_id") -> str:
-    """Returns checkpoint_id when it is a canonical UUID, else raises InvalidArgument."""
+    """Returns checkpoint_id in lower case (as LangGraph writes it) when it is a UUID in canonical
+    form, in either case; else raises InvalidArgument."""
     try:
         canonical = str(uuid.UUID(checkpoint_id))
     except ValueError:
         raise InvalidArgument(field, f"{field} {checkpoint_id[:64]!r} is not a checkpoint id") from None
     if canonical != checkpoint_id.lower():
         raise InvalidArgument(field, f"{field} {checkpoint_id[:64]!r} is not in canonical UUID form")
-    return checkpoint_id
+    return canonical
 
 
 def check_query(query: str, max_chars: int) -> str:
@@ -58,9 +61,15 @@ def check_query(query: str, max_chars: int) -> str:
     return query
 
 
-def new_thread_id() -> str:
-    """A fresh thread id for a caller that did not name one."""
-    return str(uuid.uuid4())
+def new_thread_id(request_id: str = "") -> str:
+    """The id of the thread an Ask without a thread_id creates.
+
+    With a request_id it is derived from it, so a retry of the call (same request_id, still no
+    thread_id) reaches the same thread, finds the turn there and returns it instead of creating
+    another thread and running the model again. Threads are keyed by tenant as well, so two
+    tenants' equal request_ids never meet.
+    """
+    return str(uuid.uuid5(_THREADS_OF_REQUESTS, request_id)) if request_id else str(uuid.uuid4())
 
 
 def checkpoint_id_at(unix_time: float) -> str:

@@ -4,7 +4,7 @@ The task of its own: a turn ended early must have its run stopped before it lets
 go. LangGraph's astream, iterated in the turn's task, stops its run when that task is
 cancelled, but a second cancellation while it stops (a passed deadline cancels the turn twice:
 our own timeout and grpc.aio's) ends the wait early, and the turn moves on with its run still
-stopping (LangGraph 1.2.22: 5 times in 5, a node that takes 50 ms to stop). Here the run is
+stopping. Here the run is
 cancelled once, by us, and waited for through any number of cancellations of the turn
 (tests/unit/engine/test_streamed_run.py).
 

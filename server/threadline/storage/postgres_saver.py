@@ -215,8 +215,8 @@ async def _cursor_on(conn: AsyncConnection[DictRow], *, pipeline: bool) -> Async
 class IdleConnectionCheck:
     """The pool's `check`: a connection idle for more than a moment is checked before use; a busy one is not.
 
-    The check is one round trip per checkout (7% of a turn's server CPU, measured with
-    bench/ask_throughput.py). What it is for is connections that died while idle (a
+    The check is one round trip per checkout, a share of every turn's server CPU
+    (docs/performance.md). What it is for is connections that died while idle (a
     database restart, a cloud idle reaper); one returned to the pool less than
     `idle_s` ago was just working. If it died in that moment anyway, the call fails
     with UNAVAILABLE and psycopg drops the broken connection, as it would without a check.

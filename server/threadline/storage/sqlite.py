@@ -40,7 +40,7 @@ class AuditedSqliteSaver(HotStatesSaverMixin, AuditedSaverMixin, AsyncSqliteSave
 # (LangGraph's search_where); an index on that very expression turns the request_id lookup of
 # every turn from a scan of the thread into an index search. checkpoint_id last: the newest
 # match comes off the index in order, so the planner prefers it to the primary key even
-# before ANALYZE has run (measured: without it, SQLite scanned the thread by its primary key).
+# before ANALYZE has run (without it, SQLite scans the thread by its primary key).
 SQLITE_REQUEST_INDEX_SQL = (
     "CREATE INDEX IF NOT EXISTS threadline_checkpoints_by_request_id ON checkpoints "
     f"(thread_id, checkpoint_ns, json_extract(CAST(metadata AS TEXT), '$.{audit.REQUEST_ID}'), checkpoint_id)"
