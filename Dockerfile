@@ -1,4 +1,6 @@
 # Threadline server image. Configure it with THREADLINE_* / OPENAI_* environment variables.
+# It listens on 0.0.0.0:50051, so it starts only with authentication configured
+# (THREADLINE_API_KEYS_FILE or THREADLINE_JWT_JWKS) or THREADLINE_ALLOW_UNAUTHENTICATED=true.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY constraints.txt pyproject.toml README.md ./

@@ -41,9 +41,12 @@ def free_port() -> int:
         return port
 
 
-def health_status(address: str, service: str = "", timeout: float = 2.0) -> int:
+def health_status(
+    address: str, service: str = "", timeout: float = 2.0, credentials: grpc.ChannelCredentials | None = None
+) -> int:
     """The health service's answer for service; raises grpc.RpcError when the server does not answer."""
-    with grpc.insecure_channel(address) as channel:
+    channel = grpc.insecure_channel(address) if credentials is None else grpc.secure_channel(address, credentials)
+    with channel:
         response = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=service), timeout=timeout
         )
@@ -77,9 +80,17 @@ class ServerProcess:
     """`threadline serve` in a child process, on a free loopback port."""
 
     def __init__(
-        self, database_url: str, log_dir: Path, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+        self,
+        database_url: str,
+        log_dir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        health_credentials: grpc.ChannelCredentials | None = None,
     ):
+        """health_credentials: how the health checks that wait for SERVING connect (a TLS server needs them)."""
         self.database_url = database_url
+        self._health_credentials = health_credentials
         self.address = f"127.0.0.1:{free_port()}"
         self.log_path = log_dir / f"server-{self.address.replace(':', '_')}-{time.monotonic_ns()}.log"
         self._env = env if env is not None else server_env()
@@ -104,7 +115,8 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if health_status(self.address, timeout=0.5) == health_pb2.HealthCheckResponse.SERVING:
+                status = health_status(self.address, timeout=0.5, credentials=self._health_credentials)
+                if status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:
                 pass

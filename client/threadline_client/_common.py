@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, get_args, get_type_hints
 
 import grpc
 
-from .constants import DEFAULT_ADDRESS, DEFAULT_MAX_MESSAGE_BYTES
+from .constants import DEFAULT_ADDRESS, DEFAULT_MAX_MESSAGE_BYTES, TOKEN_ENV
 
 _MESSAGE_LIMIT_KEYS = ("grpc.max_send_message_length", "grpc.max_receive_message_length")
 _MethodT = TypeVar("_MethodT", bound=Callable[..., Any])
@@ -21,6 +22,11 @@ class ClientBase:
         self,
         target: str = DEFAULT_ADDRESS,
         *,
+        token: str | None = None,
+        tls: bool = False,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -30,15 +36,24 @@ class ClientBase:
 
         Args:
             target: The server's address, "host:port".
-            credentials: TLS credentials; None for a plaintext channel.
-            metadata: Metadata sent with every call, e.g. an authorization header.
+            token: The API key or JWT access token sent as `authorization: Bearer <token>` with
+                every call; None: $THREADLINE_TOKEN when set, else no credentials (open mode).
+            tls: Connect over TLS, trusting the system's CAs unless `ca_file` names others.
+            ca_file: PEM file of the CAs that signed the server's certificate (implies TLS).
+            cert_file: PEM client certificate, for a server that requires one (mTLS; implies TLS).
+            key_file: PEM private key of `cert_file`.
+            credentials: Channel credentials built by the caller, instead of tls/ca_file/cert_file/key_file.
+            metadata: More metadata sent with every call.
             max_message_bytes: The largest message sent or received.
             channel_options: More gRPC channel options, e.g. ("grpc.keepalive_time_ms", 30000).
         """
         self._target = target
-        self._credentials = credentials
+        self._credentials = credentials or _tls_credentials(tls, ca_file, cert_file, key_file)
+        if credentials is not None and self._credentials is not credentials:
+            raise ValueError("pass credentials, or tls/ca_file/cert_file/key_file, not both")
         self._options = _with_message_limits(max_message_bytes, channel_options)
-        self._metadata = tuple(metadata)
+        token = os.environ.get(TOKEN_ENV) if token is None else token
+        self._metadata = (*metadata, *((("authorization", f"Bearer {token}"),) if token else ()))
         self._init_channel()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -85,6 +100,26 @@ def client_method(method: _MethodT, spec: Callable[..., Any], *, returns_in: Any
 def _with_note(doc: str, note: str) -> str:
     summary, *rest = doc.split("\n\n", 1)
     return "\n\n".join([summary, note, *rest]) if note else doc
+
+
+def _tls_credentials(
+    tls: bool, ca_file: str | None, cert_file: str | None, key_file: str | None
+) -> grpc.ChannelCredentials | None:
+    """TLS channel credentials from PEM files; None for plaintext (no TLS option given)."""
+    if not (tls or ca_file or cert_file or key_file):
+        return None
+    if bool(cert_file) != bool(key_file):
+        raise ValueError("cert_file and key_file go together")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(ca_file), private_key=_read(key_file), certificate_chain=_read(cert_file)
+    )
+
+
+def _read(path: str | None) -> bytes | None:
+    if not path:
+        return None
+    with open(path, "rb") as file:
+        return file.read()
 
 
 def _with_message_limits(max_message_bytes: int, extra: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:

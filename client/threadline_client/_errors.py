@@ -25,6 +25,8 @@ class ThreadlineError(Exception):
             "threadline.dev" (e.g. "THREAD_NOT_FOUND"), or "" when the status
             carries none.
         metadata: The ErrorInfo metadata (e.g. {"field": "thread_id"}), empty when none.
+        retry_after: Seconds to wait before retrying, from a `google.rpc.RetryInfo` detail
+            (e.g. a tenant at its quota); None when the status carries none.
     """
 
     def __init__(
@@ -33,13 +35,15 @@ class ThreadlineError(Exception):
         message: str,
         reason: str = "",
         metadata: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         self.code = code
         self.message = message
         self.reason = reason
         self.metadata: dict[str, str] = dict(metadata or {})
-        # All four go to args so that the error survives pickling (cls(*args)).
-        super().__init__(code, message, reason, self.metadata)
+        self.retry_after = retry_after
+        # All go to args so that the error survives pickling (cls(*args)).
+        super().__init__(code, message, reason, self.metadata, retry_after)
 
     def __str__(self) -> str:
         text = f"{self.code.name}: {self.message}" if self.message else self.code.name
@@ -79,11 +83,13 @@ def _status_from_trailers(trailers: Iterable[tuple[str, str | bytes]]) -> status
 
 
 def _build(code: grpc.StatusCode, message: str, status: status_pb2.Status | None) -> ThreadlineError:
-    if status is not None:
-        for detail in status.details:
-            info = error_details_pb2.ErrorInfo()
-            # A reason is only meaningful within its domain: ErrorInfo of other domains is ignored.
-            if detail.Unpack(info) and info.domain == ERROR_DOMAIN:
-                metadata = {str(key): str(value) for key, value in info.metadata.items()}
-                return ThreadlineError(code, message, str(info.reason), metadata)
-    return ThreadlineError(code, message)
+    reason, metadata, retry_after = "", {}, None
+    for detail in status.details if status is not None else ():
+        info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
+        # A reason is only meaningful within its domain: ErrorInfo of other domains is ignored.
+        if detail.Unpack(info) and info.domain == ERROR_DOMAIN and not reason:
+            reason = str(info.reason)
+            metadata = {str(key): str(value) for key, value in info.metadata.items()}
+        elif detail.Unpack(retry):
+            retry_after = retry.retry_delay.ToTimedelta().total_seconds()
+    return ThreadlineError(code, message, reason, metadata, retry_after)

@@ -16,3 +16,6 @@ DEFAULT_ADDRESS: Final = "127.0.0.1:50051"
 
 DEFAULT_MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
 """The largest gRPC message the server and the clients send or receive unless told otherwise."""
+
+TOKEN_ENV: Final = "THREADLINE_TOKEN"
+"""The environment variable clients and the CLI take their API key or JWT from when none is passed."""

@@ -41,6 +41,34 @@ def _serve(args: argparse.Namespace) -> int:
     return run(settings)
 
 
+def _new_key(args: argparse.Namespace) -> int:
+    from threadline.auth.api_keys import key_line, new_key, parse_scopes
+
+    try:
+        key = new_key()
+        line = key_line(key, args.tenant, parse_scopes(args.scopes), args.label)
+    except ThreadlineError as exc:
+        print(f"threadline: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"key (give it to the client; it is not stored anywhere): {key}")
+    print(f"line for THREADLINE_API_KEYS_FILE:\n{line}")
+    return EXIT_OK
+
+
+def _add_keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
+    new = keys.add_parser(
+        "new",
+        help="print a new random API key and its line for THREADLINE_API_KEYS_FILE",
+        description="Prints a new key (32 random bytes, URL-safe) and the keys-file line holding its SHA-256. "
+        "Only the line goes to the server; the key goes to the client, once.",
+    )
+    new.add_argument("--tenant", required=True, help="the tenant whose threads the key reaches")
+    new.add_argument("--scopes", default="read,write,delete", help="comma-separated (default: %(default)s)")
+    new.add_argument("--label", default="", help="names the key in the audit trail (e.g. ci)")
+    new.set_defaults(func=_new_key)
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line of `threadline`."""
     root = argparse.ArgumentParser(
@@ -55,6 +83,7 @@ def parser() -> argparse.ArgumentParser:
     config.add_arguments(serve)
     serve.set_defaults(func=_serve)
     add_client_commands(commands)
+    _add_keys_commands(commands)
     return root
 
 

@@ -16,7 +16,7 @@ import grpc
 from google.protobuf import json_format
 
 from threadline_client import ThreadlineClient, ThreadlineError, pb
-from threadline_client.constants import DEFAULT_ADDRESS
+from threadline_client.constants import DEFAULT_ADDRESS, TOKEN_ENV
 
 _DEFAULT_TIMEOUT_SECONDS = 60.0
 
@@ -147,6 +147,12 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         default=_DEFAULT_TIMEOUT_SECONDS,
         help="seconds each call may take (default: %(default)s)",
     )
+    security = parser.add_argument_group("credentials and TLS")
+    security.add_argument("--token", help=f"API key or JWT access token (default: ${TOKEN_ENV})")
+    security.add_argument("--tls", action="store_true", help="connect over TLS (implied by the file options)")
+    security.add_argument("--ca-file", help="PEM CAs that signed the server's certificate (default: the system's)")
+    security.add_argument("--cert-file", help="PEM client certificate, for a server that requires one (mTLS)")
+    security.add_argument("--key-file", help="PEM private key of --cert-file")
 
 
 def _with_client(command: _Command) -> Callable[[argparse.Namespace], int]:
@@ -154,7 +160,19 @@ def _with_client(command: _Command) -> Callable[[argparse.Namespace], int]:
 
     def run(args: argparse.Namespace) -> int:
         try:
-            with ThreadlineClient(args.address) as client:
+            client = ThreadlineClient(
+                args.address,
+                token=args.token,
+                tls=args.tls,
+                ca_file=args.ca_file,
+                cert_file=args.cert_file,
+                key_file=args.key_file,
+            )
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            with client:
                 command(client, args)
         except ThreadlineError as err:
             print(f"error: {err}", file=sys.stderr)

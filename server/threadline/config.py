@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -140,6 +141,26 @@ class Settings:
         "uvloop", "the asyncio event loop: uvloop (libuv: less CPU per call and per token) or asyncio (the stdlib's)"
     )
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
+    api_keys_file: str = _setting(
+        "", "file of API keys' hashes: lines TENANT SHA256_HEX [SCOPES [LABEL]] (`threadline keys new` makes one)"
+    )
+    jwt_jwks: str = _setting("", "JWT access tokens: the signing keys, a JWKS file path or https:// URL")
+    jwt_issuer: str = _setting("", "JWT access tokens: the required `iss` (needed with THREADLINE_JWT_JWKS)")
+    jwt_audience: str = _setting("", "JWT access tokens: the required `aud` (needed with THREADLINE_JWT_JWKS)")
+    jwt_tenant_claim: str = _setting("tenant", "JWT access tokens: the claim naming the caller's tenant")
+    allow_unauthenticated: bool = _setting(
+        False, "serve without API keys or JWTs (open mode) on a non-loopback address; logs a warning"
+    )
+    tls_cert_file: str = _setting("", "PEM certificate chain: serve TLS (with THREADLINE_TLS_KEY_FILE)")
+    tls_key_file: str = _setting("", "PEM private key of THREADLINE_TLS_CERT_FILE")
+    tls_client_ca_file: str = _setting("", "PEM CA bundle: require client certificates signed by it (mTLS)")
+    reflection: str = _setting("open", "gRPC server reflection: open, authenticated (valid credentials) or off")
+    tenant_max_concurrent_turns: int = _setting(
+        0, "turns one tenant may run at once in this process (0: no limit)", at_least=0, at_most=1_000_000
+    )
+    tenant_turns_per_minute: int = _setting(
+        0, "turns one tenant may start per minute in this process (0: no limit)", at_least=0, at_most=1_000_000_000
+    )
 
     @property
     def prepare_threshold(self) -> int | None:
@@ -167,6 +188,16 @@ class Settings:
     def uses_offline_model(self) -> bool:
         """True when turns are answered by the built-in offline model."""
         return self.offline_model or not self.openai_api_key
+
+    @property
+    def authenticated(self) -> bool:
+        """True when calls must carry credentials (API keys or JWTs configured); False: open mode."""
+        return bool(self.api_keys_file or self.jwt_jwks)
+
+    @property
+    def tls(self) -> bool:
+        """True when the server serves TLS."""
+        return bool(self.tls_cert_file)
 
     @property
     def agent(self) -> AgentSettings:
@@ -317,6 +348,46 @@ def _validate(settings: Settings) -> None:
         raise ConfigurationError(f"THREADLINE_EVENT_LOOP: expected uvloop or asyncio, got {settings.event_loop!r}")
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigurationError(f"THREADLINE_LOG_LEVEL: unknown level {settings.log_level!r}")
+    _validate_security(settings)
+
+
+def _validate_security(settings: Settings) -> None:
+    if settings.jwt_jwks and not (settings.jwt_issuer and settings.jwt_audience):
+        raise ConfigurationError(
+            "THREADLINE_JWT_JWKS needs THREADLINE_JWT_ISSUER and THREADLINE_JWT_AUDIENCE: "
+            "without them a token of any issuer, for any service, would be accepted"
+        )
+    if "://" in settings.jwt_jwks and not settings.jwt_jwks.startswith("https://"):
+        raise ConfigurationError(
+            f"THREADLINE_JWT_JWKS must be a file path or an https:// URL, got {settings.jwt_jwks!r}"
+        )
+    if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+        raise ConfigurationError("set THREADLINE_TLS_CERT_FILE and THREADLINE_TLS_KEY_FILE together")
+    if settings.tls_client_ca_file and not settings.tls_cert_file:
+        raise ConfigurationError("THREADLINE_TLS_CLIENT_CA_FILE needs TLS: set THREADLINE_TLS_CERT_FILE and _KEY_FILE")
+    if settings.reflection not in ("open", "authenticated", "off"):
+        raise ConfigurationError(
+            f"THREADLINE_REFLECTION: expected open, authenticated or off, got {settings.reflection!r}"
+        )
+    if not settings.authenticated and not settings.allow_unauthenticated and not is_loopback(settings.address):
+        raise ConfigurationError(
+            f"refusing to serve {settings.address} without authentication: anyone who reaches it could read and "
+            "delete every thread. Set THREADLINE_API_KEYS_FILE or THREADLINE_JWT_JWKS, listen on a loopback "
+            "address, or set THREADLINE_ALLOW_UNAUTHENTICATED=true"
+        )
+
+
+def is_loopback(address: str) -> bool:
+    """True when a gRPC listening address reaches this machine only: a loopback host or a unix socket."""
+    if address.startswith("unix:"):
+        return True
+    host = address.rpartition(":")[0].strip("[]") if ":" in address else address
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_range(f: dataclasses.Field[Any], value: Any) -> None:

@@ -10,6 +10,9 @@
     ├── DeadlineExceeded             the call's deadline passed before the turn finished
     ├── StepLimitExceeded            a turn ran more graph steps than allowed
     ├── ThreadBusy                   another turn holds the thread (policy reject, or the wait ran out)
+    ├── Unauthenticated              no valid credentials (reason TOKEN_EXPIRED for an expired JWT)
+    ├── PermissionDenied             valid credentials without the RPC's scope
+    ├── QuotaExceeded                the tenant is at one of its limits (retry after `retry_after_s`)
     └── ModelError                   the model endpoint failed
         ├── ModelUnavailable         unreachable or 5xx: retry later
         ├── ModelRateLimited         429: slow down
@@ -92,6 +95,36 @@ class ThreadBusy(ThreadlineError):
     """Another turn is running on the thread."""
 
     reason = "THREAD_BUSY"
+
+
+class Unauthenticated(ThreadlineError):
+    """The call carries no valid credentials. The message never says which tenants or keys exist."""
+
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(ThreadlineError):
+    """The credentials are valid but lack the scope the RPC needs."""
+
+    reason = "MISSING_SCOPE"
+
+    def __init__(self, scope: str):
+        super().__init__(f"the credentials lack the scope {scope!r} this call needs", metadata={"scope": scope})
+        self.scope = scope
+
+
+class QuotaExceeded(ThreadlineError):
+    """The caller's tenant is at one of its limits; the call may be retried after `retry_after_s`."""
+
+    reason = "TENANT_QUOTA_EXCEEDED"
+
+    def __init__(self, tenant: str, limit: str, value: int, description: str, retry_after_s: float):
+        super().__init__(f"{description}; retry in {retry_after_s:.1f}s", metadata={"limit": limit})
+        self.tenant = tenant
+        self.limit = limit
+        self.value = value
+        self.description = description
+        self.retry_after_s = retry_after_s
 
 
 class ModelError(ThreadlineError):

@@ -27,7 +27,7 @@ def test_defaults_without_flags_or_environment() -> None:
 
 
 def test_a_flag_wins_over_the_environment_which_wins_over_the_default() -> None:
-    environ = {"THREADLINE_ADDRESS": "0.0.0.0:1", "THREADLINE_MAX_QUERY_CHARS": "10", "OPENAI_API_KEY": "sk-x"}
+    environ = {"THREADLINE_ADDRESS": "127.0.0.1:1", "THREADLINE_MAX_QUERY_CHARS": "10", "OPENAI_API_KEY": "sk-x"}
     settings = config.load(_parse("--address", "127.0.0.1:2"), environ=environ)
     assert settings.address == "127.0.0.1:2"
     assert settings.max_query_chars == 10
@@ -45,11 +45,45 @@ def test_a_flag_wins_over_the_environment_which_wins_over_the_default() -> None:
         ({"THREADLINE_LOG_LEVEL": "chatty"}, "unknown level"),
         ({"THREADLINE_MODEL_HTTP_CLIENT": "requests"}, "THREADLINE_MODEL_HTTP_CLIENT: expected aiohttp or httpx"),
         ({"THREADLINE_EVENT_LOOP": "trio"}, "THREADLINE_EVENT_LOOP: expected uvloop or asyncio"),
+        ({"THREADLINE_ADDRESS": "0.0.0.0:50051"}, "refusing to serve 0.0.0.0:50051 without authentication"),
+        ({"THREADLINE_ADDRESS": "[::]:50051"}, "refusing to serve"),
+        ({"THREADLINE_ADDRESS": "10.1.2.3:50051"}, "refusing to serve"),
+        ({"THREADLINE_JWT_JWKS": "/jwks.json"}, "needs THREADLINE_JWT_ISSUER and THREADLINE_JWT_AUDIENCE"),
+        ({"THREADLINE_TLS_CERT_FILE": "/c.pem"}, "set THREADLINE_TLS_CERT_FILE and THREADLINE_TLS_KEY_FILE together"),
+        ({"THREADLINE_TLS_CLIENT_CA_FILE": "/ca.pem"}, "THREADLINE_TLS_CLIENT_CA_FILE needs TLS"),
+        ({"THREADLINE_REFLECTION": "public"}, "expected open, authenticated or off"),
+        ({"THREADLINE_TENANT_TURNS_PER_MINUTE": "-1"}, "at least 0"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(environ: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         config.load(_parse(), environ=environ)
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("127.0.0.1:50051", True),
+        ("127.8.9.1:1", True),
+        ("localhost:50051", True),
+        ("[::1]:50051", True),
+        ("unix:/run/threadline.sock", True),
+        ("0.0.0.0:50051", False),
+        ("[::]:50051", False),
+        ("192.168.1.4:50051", False),
+        ("example.com:50051", False),
+    ],
+)
+def test_open_mode_is_for_loopback_addresses(address: str, loopback: bool) -> None:
+    assert config.is_loopback(address) is loopback
+    open_mode = {"THREADLINE_ADDRESS": address}
+    if loopback:
+        assert not config.load(_parse(), environ=open_mode).authenticated
+    else:
+        with pytest.raises(ConfigurationError, match="refusing to serve"):
+            config.load(_parse(), environ=open_mode)
+        assert config.load(_parse(), environ={**open_mode, "THREADLINE_ALLOW_UNAUTHENTICATED": "true"})
+        assert config.load(_parse(), environ={**open_mode, "THREADLINE_API_KEYS_FILE": "/keys"}).authenticated
 
 
 @pytest.mark.parametrize(

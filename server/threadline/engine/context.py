@@ -23,6 +23,8 @@ class RequestContext:
     decides (an Ask with a checkpoint_id is a Fork)."""
     tenant: str = DEFAULT_TENANT
     """The tenant whose threads the call may touch; threads are stored under it."""
+    caller: str = ""
+    """Who made the call, for the audit trail: an API key's label or a JWT's subject ("" in open mode)."""
     request_id: str = ""
     """The caller's optional id of this call (validated), recorded with what it writes."""
     deadline: float | None = None

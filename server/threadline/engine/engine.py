@@ -226,7 +226,7 @@ class Engine:
         kind = TurnKind.of_question(streamed=stream_tokens, forked=bool(fork_from))
         with (
             translated_failures(secrets=self._secrets),
-            recording(rpc=kind, request_id=ctx.request_id, query_sha256=query_digest, replica=self.replica),
+            recording(rpc=kind, query_sha256=query_digest, **self._caller(ctx)),
         ):
             completed: list[TurnCompleted] = []
             async with self._started(ctx, config, kind) as admission:
@@ -262,7 +262,7 @@ class Engine:
         kind = TurnKind.of_resume(streamed=stream_tokens)
         with (
             translated_failures(secrets=self._secrets),
-            recording(rpc=kind, request_id=ctx.request_id, replica=self.replica),
+            recording(rpc=kind, **self._caller(ctx)),
         ):
             completed: list[TurnCompleted] = []
             async with self._started(ctx, config, kind) as admission:
@@ -447,7 +447,7 @@ class Engine:
             raise InvalidArgument("message_limit", "message_limit must not be negative")
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         shown = min(message_limit or DEFAULT_MESSAGE_LIMIT, MAX_MESSAGE_LIMIT)
-        before = decode_page_token(page_token, thread_id) if page_token else None
+        before = decode_page_token(page_token, ctx.tenant, thread_id) if page_token else None
         self._check_storage_up()
         config = self._config(ctx, thread_id)
         with translated_failures():
@@ -467,7 +467,7 @@ class Engine:
             thread_id=thread_id,
             messages=views_of(conversation[-shown:]),
             checkpoints=checkpoints,
-            next_page_token=encode_page_token(thread_id, id_of(page[-1])) if more else "",
+            next_page_token=encode_page_token(ctx.tenant, thread_id, id_of(page[-1])) if more else "",
             head_checkpoint_id=id_of(head),
             message_count=len(conversation),
         )
@@ -501,9 +501,7 @@ class Engine:
                 else:
                     assert steps_back is not None
                     target = await self._reads.walk_back(head, steps_back)
-                with recording(
-                    rpc=TurnKind.REWIND, request_id=ctx.request_id, rewound_to=id_of(target), replica=self.replica
-                ):
+                with recording(rpc=TurnKind.REWIND, rewound_to=id_of(target), **self._caller(ctx)):
                     new_config = await self._graph.aupdate_state(target.config, None, as_node=COPY_NODE)
                 new_head = await self._saver.aget_tuple(new_config)
                 assert new_head is not None, "a checkpoint just written can be read"
@@ -610,7 +608,7 @@ class Engine:
         if page_size < 0:
             raise InvalidArgument("page_size", "page_size must not be negative")
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = decode_threads_token(page_token) if page_token else None
+        after = decode_threads_token(page_token, ctx.tenant) if page_token else None
         self._check_storage_up()
         with translated_failures():
             found = await self._storage.registry.page(ctx.tenant, limit=size + 1, after=after)
@@ -621,7 +619,7 @@ class Engine:
         more = len(found) > size
         return ThreadsPage(
             threads=tuple(page),
-            next_page_token=encode_threads_token(page[-1].updated_at, page[-1].thread_id) if more else "",
+            next_page_token=encode_threads_token(ctx.tenant, page[-1].updated_at, page[-1].thread_id) if more else "",
         )
 
     async def _note_activity(
@@ -636,6 +634,10 @@ class Engine:
             turn_count=len(questions),
             head_checkpoint_id=head_checkpoint_id,
         )
+
+    def _caller(self, ctx: RequestContext) -> dict[str, str]:
+        """The audit fields naming the call: its request_id, tenant, caller and this replica."""
+        return {"request_id": ctx.request_id, "tenant": ctx.tenant, "caller": ctx.caller, "replica": self.replica}
 
     def _config(self, ctx: RequestContext, thread_id: str, checkpoint_id: str | None = None) -> RunnableConfig:
         configurable: dict[str, Any] = {

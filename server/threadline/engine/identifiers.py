@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hashlib
 import json
 import re
 import uuid
 
+from threadline.engine.context import DEFAULT_TENANT
 from threadline.errors import InvalidArgument
 
 MAX_ID_CHARS = 128
@@ -78,43 +80,64 @@ def checkpoint_id_at(unix_time: float) -> str:
     return f"{stamp >> 28:08x}-{(stamp >> 12) & 0xFFFF:04x}-6{stamp & 0x0FFF:03x}-0000-000000000000"
 
 
-def encode_page_token(thread_id: str, before_checkpoint_id: str) -> str:
-    """An opaque token for the History page that starts after before_checkpoint_id."""
-    payload = json.dumps({"v": _TOKEN_VERSION, "t": thread_id, "b": before_checkpoint_id}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+# Page tokens name the tenant they were issued to ("o", a digest of its id), so a token passed
+# by another tenant is as meaningless as a made-up one. Tokens without it were issued before
+# tenants had credentials, to the one tenant of open mode.
+_MALFORMED = "page_token is malformed; pass next_page_token unchanged"
 
 
-def encode_threads_token(updated_at: dt.datetime, thread_id: str) -> str:
-    """An opaque token for the ListThreads page after the thread (updated_at, thread_id)."""
-    payload = json.dumps({"v": _TOKEN_VERSION, "u": updated_at.isoformat(), "t": thread_id}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+def _tenant_tag(tenant: str) -> str:
+    return hashlib.sha256(tenant.encode()).hexdigest()[:16]
 
 
-def decode_threads_token(token: str) -> tuple[dt.datetime, str]:
-    """The (updated_at, thread_id) a ListThreads page token continues after; InvalidArgument when malformed."""
+def _encoded(payload: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _decoded(token: str, tenant: str) -> dict[str, object] | None:
+    """The payload of a token of this version issued to tenant; None for anything else."""
     try:
         payload = json.loads(base64.urlsafe_b64decode((token + "=" * (-len(token) % 4)).encode("ascii")))
-        if payload.get("v") == _TOKEN_VERSION and isinstance(payload.get("t"), str):
-            at = dt.datetime.fromisoformat(payload["u"])
-            if at.tzinfo is not None:
-                return at, payload["t"]
-    except (ValueError, UnicodeError, binascii.Error, KeyError, TypeError, AttributeError):
-        pass
-    raise InvalidArgument("page_token", "page_token is malformed; pass next_page_token unchanged")
+    except (ValueError, UnicodeError, binascii.Error):
+        return None
+    if not isinstance(payload, dict) or payload.get("v") != _TOKEN_VERSION:
+        return None
+    owner = payload.get("o")
+    if owner != _tenant_tag(tenant) and not (owner is None and tenant == DEFAULT_TENANT):
+        return None
+    return payload
 
 
-def decode_page_token(token: str, thread_id: str) -> str:
+def encode_page_token(tenant: str, thread_id: str, before_checkpoint_id: str) -> str:
+    """An opaque token for the History page that starts after before_checkpoint_id."""
+    return _encoded({"v": _TOKEN_VERSION, "o": _tenant_tag(tenant), "t": thread_id, "b": before_checkpoint_id})
+
+
+def encode_threads_token(tenant: str, updated_at: dt.datetime, thread_id: str) -> str:
+    """An opaque token for the ListThreads page after the thread (updated_at, thread_id)."""
+    return _encoded({"v": _TOKEN_VERSION, "o": _tenant_tag(tenant), "u": updated_at.isoformat(), "t": thread_id})
+
+
+def decode_threads_token(token: str, tenant: str) -> tuple[dt.datetime, str]:
+    """The (updated_at, thread_id) a ListThreads page token continues after; InvalidArgument when malformed."""
+    payload = _decoded(token, tenant)
+    after, at = (payload.get("t"), payload.get("u")) if payload is not None else (None, None)
+    if isinstance(after, str) and isinstance(at, str):
+        try:
+            stamp = dt.datetime.fromisoformat(at)
+        except ValueError:
+            stamp = None
+        if stamp is not None and stamp.tzinfo is not None:
+            return stamp, after
+    raise InvalidArgument("page_token", _MALFORMED)
+
+
+def decode_page_token(token: str, tenant: str, thread_id: str) -> str:
     """The checkpoint id a page token continues after; InvalidArgument for a bad or foreign token."""
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        payload = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-        valid = isinstance(payload, dict) and payload.get("v") == _TOKEN_VERSION
-        before = payload["b"] if valid else None
-        owner = payload["t"] if valid else None
-    except (ValueError, UnicodeError, binascii.Error, KeyError, TypeError):
-        valid, before, owner = False, None, None
-    if not valid or not isinstance(before, str) or not isinstance(owner, str):
-        raise InvalidArgument("page_token", "page_token is malformed; pass next_page_token unchanged")
+    payload = _decoded(token, tenant)
+    before, owner = (payload.get("b"), payload.get("t")) if payload is not None else (None, None)
+    if not isinstance(before, str) or not isinstance(owner, str):
+        raise InvalidArgument("page_token", _MALFORMED)
     if owner != thread_id:
         raise InvalidArgument("page_token", "page_token was issued for another thread")
     return check_checkpoint_id(before, field="page_token")

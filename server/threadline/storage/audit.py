@@ -22,14 +22,19 @@ REQUEST_ID = "threadline_request_id"
 REWOUND_TO = "threadline_rewound_to"
 REPLICA = "threadline_replica"
 QUERY_SHA256 = "threadline_query_sha256"
+TENANT = "threadline_tenant"
+CALLER = "threadline_caller"
 
 _current: ContextVar[Mapping[str, str]] = ContextVar("threadline_audit", default=MappingProxyType({}))
 
 
 @contextmanager
 def recording(**fields: str) -> Iterator[None]:
-    """Adds fields (rpc=, request_id=, rewound_to=, replica=, query_sha256=) to checkpoints written in the block."""
+    """Adds fields (rpc=, request_id=, rewound_to=, replica=, query_sha256=, tenant=, caller=) to checkpoints
+    written in the block."""
     names = {
+        "tenant": TENANT,
+        "caller": CALLER,
         "rpc": RPC,
         "request_id": REQUEST_ID,
         "rewound_to": REWOUND_TO,

@@ -1,10 +1,11 @@
 """Cross-cutting work of every ThreadlineService call, done once here instead of in each handler.
 
-`RequestInterceptor` builds the call's RequestContext (its RPC, deadline and request_id; tenant
-and trace come from here too) before the handler runs, and ends the call with the status of any
-error the handler raises (status_mapping says which). Handlers read the context through
-`current_request()` and only convert between the contract's messages and the engine's.
-Health and reflection calls pass through untouched.
+`RequestInterceptor` authenticates the caller (transport.security's Authenticator), checks the
+RPC's scope, admits turns within the tenant's quotas and builds the call's RequestContext (its
+RPC, tenant, caller, deadline and request_id) before the handler runs, and ends the call with
+the status of any error raised on the way (status_mapping says which). Handlers read the context
+through `current_request()` and only convert between the contract's messages and the engine's.
+Health calls pass through untouched; reflection calls too, unless it is served authenticated.
 """
 
 from __future__ import annotations
@@ -19,13 +20,20 @@ from typing import Any, cast
 import grpc
 from google.protobuf.message import Message
 
+from threadline.auth.credentials import Authenticator
+from threadline.auth.principals import Principal
+from threadline.auth.quotas import TenantQuotas
 from threadline.engine.context import RequestContext
+from threadline.errors import PermissionDenied
+from threadline.transport.security import RPC_SCOPES, TURN_RPCS
 from threadline.transport.status_mapping import status_for
 from threadline_client.v1 import threadline_pb2 as pb
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Behavior = Callable[[Any, Context], Awaitable[Any]]
 """A handler's behavior under grpc.aio: a coroutine (grpc's stubs type behaviors as synchronous)."""
+StreamBehavior = Callable[[AsyncIterator[Any], Context], AsyncIterator[Any]]
+"""A stream-stream behavior under grpc.aio: an async generator of responses."""
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ThreadlineService"].full_name
 
@@ -38,7 +46,23 @@ def current_request() -> RequestContext:
 
 
 class RequestInterceptor(grpc.aio.ServerInterceptor):
-    """Gives every ThreadlineService call its RequestContext and maps its errors to statuses."""
+    """Authenticates and authorizes every ThreadlineService call, gives it its RequestContext, maps its errors."""
+
+    def __init__(
+        self,
+        authenticator: Authenticator | None = None,
+        quotas: TenantQuotas | None = None,
+        *,
+        authenticated_services: frozenset[str] = frozenset(),
+    ) -> None:
+        """Args:
+        authenticator: Verifies credentials; None: open mode.
+        quotas: Per-tenant turn limits; None: none.
+        authenticated_services: Other services (reflection) whose calls need valid credentials.
+        """
+        self._authenticator = authenticator or Authenticator()
+        self._quotas = quotas if quotas is not None and quotas.active else None
+        self._authenticated_services = authenticated_services
 
     async def intercept_service(
         self,
@@ -47,44 +71,90 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         service, _, rpc = handler_call_details.method.lstrip("/").partition("/")
-        if handler is None or service != SERVICE_NAME:
+        if handler is None:
             return handler
+        if service == SERVICE_NAME:
+            return self._served_handler(handler_call_details.method, rpc, handler)
+        if service in self._authenticated_services and handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self._authenticated_stream(cast(StreamBehavior, handler.stream_stream)),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _served_handler(
+        self, method: str, rpc: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _served(rpc, cast(Behavior, handler.unary_unary)),
+                self._served(rpc, cast(Behavior, handler.unary_unary)),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _served(rpc, cast(Behavior, handler.unary_stream)),
+                self._served(rpc, cast(Behavior, handler.unary_stream)),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        raise TypeError(f"{handler_call_details.method}: ThreadlineService has unary requests only")
+        raise TypeError(f"{method}: ThreadlineService has unary requests only")
 
+    def _served(self, rpc: str, behavior: Behavior) -> Behavior:
+        """The handler's behavior behind authentication, scope and quota, inside its RequestContext.
 
-def _served(rpc: str, behavior: Behavior) -> Behavior:
-    """The handler's behavior inside its RequestContext and the error reporting of reported_errors.
+        Streaming handlers are coroutines that write (not generators), so one wrapper serves both.
+        """
 
-    Streaming handlers are coroutines that write (not generators), so one wrapper serves both.
-    """
-
-    async def serve(request: Message, context: Context) -> Any:
-        token = _current.set(_request_context(rpc, request, context))
-        try:
+        async def serve(request: Message, context: Context) -> Any:
             async with reported_errors(context):
-                return await behavior(request, context)
-        finally:
-            _current.reset(token)
+                principal = await self._authenticator.authenticate(_authorization(context))
+                if RPC_SCOPES[rpc] not in principal.scopes:
+                    raise PermissionDenied(RPC_SCOPES[rpc].value)
+                token = _current.set(_request_context(rpc, request, context, principal))
+                try:
+                    if self._quotas is None or rpc not in TURN_RPCS:
+                        return await behavior(request, context)
+                    self._quotas.admit(principal.tenant)
+                    try:
+                        return await behavior(request, context)
+                    finally:
+                        self._quotas.done(principal.tenant)
+                finally:
+                    _current.reset(token)
 
-    return serve
+        return serve
+
+    def _authenticated_stream(self, behavior: StreamBehavior) -> StreamBehavior:
+        """A stream-stream behavior (reflection) that runs only for a caller with valid credentials."""
+
+        async def serve(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+            async with reported_errors(context):
+                await self._authenticator.authenticate(_authorization(context))
+            async for response in behavior(requests, context):
+                yield response
+
+        return serve
 
 
-def _request_context(rpc: str, request: Message, context: Context) -> RequestContext:
+def _authorization(context: Context) -> str | None:
+    """The call's `authorization` metadata value, if any."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else None
+    return None
+
+
+def _request_context(rpc: str, request: Message, context: Context, principal: Principal) -> RequestContext:
     remaining = context.time_remaining()
     deadline = None if remaining is None else time.monotonic() + remaining
-    return RequestContext(rpc=rpc, request_id=getattr(request, "request_id", ""), deadline=deadline)
+    return RequestContext(
+        rpc=rpc,
+        tenant=principal.tenant,
+        caller=principal.caller,
+        request_id=getattr(request, "request_id", ""),
+        deadline=deadline,
+    )
 
 
 @asynccontextmanager

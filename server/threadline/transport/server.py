@@ -17,10 +17,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from threadline import collector
-from threadline.config import Settings
+from threadline.auth.api_keys import ApiKeyFile
+from threadline.auth.credentials import Authenticator
+from threadline.config import Settings, is_loopback
 from threadline.engine.engine import Engine
 from threadline.errors import ThreadlineError
 from threadline.event_loop import describe, loop_factory
+from threadline.transport import security
 from threadline.transport.interceptors import SERVICE_NAME, RequestInterceptor
 from threadline.transport.servicer import ThreadlineServicer
 from threadline_client.v1 import threadline_pb2_grpc as pb_grpc
@@ -48,6 +51,7 @@ def _options(settings: Settings) -> list[tuple[str, int]]:
 
 
 STORAGE_CHECK_INTERVAL_S = 1.0
+API_KEYS_CHECK_INTERVAL_S = 1.0
 
 
 def _link(path: str) -> str:
@@ -115,11 +119,11 @@ async def serve(
     """
     loop = asyncio.get_running_loop()
     stop = _stop_on_signals(loop)
-    server, health_servicer = await _grpc_server(settings)
+    authenticator = await security.authenticator(settings)
+    server, health_servicer = await _grpc_server(settings, authenticator)
     async with Engine.open(settings.engine) as engine:
         pb_grpc.add_ThreadlineServiceServicer_to_server(ThreadlineServicer(engine), server)
-        if server.add_insecure_port(settings.address) == 0:
-            raise OSError(f"cannot listen on {settings.address}")
+        _listen(server, settings)
         await server.start()
         collector.settle_after_startup()
         for service in ("", SERVICE_NAME):
@@ -132,6 +136,9 @@ async def serve(
             # The supervisor never writes again: the pipe turns readable only when it closes.
             loop.add_reader(supervisor.fileno(), _supervisor_gone, stop)
         background = _background_tasks(engine, health_servicer, settings, retention=retention)
+        loop.add_signal_handler(signal.SIGHUP, _reload_credentials, authenticator)
+        if authenticator.api_keys is not None:
+            background.append(asyncio.create_task(_watch_api_keys(authenticator.api_keys)))
         await stop.wait()
         if supervisor is not None:
             loop.remove_reader(supervisor.fileno())
@@ -144,7 +151,7 @@ async def serve(
 
 
 def _stop_on_signals(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
-    """An event set by SIGTERM or SIGINT; SIGUSR1 logs the runtime stats."""
+    """An event set by SIGTERM or SIGINT; SIGUSR1 logs the runtime stats (SIGHUP reloads API keys: serve())."""
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -152,12 +159,56 @@ def _stop_on_signals(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
     return stop
 
 
-async def _grpc_server(settings: Settings) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
-    """The gRPC server with its interceptors, health (NOT_SERVING until the engine is open) and reflection."""
-    server = grpc.aio.server(options=_options(settings), interceptors=[RequestInterceptor()])
+def _listen(server: grpc.aio.Server, settings: Settings) -> None:
+    """Listens on the address: TLS when configured, plaintext otherwise; warns when that is open to all."""
+    credentials = security.server_credentials(settings)
+    if credentials is None:
+        port = server.add_insecure_port(settings.address)
+    else:
+        port = server.add_secure_port(settings.address, credentials)
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.address}")
+    if not settings.authenticated and not is_loopback(settings.address):
+        log.warning(
+            "serving %s WITHOUT AUTHENTICATION (THREADLINE_ALLOW_UNAUTHENTICATED=true): anyone who reaches it can "
+            "read and delete every thread",
+            settings.address,
+        )
+
+
+def _reload_credentials(authenticator: Authenticator) -> None:
+    """On SIGHUP: re-reads the API keys file now."""
+    if authenticator.api_keys is None:
+        log.info("SIGHUP: no API keys file to reload")
+    else:
+        authenticator.api_keys.reload()
+
+
+async def _watch_api_keys(api_keys: ApiKeyFile) -> None:
+    """Picks up an edited keys file (revoked and added keys) within a second, without a restart."""
+    while True:
+        await asyncio.sleep(API_KEYS_CHECK_INTERVAL_S)
+        api_keys.reload_if_changed()
+
+
+async def _grpc_server(
+    settings: Settings, authenticator: Authenticator
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """The gRPC server with its interceptors, health (NOT_SERVING until the engine is open) and reflection.
+
+    Health needs no credentials (load balancers and orchestrators probe it); reflection follows
+    THREADLINE_REFLECTION.
+    """
+    interceptor = RequestInterceptor(
+        authenticator,
+        security.quotas(settings),
+        authenticated_services=frozenset({reflection.SERVICE_NAME} if settings.reflection == "authenticated" else ()),
+    )
+    server = grpc.aio.server(options=_options(settings), interceptors=[interceptor])
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    if settings.reflection != "off":
+        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     return server, health_servicer

@@ -8,11 +8,13 @@ answered INTERNAL with an incident id, never with its text.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import uuid
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -39,6 +41,9 @@ _CODES: tuple[tuple[type[errors.ThreadlineError], grpc.StatusCode], ...] = (
     (errors.ModelRejectedRequest, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ModelError, grpc.StatusCode.UNAVAILABLE),
     (errors.ConfigurationError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
 )
 
 
@@ -59,7 +64,24 @@ def status_for(exc: BaseException) -> grpc.Status:
         log.error("unexpected error (incident %s)", incident, exc_info=exc)
         code, message = grpc.StatusCode.INTERNAL, f"internal error; incident {incident} is logged"
         reason, metadata = "INTERNAL", {"incident": incident}
-    detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))
-    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    details = [_packed(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))]
+    if isinstance(exc, errors.QuotaExceeded):
+        details += _quota_details(exc)
+    status = status_pb2.Status(code=code.value[0], message=message, details=details)
     return rpc_status.to_status(status)
+
+
+def _packed(message: Message) -> any_pb2.Any:
+    detail = any_pb2.Any()
+    detail.Pack(message)
+    return detail
+
+
+def _quota_details(exc: errors.QuotaExceeded) -> list[any_pb2.Any]:
+    """google.rpc.QuotaFailure (which limit) and RetryInfo (when to retry) of a tenant at its limit."""
+    violation = error_details_pb2.QuotaFailure.Violation(
+        subject=f"tenant:{exc.tenant}", description=exc.description, quota_id=exc.limit, quota_value=exc.value
+    )
+    retry = error_details_pb2.RetryInfo()
+    retry.retry_delay.FromTimedelta(dt.timedelta(seconds=exc.retry_after_s))
+    return [_packed(error_details_pb2.QuotaFailure(violations=[violation])), _packed(retry)]

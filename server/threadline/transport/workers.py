@@ -40,6 +40,7 @@ def _worker_main(settings: Settings, index: int, supervisor: Connection) -> None
     # Ctrl-C reaches the whole process group; the supervisor forwards it as SIGTERM, and a
     # KeyboardInterrupt during start-up (before the event loop takes the signal) would print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until serve() reloads API keys on it
     configure_logging(settings.log_level, worker=True)
     # One worker runs the retention passes: the others would only race it for the same threads.
     sys.exit(run(settings, retention=index == 0, supervisor=supervisor))
@@ -108,6 +109,7 @@ class _Supervisor:
     def run(self) -> int:
         handlers = {sig: signal.signal(sig, self._on_stop_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         handlers[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._forward_signal)
+        handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._forward_signal)  # reloads API keys
         try:
             # The first worker alone sets up the schema; the others start once it serves.
             self._start(0)
