@@ -145,3 +145,67 @@ def test_the_command_line_shows_the_pause_and_resumes_it(approval_server: Server
     resumed = threadline("resume", thread, interrupt, "--approve", "--stream")
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.strip() == "The answer is 25."
+
+
+def _value(text: str) -> pb.ResumeDecision:
+    return pb.ResumeDecision(value_json=text)
+
+
+BAD_DECISIONS = {
+    "nested 10,000 deep": (_value("[" * 10_000 + "]" * 10_000), "decision.value_json", "nests deeper than 32"),
+    "nested 900 deep": (_value('{"a":' * 900 + "1" + "}" * 900), "decision.value_json", "nests deeper than 32"),
+    "a 40-digit integer": (
+        _value('{"action": "reject", "reason": "x", "n": ' + "9" * 40 + "}"),
+        "decision.value_json",
+        "outside the 64-bit range",
+    ),
+    "NaN": (_value('{"action": "approve", "x": NaN}'), "decision.value_json", "is not valid JSON"),
+    "arguments not an object": (
+        _value('{"action": "edit", "arguments": "notadict"}'),
+        "decision.value_json",
+        "arguments must map tool call ids to JSON objects",
+    ),
+    "no action": (_value('{"approve": true}'), "decision.value_json", "to answer an approval"),
+    "a 3 MB reason": (
+        pb.ResumeDecision(reject=pb.Rejection(reason="x" * 3_000_000)),
+        "decision.reject.reason",
+        "the limit is 65536",
+    ),
+    "edit arguments nested 5,000 deep": (
+        pb.ResumeDecision(edit=pb.Edit(arguments_json={"c1": '{"a":' * 5000 + "1" + "}" * 5000})),
+        "decision.edit.arguments_json",
+        "nests deeper than 32",
+    ),
+}
+
+
+def test_malformed_decisions_are_invalid_arguments_and_leave_the_pause_intact(
+    approval_server: ServerProcess,
+) -> None:
+    # A 3 MB reason is within the server's 4 MiB message limit; the client's default is the same.
+    with ThreadlineClient(approval_server.address) as client:
+        turn = _paused(client)
+        interrupt = turn.interrupts[0].interrupt_id
+        for case, (decision, field, message) in BAD_DECISIONS.items():
+            try:
+                client.resume(turn.thread_id, interrupt, decision)
+            except ThreadlineError as error:
+                assert error.code == grpc.StatusCode.INVALID_ARGUMENT, f"{case}: {error}"
+                assert error.metadata == {"field": field} and message in error.message, f"{case}: {error}"
+            else:
+                pytest.fail(f"{case}: accepted")
+        state = client.get_state(turn.thread_id)
+        assert [i.interrupt_id for i in state.interrupts] == [interrupt], "a refused decision consumed the pause"
+        assert client.resume(turn.thread_id, interrupt, APPROVE).answer == "The answer is 42."
+
+
+def test_a_page_token_nested_deep_is_malformed(client: ThreadlineClient) -> None:
+    import base64
+
+    deep = base64.urlsafe_b64encode(b"[" * 100_000 + b"]" * 100_000).decode()
+    thread = client.ask("My name is Ada.").thread_id
+    for call in (lambda: client.history(thread, page_token=deep), lambda: client.list_threads(page_token=deep)):
+        with pytest.raises(ThreadlineError) as caught:
+            call()
+        assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert caught.value.metadata == {"field": "page_token"}

@@ -20,7 +20,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StateSnapshot, StreamMode
 
-from threadline.agent.approval import Decision, rejection_messages
+from threadline.agent.approval import Decision, approval_decision, is_approval_request, rejection_messages
 from threadline.agent.graphs import open_graph_builder
 from threadline.agent.message_text import text_of
 from threadline.engine.checkpoint_reads import COPY_NODE, CheckpointReads, checkpoint_not_found
@@ -279,6 +279,8 @@ class Engine:
                         f"(pending: {', '.join(sorted(pending))})",
                         reason="INTERRUPT_NOT_FOUND",
                     )
+                if is_approval_request(next(i.value for i in paused.interrupts if i.id == interrupt_id)):
+                    value = approval_decision(value)
                 command: Command[Any] = Command(resume={interrupt_id: value})
                 first_new = len(paused.values.get("messages", []))
                 run = self._run(ctx, thread_id, config, run_config, command, stream_tokens, first_new, admission)

@@ -94,11 +94,17 @@ def _encoded(payload: dict[str, object]) -> str:
     return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
+MAX_PAGE_TOKEN_CHARS = 1024
+"""Longer than any token the server issues: a longer one is malformed without being decoded."""
+
+
 def _decoded(token: str, tenant: str) -> dict[str, object] | None:
     """The payload of a token of this version issued to tenant; None for anything else."""
+    if len(token) > MAX_PAGE_TOKEN_CHARS:
+        return None
     try:
         payload = json.loads(base64.urlsafe_b64decode((token + "=" * (-len(token) % 4)).encode("ascii")))
-    except (ValueError, UnicodeError, binascii.Error):
+    except (ValueError, UnicodeError, binascii.Error, RecursionError):
         return None
     if not isinstance(payload, dict) or payload.get("v") != _TOKEN_VERSION:
         return None
