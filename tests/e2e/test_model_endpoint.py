@@ -624,3 +624,52 @@ def test_a_turn_cut_by_a_model_failure_is_finished_by_a_retry_with_its_request_i
     assert humans == ["My name is Ada.", "Tell me more."], "the question is in the thread once"
     assert client.ask("Tell me more.", thread_id=thread, request_id="more-1") == retried
     assert len(model.requests) == 4, "the finished turn was not run again"
+
+
+def _conversation_sent(model: ModelServer) -> list[tuple[str, str]]:
+    """(role, content) of the messages of the model's last request, system prompt aside."""
+    return [(m["role"], m.get("content") or "") for m in model.requests[-1].body["messages"] if m["role"] != "system"]
+
+
+def test_a_new_question_after_a_failed_turn_does_not_resend_the_failed_one(
+    client: ThreadlineClient, model: ModelServer
+) -> None:
+    thread = new_thread(client, model)
+    model.reset()
+    model.script(*[failure(500, retry_after_s=QUICK_RETRY_S)] * 3)
+    failed = error_of(lambda: client.ask("Tell me more.", thread_id=thread, request_id="lost-1", timeout=10))
+    assert failed.code == grpc.StatusCode.UNAVAILABLE
+
+    model.script(text("I am fine."))
+    assert client.ask("How are you?", thread_id=thread, timeout=10).answer == "I am fine."
+    assert _conversation_sent(model) == [
+        ("user", "My name is Ada."),
+        ("assistant", "Hello, Ada."),
+        ("user", "How are you?"),
+    ], "the failed question was sent again"
+    humans = [m.text for m in client.history(thread).messages if m.role == pb.ROLE_HUMAN]
+    assert humans == ["My name is Ada.", "How are you?"]
+    # The failed attempt stays readable, on a branch of its own.
+    checkpoints = list(client.iter_checkpoints(thread, page_size=100))
+    asked = {c.checkpoint_id for c in checkpoints if c.rpc == "Ask" and c.request_id == "lost-1"}
+    assert asked, "the failed attempt is gone from History"
+    failed_states = [client.get_state(thread, checkpoint_id=c) for c in asked]
+    assert any(m.text == "Tell me more." for state in failed_states for m in state.messages)
+    # The thread moved on: the failed call's request_id can no longer finish it.
+    superseded = error_of(lambda: client.ask("Tell me more.", thread_id=thread, request_id="lost-1", timeout=10))
+    assert superseded.reason == "REQUEST_SUPERSEDED"
+
+
+def test_a_new_question_after_a_turn_cut_at_its_tool_call_answers_no_dangling_call(
+    client: ThreadlineClient, model: ModelServer
+) -> None:
+    thread = new_thread(client, model)
+    model.reset()
+    model.script(tool_call("calculator", {"expression": "6*7"}), *[failure(500, retry_after_s=QUICK_RETRY_S)] * 3)
+    assert (
+        error_of(lambda: client.ask("What is 6*7?", thread_id=thread, timeout=10)).code == grpc.StatusCode.UNAVAILABLE
+    )
+    model.script(text("Fine."))
+    assert client.ask("How are you?", thread_id=thread, timeout=10).answer == "Fine."
+    sent = model.requests[-1].body["messages"]
+    assert not any(m.get("tool_calls") for m in sent) and not any(m["role"] == "tool" for m in sent)

@@ -29,8 +29,3 @@ class AgentSettings:
     """Retries langchain-openai makes on a failed model request."""
     http_client: str
     """The HTTP client of model requests: "aiohttp" or "httpx"."""
-
-    @property
-    def may_interrupt(self) -> bool:
-        """Whether the graph can pause for a human (a user graph may; the default agent with approval tools does)."""
-        return bool(self.graph or self.approval_tools)

@@ -97,7 +97,6 @@ class Engine:
         *,
         max_query_chars: int,
         wait_when_busy: bool = True,
-        may_interrupt: bool = False,
         secrets: tuple[str, ...] = (),
         max_starting_turns: int | None = None,
     ) -> None:
@@ -107,8 +106,6 @@ class Engine:
         self._reads = CheckpointReads(graph, storage.saver, storage.hot)
         self._max_query_chars = max_query_chars
         self._wait_when_busy = wait_when_busy
-        # Only graphs that can pause for a human pay for a look at the head before each turn.
-        self._may_interrupt = may_interrupt
         self._secrets = secrets
         self._starts = TurnStarts(max_starting_turns)
         self._storage_down_since: float | None = None
@@ -128,7 +125,6 @@ class Engine:
                 storage,
                 max_query_chars=settings.max_query_chars,
                 wait_when_busy=settings.wait_when_busy,
-                may_interrupt=settings.agent.may_interrupt,
                 secrets=(settings.agent.api_key,),
                 max_starting_turns=settings.max_starting_turns,
             )
@@ -237,9 +233,10 @@ class Engine:
                     # The turn of this request_id finished before: the same result, no second run.
                     completed.append(TurnCompleted(snapshot_turn(thread_id, prior, human)))
                 else:
-                    if prior is None and self._may_interrupt and not fork_from:
-                        await self._settle_interrupts(config, thread_id, abandon_interrupt)
-                    # A turn cut short (crash, cancel, model failure) resumes from its last
+                    if prior is None and not fork_from:
+                        restart = await self._start_of_new_question(config, thread_id, abandon_interrupt)
+                        run_config = {**restart, "recursion_limit": RECURSION_LIMIT} if restart else run_config
+                    # A retry of a turn cut short (crash, cancel, model failure) resumes from its last
                     # checkpoint: its question is already in the thread and is not asked twice.
                     graph_input = None if prior is not None else {"messages": [human]}
                     run = self._run(ctx, thread_id, config, run_config, graph_input, stream_tokens, human, admission)
@@ -390,11 +387,39 @@ class Engine:
         self._storage.hot.remember(thread_key, checkpoint_id, messages)
         return checkpoint_id, messages
 
-    async def _settle_interrupts(self, config: RunnableConfig, thread_id: str, abandon: bool) -> None:
-        """Refuses a turn on a thread that waits for a human, or gives up what it waits for."""
+    async def _start_of_new_question(
+        self, config: RunnableConfig, thread_id: str, abandon_interrupt: bool
+    ) -> RunnableConfig | None:
+        """Where a new question (not a retry) starts: None for the head, or another checkpoint.
+
+        A thread waiting for a human is refused, or its pause given up (abandon_interrupt). A thread
+        whose last turn was cut short (its head still has nodes to run: a model or tool failure, a
+        cancel, a crash, a Rewind into a turn) is not continued: the new question starts from the
+        checkpoint before the unfinished turn's question, on a new branch, so the model never sees
+        that question nor a tool call it left unanswered. The unfinished turn stays in History as an
+        abandoned branch, as after a Rewind.
+        """
         head = await self._graph.aget_state(config)
-        if not head.interrupts:
-            return
+        if head.interrupts:
+            await self._settle_interrupts(head, config, thread_id, abandon_interrupt)
+            return None
+        if not head.next:
+            return None
+        return await self._before_question(head.config)
+
+    async def _before_question(self, config: RunnableConfig) -> RunnableConfig | None:
+        """The input checkpoint of the turn config belongs to: its state is the conversation before
+        the turn's question (LangGraph applies an input in the step after its "input" checkpoint).
+        None when the chain has no input checkpoint."""
+        found = await self._saver.aget_tuple(config)
+        while found is not None and (found.metadata or {}).get("source") != "input":
+            found = await self._saver.aget_tuple(found.parent_config) if found.parent_config else None
+        return found.config if found is not None else None
+
+    async def _settle_interrupts(
+        self, head: StateSnapshot, config: RunnableConfig, thread_id: str, abandon: bool
+    ) -> None:
+        """Refuses a turn on a thread that waits for a human, or gives up what it waits for."""
         if not abandon:
             raise FailedPrecondition(
                 f"thread {thread_id!r} waits for a human (interrupts {[i.id for i in head.interrupts]}): "
