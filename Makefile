@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck proto bench bench-agent-server-venv clean
+.PHONY: install run test lint typecheck buf proto-baseline proto bench bench-agent-server-venv clean
 
 $(STAMP): pyproject.toml client/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ run: install
 	$(BIN)/threadline serve
 
 ## Lint, type-check and run the whole suite.
-test: install lint typecheck
+test: install lint typecheck buf
 	$(BIN)/python -m pytest -q
 
 lint: install
@@ -30,6 +30,17 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 	$(BIN)/mypy bench  # scripts, not a package: checked on their own, with the same settings
+
+## The contract: buf lint, buf format, and no breaking change against the last release's contract.
+## The baseline is an image committed in protos/baseline/ (a clean clone has no release tag to build from).
+buf: install
+	cd protos && $(abspath $(BIN))/buf lint
+	cd protos && $(abspath $(BIN))/buf format --diff --exit-code
+	cd protos && $(abspath $(BIN))/buf breaking --against baseline/threadline-v1.binpb
+
+## At a release: make the current contract the baseline later changes must not break, and commit it.
+proto-baseline: install
+	cd protos && $(abspath $(BIN))/buf build --exclude-source-info -o baseline/threadline-v1.binpb
 
 ## Benchmarks: Threadline over gRPC against in-process baselines (needs PostgreSQL, like `make test`).
 bench: install

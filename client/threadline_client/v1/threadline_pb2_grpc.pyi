@@ -12,7 +12,8 @@ and moved back to an earlier point (Rewind).
 Errors use the canonical gRPC status codes listed on each RPC. Where a caller
 can act on an error, the status carries a `google.rpc.ErrorInfo` detail (in
 the `grpc-status-details-bin` trailer) with domain "threadline.dev" and an
-UPPER_SNAKE_CASE `reason`:
+UPPER_SNAKE_CASE `reason`, one of the names listed by the ErrorReason enum
+(error_reason.proto):
   INVALID_ARGUMENT     reason INVALID_ARGUMENT, metadata "field" names the field.
   NOT_FOUND            reason THREAD_NOT_FOUND or CHECKPOINT_NOT_FOUND.
   OUT_OF_RANGE         reason STEPS_OUT_OF_RANGE.

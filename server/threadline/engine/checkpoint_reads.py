@@ -55,7 +55,9 @@ class CheckpointReads:
                 )
             parent = await self._saver.aget_tuple(current.parent_config)
             if parent is None:  # the chain was cut (e.g. a partly deleted thread): nothing further back
-                raise OutOfRange(f"steps_back={steps} reaches past the thread's stored checkpoints")
+                raise OutOfRange(
+                    f"steps_back={steps} reaches past the thread's stored checkpoints", reason="STEPS_OUT_OF_RANGE"
+                )
             current = parent
         return current
 
