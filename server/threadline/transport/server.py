@@ -14,7 +14,6 @@ from multiprocessing.connection import Connection
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from threadline import collector
 from threadline.auth.api_keys import ApiKeyFile
@@ -25,6 +24,7 @@ from threadline.errors import ThreadlineError
 from threadline.event_loop import describe, loop_factory
 from threadline.transport import security
 from threadline.transport.interceptors import SERVICE_NAME, RequestInterceptor
+from threadline.transport.reflection import REFLECTION_SERVICES, enable_reflection
 from threadline.transport.servicer import ThreadlineServicer
 from threadline_client.v1 import threadline_pb2_grpc as pb_grpc
 
@@ -202,13 +202,13 @@ async def _grpc_server(
     interceptor = RequestInterceptor(
         authenticator,
         security.quotas(settings),
-        authenticated_services=frozenset({reflection.SERVICE_NAME} if settings.reflection == "authenticated" else ()),
+        authenticated_services=REFLECTION_SERVICES if settings.reflection == "authenticated" else frozenset(),
     )
     server = grpc.aio.server(options=_options(settings), interceptors=[interceptor])
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection != "off":
-        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     return server, health_servicer
