@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck buf proto-baseline proto bench bench-agent-server-venv clean
+.PHONY: install run test lint typecheck buf proto-baseline proto dist bench bench-agent-server-venv clean
 
 $(STAMP): pyproject.toml client/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,13 @@ buf: install
 ## At a release: make the current contract the baseline later changes must not break, and commit it.
 proto-baseline: install
 	cd protos && $(abspath $(BIN))/buf build --exclude-source-info -o baseline/threadline-v1.binpb
+
+## The client's and the server's wheels and sdists in dist/, checked by twine as PyPI would.
+dist: install
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist client
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
 
 ## Benchmarks: Threadline over gRPC against in-process baselines (needs PostgreSQL, like `make test`).
 bench: install

@@ -12,10 +12,14 @@ threadline_client.constants the values client and server agree on (the default
 address, the message size limit, the ErrorInfo domain).
 """
 
+from importlib.metadata import version
+
 from . import constants
 from ._async_client import AsyncThreadlineClient
 from ._errors import ThreadlineError
 from ._sync_client import ThreadlineClient
 from .v1 import threadline_pb2 as pb
 
-__all__ = ["AsyncThreadlineClient", "ThreadlineClient", "ThreadlineError", "constants", "pb"]
+__version__ = version("threadline-client")
+
+__all__ = ["AsyncThreadlineClient", "ThreadlineClient", "ThreadlineError", "__version__", "constants", "pb"]

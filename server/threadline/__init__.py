@@ -1,3 +1,5 @@
 """Threadline: a gRPC service that runs a checkpointed LangGraph agent."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("threadline")
