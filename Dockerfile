@@ -1,9 +1,25 @@
-# Threadline server image. Configure it with THREADLINE_* / OPENAI_* environment variables.
-# It listens on 0.0.0.0:50051, so it starts only with authentication configured
-# (THREADLINE_API_KEYS_FILE or THREADLINE_JWT_JWKS) or THREADLINE_ALLOW_UNAUTHENTICATED=true.
+# Threadline server image. Configure it with THREADLINE_* / OPENAI_* environment variables
+# (`threadline serve --help` lists them all).
+#
+# Defaults:
+#   THREADLINE_ADDRESS=0.0.0.0:50051   listens on every interface, port 50051 (EXPOSEd); the
+#                                      HEALTHCHECK asks the same address, so a changed port stays checked.
+#   THREADLINE_DATABASE_URL=sqlite:////data/threadline.db
+#                                      the embedded SQLite file in the /data volume: one replica. Set a
+#                                      postgresql:// URL to run several replicas on one database.
+#   /data                              a VOLUME owned by the unprivileged user `threadline` (uid 10001),
+#                                      the working directory; mount it to keep threads across containers.
+#   LANGGRAPH_STRICT_MSGPACK=true      checkpoints revive only known types.
+#   the model                          the offline model unless OPENAI_API_KEY is set (OPENAI_BASE_URL and
+#                                      THREADLINE_MODEL point at another OpenAI-compatible endpoint).
+#   authentication                     0.0.0.0 is not loopback: the server starts only with API keys
+#                                      (THREADLINE_API_KEYS_FILE) or JWTs (THREADLINE_JWT_JWKS) configured, or
+#                                      THREADLINE_ALLOW_UNAUTHENTICATED=true (open mode: trusted networks only).
+#   TLS                                off; THREADLINE_TLS_CERT_FILE/_KEY_FILE turn it on, and the HEALTHCHECK
+#                                      then needs `threadline health --ca-file ...` (override HEALTHCHECK).
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY constraints.txt pyproject.toml README.md ./
+COPY constraints.txt pyproject.toml README.md LICENSE ./
 COPY client ./client
 COPY server ./server
 RUN python -m venv /opt/threadline \
@@ -20,6 +36,8 @@ ENV PATH=/opt/threadline/bin:$PATH \
     LANGGRAPH_STRICT_MSGPACK=true
 VOLUME /data
 EXPOSE 50051
-HEALTHCHECK --interval=10s --timeout=3s --start-period=20s CMD ["python", "-c", "import grpc, sys; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; ch = grpc.insecure_channel('127.0.0.1:50051'); sys.exit(0 if g.HealthStub(ch).Check(h.HealthCheckRequest(), timeout=2).status == h.HealthCheckResponse.SERVING else 1)"]
+# `threadline health` asks grpc.health.v1 at $THREADLINE_ADDRESS: exit 0 only on SERVING (NOT_SERVING while
+# starting, draining or cut off from the database).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s CMD ["threadline", "health", "--timeout", "3"]
 # SIGTERM reaches the server directly (exec form): health turns NOT_SERVING, calls drain, the pool closes.
 ENTRYPOINT ["threadline", "serve"]

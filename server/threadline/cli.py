@@ -1,4 +1,4 @@
-"""The `threadline` command: `serve` runs the server; `ask`, `history`, `rewind` talk to one."""
+"""The `threadline` command: `serve` runs the server; `ask`, `history`, `rewind` talk to one; `health` checks one."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from threadline.client_commands import (
     add_client_commands,
 )
 from threadline.errors import ThreadlineError
+from threadline.health_command import add_health_command
 
 _SERVE_EXIT_CODES_HELP = (
     f"serve exits {EXIT_OK} once SIGTERM or SIGINT has stopped it, {EXIT_FAILED} when it could not start\n"
@@ -84,6 +85,7 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     add_client_commands(commands)
     _add_keys_commands(commands)
+    add_health_command(commands)
     return root
 
 
