@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck buf proto-baseline proto dist bench bench-agent-server-venv clean
+.PHONY: install node-example run test lint typecheck buf proto-baseline proto dist bench bench-agent-server-venv clean
 
 $(STAMP): pyproject.toml client/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,12 +14,21 @@ $(STAMP): pyproject.toml client/pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+## The Node.js example's packages (examples/node), exactly as its package-lock.json lists them.
+NODE_EXAMPLE_STAMP := examples/node/node_modules/.installed
+
+$(NODE_EXAMPLE_STAMP): examples/node/package.json examples/node/package-lock.json
+	cd examples/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+node-example: $(NODE_EXAMPLE_STAMP)
+
 ## Start the service on 127.0.0.1:50051 with the embedded SQLite file (offline model unless OPENAI_API_KEY is set).
 run: install
 	$(BIN)/threadline serve
 
 ## Lint, type-check and run the whole suite.
-test: install lint typecheck buf
+test: install node-example lint typecheck buf
 	$(BIN)/python -m pytest -q
 
 lint: install
@@ -78,4 +87,4 @@ proto: install
 	$(BIN)/python scripts/generate_proto.py
 
 clean:
-	rm -rf $(VENV) $(AGENT_SERVER_VENV) .pytest_cache .mypy_cache .ruff_cache build dist client/build client/dist
+	rm -rf $(VENV) $(AGENT_SERVER_VENV) examples/node/node_modules .pytest_cache .mypy_cache .ruff_cache build dist client/build client/dist
