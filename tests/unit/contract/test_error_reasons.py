@@ -2,8 +2,8 @@
 
 The server's set is read from its code: every construction of a threadline.errors class in
 server/threadline (its `reason=` argument, else the class's default reason), plus the reason
-strings the transport assigns itself (an unexpected error's INTERNAL). A reason must be a string
-literal where it is given, so that this scan can read it.
+strings the transport sets itself (an unexpected error's INTERNAL, an ErrorInfo built by hand).
+A reason must be a string literal where it is given, so that this scan can read it.
 """
 
 from __future__ import annotations
@@ -44,12 +44,26 @@ def _error_class(call: ast.Call, local: dict[str, type[errors.ThreadlineError]])
     return None
 
 
+def _names_error_info(call: ast.Call) -> bool:
+    func = call.func
+    return (isinstance(func, ast.Name) and func.id == "ErrorInfo") or (
+        isinstance(func, ast.Attribute) and func.attr == "ErrorInfo"
+    )
+
+
 def _reasons_in(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
     local = _error_names(tree)
     reasons = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and (kind := _error_class(node, local)) is not None:
+        if isinstance(node, ast.Call) and _names_error_info(node):
+            # an ErrorInfo built by hand with a literal reason
+            reasons.update(
+                k.value.value
+                for k in node.keywords
+                if k.arg == "reason" and isinstance(k.value, ast.Constant) and isinstance(k.value.value, str)
+            )
+        elif isinstance(node, ast.Call) and (kind := _error_class(node, local)) is not None:
             given = [k.value for k in node.keywords if k.arg == "reason"]
             if not given:
                 reasons.add(kind.reason)
