@@ -12,7 +12,7 @@ threadline_client.constants the values client and server agree on (the default
 address, the message size limit, the ErrorInfo domain).
 """
 
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 
 from . import constants
 from ._async_client import AsyncThreadlineClient
@@ -20,6 +20,9 @@ from ._errors import ThreadlineError
 from ._sync_client import ThreadlineClient
 from .v1 import threadline_pb2 as pb
 
-__version__ = version("threadline-client")
+try:
+    __version__ = version("threadline-client")
+except PackageNotFoundError:  # imported from a source tree that is not installed
+    __version__ = "0+unknown"
 
 __all__ = ["AsyncThreadlineClient", "ThreadlineClient", "ThreadlineError", "__version__", "constants", "pb"]
