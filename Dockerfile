@@ -4,6 +4,8 @@
 # Defaults:
 #   THREADLINE_ADDRESS=0.0.0.0:50051   listens on every interface, port 50051 (EXPOSEd); the
 #                                      HEALTHCHECK asks the same address, so a changed port stays checked.
+#                                      Change it with -e THREADLINE_ADDRESS=..., not with serve's --address,
+#                                      which the HEALTHCHECK cannot see.
 #   THREADLINE_DATABASE_URL=sqlite:////data/threadline.db
 #                                      the embedded SQLite file in the /data volume: one replica. Set a
 #                                      postgresql:// URL to run several replicas on one database.
