@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n threadline/v1/error_reason.proto\x12\rthreadline.v1*\xd0\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n\x10INVALID_ARGUMENT\x10\x01\x12\x14\n\x10THREAD_NOT_FOUND\x10\x02\x12\x18\n\x14\x43HECKPOINT_NOT_FOUND\x10\x03\x12\x17\n\x13INTERRUPT_NOT_FOUND\x10\x04\x12\x16\n\x12STEPS_OUT_OF_RANGE\x10\x05\x12\x0f\n\x0bTHREAD_BUSY\x10\x06\x12\x16\n\x12REQUEST_SUPERSEDED\x10\x07\x12\x16\n\x12THREAD_INTERRUPTED\x10\x08\x12\x13\n\x0fNOT_INTERRUPTED\x10\t\x12\x17\n\x13STORAGE_UNAVAILABLE\x10\n\x12\x14\n\x10THREAD_HOLD_LOST\x10\x0b\x12\x15\n\x11\x44\x45\x41\x44LINE_EXCEEDED\x10\x0c\x12\x17\n\x13STEP_LIMIT_EXCEEDED\x10\r\x12\x15\n\x11MODEL_UNAVAILABLE\x10\x0e\x12\x16\n\x12MODEL_RATE_LIMITED\x10\x0f\x12\x1e\n\x1aMODEL_REJECTED_CREDENTIALS\x10\x10\x12\x1a\n\x16MODEL_REJECTED_REQUEST\x10\x11\x12\x0c\n\x08INTERNAL\x10\x12\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n threadline/v1/error_reason.proto\x12\rthreadline.v1*\xa6\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n\x10INVALID_ARGUMENT\x10\x01\x12\x14\n\x10THREAD_NOT_FOUND\x10\x02\x12\x18\n\x14\x43HECKPOINT_NOT_FOUND\x10\x03\x12\x17\n\x13INTERRUPT_NOT_FOUND\x10\x04\x12\x16\n\x12STEPS_OUT_OF_RANGE\x10\x05\x12\x0f\n\x0bTHREAD_BUSY\x10\x06\x12\x16\n\x12REQUEST_SUPERSEDED\x10\x07\x12\x16\n\x12THREAD_INTERRUPTED\x10\x08\x12\x13\n\x0fNOT_INTERRUPTED\x10\t\x12\x17\n\x13STORAGE_UNAVAILABLE\x10\n\x12\x14\n\x10THREAD_HOLD_LOST\x10\x0b\x12\x15\n\x11\x44\x45\x41\x44LINE_EXCEEDED\x10\x0c\x12\x17\n\x13STEP_LIMIT_EXCEEDED\x10\r\x12\x15\n\x11MODEL_UNAVAILABLE\x10\x0e\x12\x16\n\x12MODEL_RATE_LIMITED\x10\x0f\x12\x1e\n\x1aMODEL_REJECTED_CREDENTIALS\x10\x10\x12\x1a\n\x16MODEL_REJECTED_REQUEST\x10\x11\x12\x0c\n\x08INTERNAL\x10\x12\x12\x13\n\x0fUNAUTHENTICATED\x10\x13\x12\x11\n\rTOKEN_EXPIRED\x10\x14\x12\x11\n\rMISSING_SCOPE\x10\x15\x12\x19\n\x15TENANT_QUOTA_EXCEEDED\x10\x16\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'threadline.v1.error_reason_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ERRORREASON']._serialized_start=52
-  _globals['_ERRORREASON']._serialized_end=516
+  _globals['_ERRORREASON']._serialized_end=602
 # @@protoc_insertion_point(module_scope)

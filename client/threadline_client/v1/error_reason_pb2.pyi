@@ -84,6 +84,22 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INTERNAL: a bug in the server; ErrorInfo.metadata "incident" names the log
     entry that holds its details.
     """
+    UNAUTHENTICATED: _ErrorReason.ValueType  # 19
+    """UNAUTHENTICATED: the call carries no valid credentials (no `authorization:
+    Bearer <token>` metadata, an unknown or revoked key, a JWT that fails any
+    check). The message never says which tenants or keys exist.
+    """
+    TOKEN_EXPIRED: _ErrorReason.ValueType  # 20
+    """UNAUTHENTICATED: the JWT access token has expired; get a new one."""
+    MISSING_SCOPE: _ErrorReason.ValueType  # 21
+    """PERMISSION_DENIED: the credentials lack the scope this RPC needs;
+    ErrorInfo.metadata "scope" names it (read, write or delete).
+    """
+    TENANT_QUOTA_EXCEEDED: _ErrorReason.ValueType  # 22
+    """RESOURCE_EXHAUSTED: the caller's tenant is at one of its limits
+    (ErrorInfo.metadata "limit": concurrent_turns or turns_per_minute);
+    google.rpc.QuotaFailure says which and google.rpc.RetryInfo when to retry.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The `reason` of the `google.rpc.ErrorInfo` detail that a Threadline error
@@ -157,5 +173,21 @@ model, bad parameters); the operator fixes the configuration.
 INTERNAL: ErrorReason.ValueType  # 18
 """INTERNAL: a bug in the server; ErrorInfo.metadata "incident" names the log
 entry that holds its details.
+"""
+UNAUTHENTICATED: ErrorReason.ValueType  # 19
+"""UNAUTHENTICATED: the call carries no valid credentials (no `authorization:
+Bearer <token>` metadata, an unknown or revoked key, a JWT that fails any
+check). The message never says which tenants or keys exist.
+"""
+TOKEN_EXPIRED: ErrorReason.ValueType  # 20
+"""UNAUTHENTICATED: the JWT access token has expired; get a new one."""
+MISSING_SCOPE: ErrorReason.ValueType  # 21
+"""PERMISSION_DENIED: the credentials lack the scope this RPC needs;
+ErrorInfo.metadata "scope" names it (read, write or delete).
+"""
+TENANT_QUOTA_EXCEEDED: ErrorReason.ValueType  # 22
+"""RESOURCE_EXHAUSTED: the caller's tenant is at one of its limits
+(ErrorInfo.metadata "limit": concurrent_turns or turns_per_minute);
+google.rpc.QuotaFailure says which and google.rpc.RetryInfo when to retry.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -31,7 +31,21 @@ UPPER_SNAKE_CASE `reason`, one of the names listed by the ErrorReason enum
   DEADLINE_EXCEEDED / CANCELLED as gRPC defines them. A turn's deadline also bounds its wait
                        to start: a replica stores the questions of a few turns at a time
                        (THREADLINE_MAX_STARTING_TURNS) and the others wait, in arrival order.
+  UNAUTHENTICATED      every RPC, before anything else, when credentials are required and the
+                       call has no valid `authorization: Bearer <token>` metadata (an API key or a
+                       JWT access token): reason UNAUTHENTICATED, or TOKEN_EXPIRED for an expired JWT.
+  PERMISSION_DENIED    reason MISSING_SCOPE (metadata "scope"): the credentials lack the RPC's scope:
+                       read (History, GetState, ListThreads), write (Ask, StreamAsk, Resume,
+                       StreamResume, Rewind) or delete (DeleteThread).
+  RESOURCE_EXHAUSTED   reason TENANT_QUOTA_EXCEEDED on the turn RPCs (Ask, StreamAsk, Resume,
+                       StreamResume): the tenant is at a per-tenant limit; google.rpc.QuotaFailure
+                       and google.rpc.RetryInfo details say which limit and when to retry.
 No caller mistake is ever answered with INTERNAL.
+
+Tenants: every thread belongs to the tenant of the credentials that created it
+(the single tenant "default" on a server without authentication). A call names
+threads, checkpoints, page tokens and request_ids of its own tenant only; one of
+another tenant's is answered exactly as one that never existed.
 
 Identifiers:
   thread_id      1 to 128 characters of [A-Za-z0-9._:-], starting with a letter or digit.
@@ -999,7 +1013,11 @@ class ResumeDecision(_message.Message):
     EDIT_FIELD_NUMBER: _builtins.int
     VALUE_JSON_FIELD_NUMBER: _builtins.int
     value_json: _builtins.str
-    """Resume a user graph's own interrupt() with this JSON value. Bad JSON: INVALID_ARGUMENT."""
+    """Resume a user graph's own interrupt() with this JSON value: at most 65,536
+    characters, nesting at most 32 levels, integers within 64 bits, no NaN or
+    Infinity; otherwise INVALID_ARGUMENT. On the default agent's approval pause it
+    must be {"action": "approve" | "reject" | "edit", ...} like the other choices.
+    """
     @_builtins.property
     def approve(self) -> Global___Approval:
         """Run the pending tool calls as the model asked."""
@@ -1055,7 +1073,7 @@ class Rejection(_message.Message):
 
     REASON_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
-    """Why; the model reads it."""
+    """Why; the model reads it. At most 65,536 characters (more: INVALID_ARGUMENT)."""
     def __init__(
         self,
         *,
@@ -1098,7 +1116,9 @@ class Edit(_message.Message):
     ARGUMENTS_JSON_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def arguments_json(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """New arguments by tool call id, each a JSON object; calls not named keep theirs. Bad JSON: INVALID_ARGUMENT."""
+        """New arguments by tool call id, each a JSON object; calls not named keep theirs. Bad JSON,
+        more than 65,536 characters in all, or JSON out of the bounds of `value_json`: INVALID_ARGUMENT.
+        """
 
     def __init__(
         self,

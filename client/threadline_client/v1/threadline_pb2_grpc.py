@@ -98,7 +98,13 @@ class ThreadlineServiceServicer:
         Retries: a call that repeats the request_id of a finished turn returns that
         turn's stored result without running the model again; one whose turn was cut
         short (a crash, a cancel, an outage) finishes that turn without adding the
-        question twice.
+        question twice, as long as the thread has not moved on since.
+
+        After a turn cut short, a new question (no request_id, or another one) does
+        not continue it: it starts from the checkpoint before the unfinished turn's
+        question, on a new branch, so the model never sees the failed question or a
+        tool call left unanswered. The unfinished attempt stays readable in History as
+        an abandoned branch, as after a Rewind.
 
         Errors: INVALID_ARGUMENT (empty or oversized query, bad thread_id or
         request_id syntax, a request_id reused with another query), ABORTED

@@ -31,7 +31,21 @@ UPPER_SNAKE_CASE `reason`, one of the names listed by the ErrorReason enum
   DEADLINE_EXCEEDED / CANCELLED as gRPC defines them. A turn's deadline also bounds its wait
                        to start: a replica stores the questions of a few turns at a time
                        (THREADLINE_MAX_STARTING_TURNS) and the others wait, in arrival order.
+  UNAUTHENTICATED      every RPC, before anything else, when credentials are required and the
+                       call has no valid `authorization: Bearer <token>` metadata (an API key or a
+                       JWT access token): reason UNAUTHENTICATED, or TOKEN_EXPIRED for an expired JWT.
+  PERMISSION_DENIED    reason MISSING_SCOPE (metadata "scope"): the credentials lack the RPC's scope:
+                       read (History, GetState, ListThreads), write (Ask, StreamAsk, Resume,
+                       StreamResume, Rewind) or delete (DeleteThread).
+  RESOURCE_EXHAUSTED   reason TENANT_QUOTA_EXCEEDED on the turn RPCs (Ask, StreamAsk, Resume,
+                       StreamResume): the tenant is at a per-tenant limit; google.rpc.QuotaFailure
+                       and google.rpc.RetryInfo details say which limit and when to retry.
 No caller mistake is ever answered with INTERNAL.
+
+Tenants: every thread belongs to the tenant of the credentials that created it
+(the single tenant "default" on a server without authentication). A call names
+threads, checkpoints, page tokens and request_ids of its own tenant only; one of
+another tenant's is answered exactly as one that never existed.
 
 Identifiers:
   thread_id      1 to 128 characters of [A-Za-z0-9._:-], starting with a letter or digit.
@@ -82,7 +96,13 @@ class ThreadlineServiceStub:
     Retries: a call that repeats the request_id of a finished turn returns that
     turn's stored result without running the model again; one whose turn was cut
     short (a crash, a cancel, an outage) finishes that turn without adding the
-    question twice.
+    question twice, as long as the thread has not moved on since.
+
+    After a turn cut short, a new question (no request_id, or another one) does
+    not continue it: it starts from the checkpoint before the unfinished turn's
+    question, on a new branch, so the model never sees the failed question or a
+    tool call left unanswered. The unfinished attempt stays readable in History as
+    an abandoned branch, as after a Rewind.
 
     Errors: INVALID_ARGUMENT (empty or oversized query, bad thread_id or
     request_id syntax, a request_id reused with another query), ABORTED
@@ -171,7 +191,13 @@ class ThreadlineServiceAsyncStub(ThreadlineServiceStub):
     Retries: a call that repeats the request_id of a finished turn returns that
     turn's stored result without running the model again; one whose turn was cut
     short (a crash, a cancel, an outage) finishes that turn without adding the
-    question twice.
+    question twice, as long as the thread has not moved on since.
+
+    After a turn cut short, a new question (no request_id, or another one) does
+    not continue it: it starts from the checkpoint before the unfinished turn's
+    question, on a new branch, so the model never sees the failed question or a
+    tool call left unanswered. The unfinished attempt stays readable in History as
+    an abandoned branch, as after a Rewind.
 
     Errors: INVALID_ARGUMENT (empty or oversized query, bad thread_id or
     request_id syntax, a request_id reused with another query), ABORTED
@@ -263,7 +289,13 @@ class ThreadlineServiceServicer(metaclass=_abc_1.ABCMeta):
         Retries: a call that repeats the request_id of a finished turn returns that
         turn's stored result without running the model again; one whose turn was cut
         short (a crash, a cancel, an outage) finishes that turn without adding the
-        question twice.
+        question twice, as long as the thread has not moved on since.
+
+        After a turn cut short, a new question (no request_id, or another one) does
+        not continue it: it starts from the checkpoint before the unfinished turn's
+        question, on a new branch, so the model never sees the failed question or a
+        tool call left unanswered. The unfinished attempt stays readable in History as
+        an abandoned branch, as after a Rewind.
 
         Errors: INVALID_ARGUMENT (empty or oversized query, bad thread_id or
         request_id syntax, a request_id reused with another query), ABORTED
