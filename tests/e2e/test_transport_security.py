@@ -263,3 +263,18 @@ def test_jwks_is_fetched_from_an_https_url(pki: dict[str, CertificateAuthority],
         THREADLINE_JWT_AUDIENCE=AUDIENCE,
     )
     assert refused.returncode == 2 and "must be a file path or an https:// URL" in refused.stdout
+
+
+def test_the_health_command_checks_a_tls_server(
+    tls_server: tuple[ServerProcess, Path, Path], pki: dict[str, CertificateAuthority]
+) -> None:
+    server, _, _ = tls_server
+
+    def health(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "threadline", "health", "--address", server.address, *args]
+        return subprocess.run(command, capture_output=True, text=True, env=server_env(), check=False, timeout=30)
+
+    assert health().returncode == 1, "a plaintext health check passed against a TLS server"
+    current_ca = pki["renewed" if "TLS certificates reloaded" in server.log() else "server"]  # after the swap test
+    trusted = health("--ca-file", str(current_ca.cert_file), "--timeout", "5")
+    assert trusted.returncode == 0 and trusted.stdout.strip() == "SERVING", trusted.stderr

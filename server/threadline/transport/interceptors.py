@@ -170,9 +170,10 @@ async def reported_errors(context: Context) -> AsyncIterator[None]:
         raise
     except Exception as exc:  # every failure is reported, none crashes the server
         remaining = context.time_remaining()  # None without a deadline; clamped to 0 once it passed
-        if remaining is not None and remaining <= 0:
-            # The call's deadline has passed: the caller has its DEADLINE_EXCEEDED already, and
-            # gRPC's core may have ended the call, where sending a status fails (and grpc.aio
-            # logs that as an error). End the handler the way an ended call ends.
-            raise asyncio.CancelledError(f"the call's deadline passed: {exc}") from exc
+        if (remaining is not None and remaining <= 0) or context.cancelled():
+            # The caller is gone (its deadline passed, or it cancelled: a write to it then fails
+            # with grpc's own error): it has its status already, and gRPC's core may have ended
+            # the call, where sending a status fails (and grpc.aio logs that as an error). End the
+            # handler the way an ended call ends; nothing went wrong on our side.
+            raise asyncio.CancelledError(f"the caller is gone: {exc}") from exc
         await context.abort_with_status(status_for(exc))

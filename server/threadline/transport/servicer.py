@@ -6,6 +6,7 @@ mapping of errors to statuses live in transport.interceptors. What is left here 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
@@ -34,7 +35,12 @@ async def _stream(
     """
     async with aclosing(turn):
         async for event in turn:
-            await context.write(convert.stream_event(event, message))
+            try:
+                await context.write(convert.stream_event(event, message))
+            except Exception as exc:
+                # grpc.aio fails a write (with an error type of its own) once the call is over: the
+                # caller cancelled or went away. Nobody is left to tell; the turn ends as cancelled.
+                raise asyncio.CancelledError("the stream's caller is gone") from exc
 
 
 class ThreadlineServicer(pb_grpc.ThreadlineServiceServicer):
