@@ -159,14 +159,16 @@ def test_a_turn_whose_replica_lost_its_session_writes_nothing_once_another_repli
             assert caught.value.code == grpc.StatusCode.UNAVAILABLE and caught.value.reason == "THREAD_HOLD_LOST"
 
             messages = list(on_second.history(thread).messages)
-            # The cut turn's question was written before the takeover; its answer never is.
-            assert [m.text for m in messages if m.role == pb.ROLE_HUMAN] == [
-                "My name is Ada.",
-                "Talk slowly",
-                "My pet is Rex.",
-            ]
+            # The new question started from before the cut turn's question (a new branch) ...
+            assert [m.text for m in messages if m.role == pb.ROLE_HUMAN] == ["My name is Ada.", "My pet is Rex."]
             assert [m.text for m in messages if m.role == pb.ROLE_AI] == ["You said: My name is Ada.", taken.answer]
-            assert_one_linear_chain(on_second, thread)
+            # ... and the cut turn's branch holds its question, written before the takeover, never its answer.
+            cut = [c for c in on_second.iter_checkpoints(thread, page_size=100) if c.request_id == "slow-1"]
+            assert cut, "the cut turn wrote nothing before the takeover"
+            for checkpoint in cut:
+                state = on_second.get_state(thread, checkpoint_id=checkpoint.checkpoint_id)
+                answers = [m.text for m in state.messages if m.role == pb.ROLE_AI]
+                assert answers == ["You said: My name is Ada."], "the fenced turn wrote after the takeover"
             # The first replica opened a new session by itself and serves the thread again.
             assert on_first.ask("What is my pet?", thread_id=thread, timeout=10).answer == "You said: What is my pet?"
             assert "database is unavailable" not in first.log()
