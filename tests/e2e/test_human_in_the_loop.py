@@ -209,3 +209,60 @@ def test_a_page_token_nested_deep_is_malformed(client: ThreadlineClient) -> None
             call()
         assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
         assert caught.value.metadata == {"field": "page_token"}
+
+
+def _no_dangling_tool_calls(messages: list[pb.Message]) -> bool:
+    """Every AI tool call is answered by a tool message before the next human message."""
+    owed: set[str] = set()
+    for message in messages:
+        if message.role == pb.ROLE_HUMAN and owed:
+            return False
+        owed |= {call.id for call in message.tool_calls}
+        if message.role == pb.ROLE_TOOL:
+            owed.discard(message.tool_call_id)
+    return True
+
+
+def test_rewinding_to_a_paused_turn_is_refused_and_keeps_the_pause(client: ThreadlineClient) -> None:
+    turn = _paused(client)
+    interrupt = turn.interrupts[0].interrupt_id
+    with pytest.raises(ThreadlineError) as refused:
+        client.rewind(turn.thread_id, checkpoint_id=turn.checkpoint_id)
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert refused.value.reason == "CHECKPOINT_MID_TURN" and "paused for a human" in refused.value.message
+    assert [i.interrupt_id for i in client.get_state(turn.thread_id).interrupts] == [interrupt]
+    assert client.resume(turn.thread_id, interrupt, APPROVE).answer == "The answer is 42."
+
+
+def test_forking_from_inside_a_turn_is_refused_with_the_checkpoint_before_it(client: ThreadlineClient) -> None:
+    first = client.ask("My name is Ada.")
+    thread = first.thread_id
+    turn = client.ask("What is 6*7?", thread_id=thread)
+    assert turn.interrupts
+    with pytest.raises(ThreadlineError) as refused:
+        client.ask("My pet is Rex.", thread_id=thread, checkpoint_id=turn.checkpoint_id)
+    assert refused.value.reason == "CHECKPOINT_MID_TURN"
+    assert refused.value.metadata == {"before_checkpoint_id": first.checkpoint_id}
+    forked = client.ask("My pet is Rex.", thread_id=thread, checkpoint_id=first.checkpoint_id)
+    state = client.get_state(thread)
+    assert forked.checkpoint_id == state.checkpoint.checkpoint_id and not state.interrupts
+    assert [m.text for m in state.messages if m.role == pb.ROLE_HUMAN] == ["My name is Ada.", "My pet is Rex."]
+
+
+def test_an_ask_after_rewinding_into_a_finished_tool_turn_owes_no_tool_results(
+    client: ThreadlineClient,
+) -> None:
+    turn = _paused(client)
+    thread = turn.thread_id
+    client.resume(thread, turn.interrupts[0].interrupt_id, APPROVE)
+    # The step after the approval, before the tool ran: the head would owe the tool's result.
+    mid = next(
+        c
+        for c in client.iter_checkpoints(thread, page_size=100)
+        if list(client.get_state(thread, checkpoint_id=c.checkpoint_id).next) == ["tools"]
+    )
+    client.rewind(thread, checkpoint_id=mid.checkpoint_id)
+    client.ask("My name is Ada.", thread_id=thread)
+    messages = list(client.get_state(thread).messages)
+    assert _no_dangling_tool_calls(messages), [(m.role, m.text, list(m.tool_calls)) for m in messages]
+    assert [m.text for m in messages if m.role == pb.ROLE_HUMAN] == ["My name is Ada."]

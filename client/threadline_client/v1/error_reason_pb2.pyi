@@ -100,6 +100,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     (ErrorInfo.metadata "limit": concurrent_turns or turns_per_minute);
     google.rpc.QuotaFailure says which and google.rpc.RetryInfo when to retry.
     """
+    CHECKPOINT_MID_TURN: _ErrorReason.ValueType  # 23
+    """FAILED_PRECONDITION: the checkpoint named is inside a turn: a Rewind to where a
+    turn paused for a human (the copy would drop the pause), or an Ask forking from
+    any step of an unfinished turn. ErrorInfo.metadata "before_checkpoint_id" names
+    the checkpoint before that turn, when there is one.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The `reason` of the `google.rpc.ErrorInfo` detail that a Threadline error
@@ -189,5 +195,11 @@ TENANT_QUOTA_EXCEEDED: ErrorReason.ValueType  # 22
 """RESOURCE_EXHAUSTED: the caller's tenant is at one of its limits
 (ErrorInfo.metadata "limit": concurrent_turns or turns_per_minute);
 google.rpc.QuotaFailure says which and google.rpc.RetryInfo when to retry.
+"""
+CHECKPOINT_MID_TURN: ErrorReason.ValueType  # 23
+"""FAILED_PRECONDITION: the checkpoint named is inside a turn: a Rewind to where a
+turn paused for a human (the copy would drop the pause), or an Ask forking from
+any step of an unfinished turn. ErrorInfo.metadata "before_checkpoint_id" names
+the checkpoint before that turn, when there is one.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

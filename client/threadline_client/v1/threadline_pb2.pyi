@@ -319,7 +319,9 @@ class AskRequest(_message.Message):
     """Optional: run the turn from this checkpoint of the thread instead of its head
     (a fork). The new turn branches from it and becomes the thread's head; the old
     branch stays readable in History. Needs thread_id. Bad syntax:
-    INVALID_ARGUMENT; not in this thread: NOT_FOUND.
+    INVALID_ARGUMENT; not in this thread: NOT_FOUND; a step inside an unfinished
+    or paused turn: FAILED_PRECONDITION (CHECKPOINT_MID_TURN, naming the
+    checkpoint before that turn).
     """
     abandon_interrupt: _builtins.bool
     """When the thread waits for a human (an interrupted turn), give up the pending
@@ -392,7 +394,9 @@ class StreamAskRequest(_message.Message):
     """Optional: run the turn from this checkpoint of the thread instead of its head
     (a fork). The new turn branches from it and becomes the thread's head; the old
     branch stays readable in History. Needs thread_id. Bad syntax:
-    INVALID_ARGUMENT; not in this thread: NOT_FOUND.
+    INVALID_ARGUMENT; not in this thread: NOT_FOUND; a step inside an unfinished
+    or paused turn: FAILED_PRECONDITION (CHECKPOINT_MID_TURN, naming the
+    checkpoint before that turn).
     """
     abandon_interrupt: _builtins.bool
     """When the thread waits for a human (an interrupted turn), give up the pending

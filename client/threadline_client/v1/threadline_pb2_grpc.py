@@ -147,10 +147,16 @@ class ThreadlineServiceServicer:
         Ask continues from the target while History still lists the abandoned
         branch.
 
+        A target inside a turn is allowed (the next Ask then starts from before that
+        turn's question), except where a turn paused for a human: the copy would drop
+        the pause, so that is FAILED_PRECONDITION (CHECKPOINT_MID_TURN); Resume the
+        pause, or rewind to the checkpoint before its turn.
+
         Errors: INVALID_ARGUMENT (bad thread_id, no target, steps_back <= 0, bad
         checkpoint_id syntax), NOT_FOUND (unknown thread, or checkpoint_id not in
         this thread), OUT_OF_RANGE (steps_back reaches past the thread's first
-        checkpoint), UNAVAILABLE (database unreachable).
+        checkpoint), FAILED_PRECONDITION (CHECKPOINT_MID_TURN), UNAVAILABLE
+        (database unreachable).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -226,8 +226,10 @@ class Engine:
         ):
             completed: list[TurnCompleted] = []
             async with self._started(ctx, config, kind) as admission:
-                if fork_from and await self._saver.aget_tuple(start) is None:
-                    raise checkpoint_not_found(fork_from, thread_id)
+                if fork_from:
+                    if await self._saver.aget_tuple(start) is None:
+                        raise checkpoint_not_found(fork_from, thread_id)
+                    await self._refuse_mid_turn(start, thread_id, paused_only=False)
                 prior = await self._prior_turn(config, ctx.request_id, query_digest) if ctx.request_id else None
                 if prior is not None and not prior.next:
                     # The turn of this request_id finished before: the same result, no second run.
@@ -407,6 +409,29 @@ class Engine:
             return None
         return await self._before_question(head.config)
 
+    async def _refuse_mid_turn(self, config: RunnableConfig, thread_id: str, *, paused_only: bool) -> None:
+        """Refuses to move a thread to a checkpoint inside a turn where that would lose part of it.
+
+        Rewind refuses a checkpoint where a turn paused for a human (the copy would drop the pause),
+        a fork any checkpoint of an unfinished turn (the new question would follow a tool call left
+        unanswered, or an unanswered question). Both name the checkpoint before that turn instead.
+        """
+        state = await self._graph.aget_state(config)
+        if not (state.interrupts if paused_only else state.next):
+            return
+        checkpoint_id = config["configurable"]["checkpoint_id"]
+        start = await self._before_question(config)
+        found = await self._saver.aget_tuple(start) if start is not None else None
+        parent = found.parent_config if found is not None else None
+        before = str(parent["configurable"]["checkpoint_id"]) if parent else ""  # none before a first turn
+        what = "a turn paused for a human" if state.interrupts else "an unfinished turn"
+        hint = f"; use {before}, the checkpoint before that turn" if before else ""
+        raise FailedPrecondition(
+            f"checkpoint {checkpoint_id} of thread {thread_id!r} is inside {what}{hint}",
+            reason="CHECKPOINT_MID_TURN",
+            metadata={"before_checkpoint_id": before} if before else {},
+        )
+
     async def _before_question(self, config: RunnableConfig) -> RunnableConfig | None:
         """The input checkpoint of the turn config belongs to: its state is the conversation before
         the turn's question (LangGraph applies an input in the step after its "input" checkpoint).
@@ -528,6 +553,7 @@ class Engine:
                 else:
                     assert steps_back is not None
                     target = await self._reads.walk_back(head, steps_back)
+                await self._refuse_mid_turn(target.config, thread_id, paused_only=True)
                 with recording(rpc=TurnKind.REWIND, rewound_to=id_of(target), **self._caller(ctx)):
                     new_config = await self._graph.aupdate_state(target.config, None, as_node=COPY_NODE)
                 new_head = await self._saver.aget_tuple(new_config)
