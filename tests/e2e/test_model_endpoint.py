@@ -673,3 +673,27 @@ def test_a_new_question_after_a_turn_cut_at_its_tool_call_answers_no_dangling_ca
     assert client.ask("How are you?", thread_id=thread, timeout=10).answer == "Fine."
     sent = model.requests[-1].body["messages"]
     assert not any(m.get("tool_calls") for m in sent) and not any(m["role"] == "tool" for m in sent)
+
+
+def test_a_resume_cut_short_is_finished_by_a_retry_with_its_request_id(tmp_path: Path, logs: Path) -> None:
+    approve = pb.ResumeDecision(approve=pb.Approval())
+    with ModelServer() as model:
+        env = model_env(model.base_url, THREADLINE_APPROVAL_TOOLS="calculator")
+        with ServerProcess(f"sqlite:///{tmp_path / 'threadline.db'}", logs, env=env) as server:
+            with ThreadlineClient(server.address) as client:
+                model.script(tool_call("calculator", {"expression": "6*7"}, call_id="call-1"))
+                paused = client.ask("What is 6*7?")
+                interrupt = paused.interrupts[0].interrupt_id
+                # Approved: the tool runs, then every model request fails: the Resume is cut short.
+                model.script(*[failure(500, retry_after_s=QUICK_RETRY_S)] * 3)
+                cut = error_of(lambda: client.resume(paused.thread_id, interrupt, approve, request_id="yes-1"))
+                assert cut.code == grpc.StatusCode.UNAVAILABLE
+                model.script(text("It is 42."))
+                finished = client.resume(paused.thread_id, interrupt, approve, request_id="yes-1", timeout=10)
+                assert finished.answer == "It is 42."
+                assert [m.role for m in finished.messages] == [pb.ROLE_TOOL, pb.ROLE_AI], "one tool result"
+                requests = len(model.requests)
+                again = client.resume(paused.thread_id, interrupt, approve, request_id="yes-1", timeout=10)
+                assert again == finished and len(model.requests) == requests, "the finished Resume ran again"
+                misused = error_of(lambda: client.ask("What is 6*7?", thread_id=paused.thread_id, request_id="yes-1"))
+                assert misused.code == grpc.StatusCode.INVALID_ARGUMENT

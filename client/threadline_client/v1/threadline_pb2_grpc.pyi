@@ -173,6 +173,12 @@ class ThreadlineServiceStub:
     user graph's own interrupt() with a JSON value. Returns the continued turn,
     which may pause again.
 
+    Retries: a call that repeats the request_id of a finished Resume returns its
+    stored result without running anything again; one whose Resume was cut short
+    (its tools may have run; a model failure, a cancel, a crash) goes on from its
+    last step, as long as the thread has not moved on since (else
+    FAILED_PRECONDITION, REQUEST_SUPERSEDED).
+
     Errors: INVALID_ARGUMENT (bad thread_id, no decision, bad JSON), NOT_FOUND
     (unknown thread; reason INTERRUPT_NOT_FOUND for an interrupt_id that is not
     pending), FAILED_PRECONDITION (reason NOT_INTERRUPTED: nothing waits on the
@@ -273,6 +279,12 @@ class ThreadlineServiceAsyncStub(ThreadlineServiceStub):
     approve, reject (with a reason) or edit the pending tool calls, or answer a
     user graph's own interrupt() with a JSON value. Returns the continued turn,
     which may pause again.
+
+    Retries: a call that repeats the request_id of a finished Resume returns its
+    stored result without running anything again; one whose Resume was cut short
+    (its tools may have run; a model failure, a cancel, a crash) goes on from its
+    last step, as long as the thread has not moved on since (else
+    FAILED_PRECONDITION, REQUEST_SUPERSEDED).
 
     Errors: INVALID_ARGUMENT (bad thread_id, no decision, bad JSON), NOT_FOUND
     (unknown thread; reason INTERRUPT_NOT_FOUND for an interrupt_id that is not
@@ -419,6 +431,12 @@ class ThreadlineServiceServicer(metaclass=_abc_1.ABCMeta):
         approve, reject (with a reason) or edit the pending tool calls, or answer a
         user graph's own interrupt() with a JSON value. Returns the continued turn,
         which may pause again.
+
+        Retries: a call that repeats the request_id of a finished Resume returns its
+        stored result without running anything again; one whose Resume was cut short
+        (its tools may have run; a model failure, a cancel, a crash) goes on from its
+        last step, as long as the thread has not moved on since (else
+        FAILED_PRECONDITION, REQUEST_SUPERSEDED).
 
         Errors: INVALID_ARGUMENT (bad thread_id, no decision, bad JSON), NOT_FOUND
         (unknown thread; reason INTERRUPT_NOT_FOUND for an interrupt_id that is not

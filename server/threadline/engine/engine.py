@@ -17,6 +17,7 @@ from typing import Any, cast
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StateSnapshot, StreamMode
 
@@ -49,7 +50,7 @@ from threadline.engine.snapshots import (
     turn_result,
 )
 from threadline.engine.streamed_run import Part, parts_of
-from threadline.engine.turn_kinds import QUESTION_KINDS, TurnKind
+from threadline.engine.turn_kinds import QUESTION_KINDS, RESUME_KINDS, TurnKind
 from threadline.engine.turn_starts import Admission, TurnStarts
 from threadline.engine.views import (
     HistoryPage,
@@ -265,28 +266,43 @@ class Engine:
         ):
             completed: list[TurnCompleted] = []
             async with self._started(ctx, config, kind) as admission:
-                await self._reads.head(config, thread_id)
-                paused = await self._graph.aget_state(config)
-                pending = {item.id for item in paused.interrupts}
-                if not pending:
-                    raise FailedPrecondition(
-                        f"thread {thread_id!r} is not waiting for a human", reason="NOT_INTERRUPTED"
+                head = await self._reads.head(config, thread_id)
+                prior = await self._prior_resume(head, ctx.request_id, thread_id) if ctx.request_id else None
+                if prior is not None and (not prior[0].next or prior[0].interrupts):
+                    # The Resume of this request_id finished (or paused again): the same result.
+                    completed.append(TurnCompleted(_stored_turn(thread_id, *prior)))
+                else:
+                    # A Resume cut short (and still the head) goes on from its last step: its tools run.
+                    graph_input, first_new = (
+                        (None, prior[1])
+                        if prior is not None
+                        else await self._resume_command(config, thread_id, interrupt_id, value)
                     )
-                if interrupt_id not in pending:
-                    raise NotFound(
-                        f"interrupt {interrupt_id!r} is not pending on thread {thread_id!r} "
-                        f"(pending: {', '.join(sorted(pending))})",
-                        reason="INTERRUPT_NOT_FOUND",
+                    run = self._run(
+                        ctx, thread_id, config, run_config, graph_input, stream_tokens, first_new, admission
                     )
-                if is_approval_request(next(i.value for i in paused.interrupts if i.id == interrupt_id)):
-                    value = approval_decision(value)
-                command: Command[Any] = Command(resume={interrupt_id: value})
-                first_new = len(paused.values.get("messages", []))
-                run = self._run(ctx, thread_id, config, run_config, command, stream_tokens, first_new, admission)
-                async with aclosing(_until_completed(run, completed)) as events:
-                    async for event in events:
-                        yield event
+                    async with aclosing(_until_completed(run, completed)) as events:
+                        async for event in events:
+                            yield event
             yield completed[0]  # once the thread is let go: see _until_completed
+
+    async def _resume_command(
+        self, config: RunnableConfig, thread_id: str, interrupt_id: str, value: Any
+    ) -> tuple[Command[Any], int]:
+        """The command answering a pending interrupt, and where the turn's new messages start."""
+        paused = await self._graph.aget_state(config)
+        pending = {item.id for item in paused.interrupts}
+        if not pending:
+            raise FailedPrecondition(f"thread {thread_id!r} is not waiting for a human", reason="NOT_INTERRUPTED")
+        if interrupt_id not in pending:
+            raise NotFound(
+                f"interrupt {interrupt_id!r} is not pending on thread {thread_id!r} "
+                f"(pending: {', '.join(sorted(pending))})",
+                reason="INTERRUPT_NOT_FOUND",
+            )
+        if is_approval_request(next(i.value for i in paused.interrupts if i.id == interrupt_id)):
+            value = approval_decision(value)
+        return Command(resume={interrupt_id: value}), len(paused.values.get("messages", []))
 
     async def _run(
         self,
@@ -463,6 +479,31 @@ class Engine:
                 # As if the paused node had finished without running anything: nothing is left pending.
                 await self._graph.aupdate_state(config, answers, as_node=task.name)
                 answers = None
+
+    async def _prior_resume(
+        self, head: CheckpointTuple, request_id: str, thread_id: str
+    ) -> tuple[StateSnapshot, int] | None:
+        """The state after the last step of an earlier Resume with this request_id, and where its messages
+        start; None when the request_id is new. A cut-short Resume the thread moved on from is superseded."""
+        found = await self._storage.find_request(head.config, request_id)
+        if found is None:
+            return None
+        kind = (found.metadata or {}).get(audit.RPC)
+        if kind not in RESUME_KINDS:
+            raise InvalidArgument("request_id", f"request_id {request_id!r} was used by a {kind} call")
+        state = await self._graph.aget_state(found.config)
+        if state.next and not state.interrupts and id_of(head) != id_of(found):
+            raise FailedPrecondition(
+                f"the Resume of request_id {request_id!r} was cut short and the thread has moved on since",
+                reason="REQUEST_SUPERSEDED",
+            )
+        first = found
+        while first.parent_config is not None:
+            parent = await self._saver.aget_tuple(first.parent_config)
+            if parent is None or (parent.metadata or {}).get(audit.REQUEST_ID) != request_id:
+                return state, len(await self._reads.messages_at(parent)) if parent is not None else 0
+            first = parent
+        return state, 0
 
     async def _prior_turn(self, config: RunnableConfig, request_id: str, query_digest: str) -> StateSnapshot | None:
         """The thread's state after the last step of an earlier call with this request_id, if any."""
@@ -713,6 +754,13 @@ async def _deadline(ctx: RequestContext) -> AsyncIterator[None]:
             yield
     except TimeoutError:
         raise DeadlineExceeded(f"the turn did not finish within the call's deadline ({ctx.rpc})") from None
+
+
+def _stored_turn(thread_id: str, state: StateSnapshot, start: int) -> TurnResult:
+    """The turn whose messages start at `start`, as of a stored state."""
+    messages = list(state.values.get("messages", []))
+    checkpoint_id = str(state.config["configurable"]["checkpoint_id"])
+    return turn_result(thread_id, checkpoint_id, messages, state.interrupts, start)
 
 
 def _human_message_id(config: RunnableConfig, request_id: str) -> str:

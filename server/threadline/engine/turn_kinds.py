@@ -35,3 +35,6 @@ class TurnKind(StrEnum):
 
 QUESTION_KINDS = frozenset({TurnKind.ASK, TurnKind.STREAM_ASK, TurnKind.FORK})
 """Kinds whose request_id a retried Ask or StreamAsk may name."""
+
+RESUME_KINDS = frozenset({TurnKind.RESUME, TurnKind.STREAM_RESUME})
+"""Kinds whose request_id a retried Resume or StreamResume may name."""
