@@ -3,8 +3,9 @@
 It speaks the Chat Completions wire protocol over real loopback HTTP, so langchain-openai's ``ChatOpenAI`` (the
 ``openai`` SDK and its HTTP client) runs against it exactly as it would against OpenAI: JSON completions, SSE streams
 with per-token chunks, tool-call deltas and usage chunks, OpenAI-style HTTP errors and in-stream error events, and
-connections that drop or stall mid-stream. Every request is recorded (body, chunk write times, completion, client
-cancellation) for tests to check.
+connections that drop or stall mid-stream. Like OpenAI it refuses (HTTP 400) a conversation with a tool call
+that no tool message answers before the next message, so no test passes with a dangling call. Every request is
+recorded (body, chunk write times, completion, client cancellation) for tests to check.
 
 In a (sync) test it runs its own event loop in a background thread::
 
@@ -178,6 +179,23 @@ def _error_kind(status: int) -> tuple[str, str | None]:
     if status >= 500:
         return "server_error", None
     return "invalid_request_error", None
+
+
+def _unanswered_tool_calls(body: Mapping[str, Any]) -> list[str]:
+    """The ids of tool calls in the request's messages that no tool message answers before the next turn."""
+    owed: list[str] = []
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        if not isinstance(message, dict):
+            continue
+        if message.get("role") == "tool":
+            owed = [call_id for call_id in owed if call_id != message.get("tool_call_id")]
+        elif owed:
+            return owed
+        for call in message.get("tool_calls") or ():
+            if isinstance(call, dict):
+                owed.append(str(call.get("id")))
+    return owed
 
 
 def smart_reply(body: Mapping[str, Any]) -> Reply:
@@ -377,10 +395,17 @@ class ModelServer:
                 started_at=time.monotonic(),
             )
             self._records.append(record)
-            if self._authorized(request):
-                record.reply = self._script.popleft() if self._script else smart_reply(body)
-            else:
+            if not self._authorized(request):
                 record.reply = _wrong_key()
+            elif unanswered := _unanswered_tool_calls(body):
+                # As OpenAI does: a conversation whose tool calls are not all answered is refused.
+                record.reply = failure(
+                    400,
+                    "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+                    f"'tool_call_id'. The following tool_call_ids did not have response messages: {unanswered}",
+                )
+            else:
+                record.reply = self._script.popleft() if self._script else smart_reply(body)
             reply = record.reply
             self._changed.notify_all()
         try:

@@ -345,3 +345,19 @@ def test_it_runs_as_a_demo_process() -> None:
         assert model.invoke("ping").content == "You said: ping"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=5) == 0
+
+
+def test_a_conversation_with_an_unanswered_tool_call_is_refused_as_openai_does() -> None:
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+    from langchain_openai import ChatOpenAI
+    from openai import BadRequestError
+
+    from tests.model_server import ModelServer
+
+    call = {"name": "calculator", "args": {"expression": "1+1"}, "id": "call-1"}
+    with ModelServer() as server:
+        model = ChatOpenAI(base_url=server.base_url, api_key="test", model="test-model", max_retries=0)
+        answered = [HumanMessage("1+1?"), AIMessage("", tool_calls=[call]), ToolMessage("2", tool_call_id="call-1")]
+        assert model.invoke([*answered, HumanMessage("thanks")]).content
+        with pytest.raises(BadRequestError, match="call-1"):
+            model.invoke([HumanMessage("1+1?"), AIMessage("", tool_calls=[call]), HumanMessage("never mind")])
