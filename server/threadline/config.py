@@ -35,18 +35,28 @@ def _setting(
     above: float | None = None,
     at_most: float | None = None,
     secret: bool = False,
+    from_file: bool = False,
 ) -> Any:
     """A setting: its default, help, environment variable (THREADLINE_<NAME> unless named), range, secrecy.
 
     A number must lie in [at_least (or above, exclusive), at_most]; every numeric setting has both ends.
-    A secret is masked in the start-up log and may be read from the file named by <ENV>_FILE instead.
+    A secret is masked in the start-up log; a secret, or a setting marked from_file, may be read from the
+    file named by <ENV>_FILE instead.
     """
     if type(default) in (int, float) and ((at_least is None) == (above is None) or at_most is None):
         raise TypeError(f"numeric setting {help!r} needs a range: at_least or above, and at_most")
     return field(
         default=default,
         repr=not secret,
-        metadata={"help": help, "env": env, "at_least": at_least, "above": above, "at_most": at_most, "secret": secret},
+        metadata={
+            "help": help,
+            "env": env,
+            "at_least": at_least,
+            "above": above,
+            "at_most": at_most,
+            "secret": secret,
+            "from_file": secret or from_file,
+        },
     )
 
 
@@ -118,6 +128,16 @@ class Settings:
     retention_interval_s: float = _setting(300.0, "how often idle threads are looked for", above=0, at_most=30 * _DAY)
     hot_threads: int = _setting(
         256, "threads whose recent states this replica keeps in memory (0: none)", at_least=0, at_most=1_000_000
+    )
+    system_prompt: str = _setting(
+        "", "the default agent's system prompt (or THREADLINE_SYSTEM_PROMPT_FILE: read from a file)", from_file=True
+    )
+    context_max_tokens: int = _setting(
+        100_000,
+        "most tokens of conversation the default agent sends its model, newest first (0: all); "
+        "counted approximately, so keep it below the model's context length",
+        at_least=0,
+        at_most=10_000_000,
     )
     approval_tools: str = _setting(
         "", "comma-separated tools of the default agent that wait for a human's approval (e.g. current_time)"
@@ -203,6 +223,8 @@ class Settings:
     def agent(self) -> AgentSettings:
         """The agent's settings."""
         return AgentSettings(
+            system_prompt=self.system_prompt,
+            context_max_tokens=self.context_max_tokens,
             graph=self.graph,
             approval_tools=tuple(name.strip() for name in self.approval_tools.split(",") if name.strip()),
             offline=self.uses_offline_model,
@@ -280,7 +302,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _file_note(f: dataclasses.Field[Any]) -> str:
-    return f" or {_env_name(f)}_FILE" if f.metadata["secret"] else ""
+    return f" or {_env_name(f)}_FILE" if f.metadata["from_file"] else ""
 
 
 def _range_note(f: dataclasses.Field[Any]) -> str:
@@ -300,17 +322,17 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
             values[f.name] = flag_value if isinstance(flag_value, bool) else _coerce(f, str(flag_value))
         elif _env_name(f) in environ:
             values[f.name] = _coerce(f, environ[_env_name(f)])
-        elif f.metadata["secret"] and f"{_env_name(f)}_FILE" in environ:
-            values[f.name] = _coerce(f, _read_secret_file(f"{_env_name(f)}_FILE", environ[f"{_env_name(f)}_FILE"]))
-        if f.metadata["secret"] and _env_name(f) in environ and f"{_env_name(f)}_FILE" in environ:
+        elif f.metadata["from_file"] and f"{_env_name(f)}_FILE" in environ:
+            values[f.name] = _coerce(f, _read_setting_file(f"{_env_name(f)}_FILE", environ[f"{_env_name(f)}_FILE"]))
+        if f.metadata["from_file"] and _env_name(f) in environ and f"{_env_name(f)}_FILE" in environ:
             raise ConfigurationError(f"set {_env_name(f)} or {_env_name(f)}_FILE, not both")
     settings = Settings(**values)
     _validate(settings)
     return settings
 
 
-def _read_secret_file(variable: str, path: str) -> str:
-    """A secret from a file (as container platforms mount them), without its trailing line break."""
+def _read_setting_file(variable: str, path: str) -> str:
+    """A setting from a file (as container platforms mount secrets), without its trailing line break."""
     try:
         with open(path, encoding="utf-8") as secret:
             return secret.read().rstrip("\r\n")

@@ -15,6 +15,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
 from threadline.agent.approval import APPROVAL_NODE, approval_node, route_after_agent
+from threadline.agent.context_window import model_view
 from threadline.agent.model_client import open_chat_model
 from threadline.agent.settings import AgentSettings
 from threadline.agent.state import AgentState
@@ -25,12 +26,19 @@ log = logging.getLogger(__name__)
 
 
 def default_agent(
-    model: BaseChatModel, tools: Sequence[BaseTool], needs_approval: Collection[str] = ()
+    model: BaseChatModel,
+    tools: Sequence[BaseTool],
+    needs_approval: Collection[str] = (),
+    *,
+    system_prompt: str = "",
+    context_max_tokens: int = 0,
 ) -> StateGraph[Any]:
     """agent -> tools -> agent until the model answers without calling a tool.
 
     Calls to tools named in needs_approval go through the approval node first, which
-    pauses the turn until a human approves, edits or rejects them.
+    pauses the turn until a human approves, edits or rejects them. The model sees the
+    system prompt and the newest context_max_tokens of the conversation (0: all of it;
+    context_window says how it is cut).
     """
     bound = model.bind_tools(tools)
     unknown = set(needs_approval) - {t.name for t in tools}
@@ -38,7 +46,8 @@ def default_agent(
         raise ConfigurationError(f"THREADLINE_APPROVAL_TOOLS: no such tool: {', '.join(sorted(unknown))}")
 
     async def agent(state: AgentState) -> dict[str, Any]:
-        return {"messages": [await bound.ainvoke(state["messages"])]}
+        view = model_view(state["messages"], system_prompt=system_prompt, max_tokens=context_max_tokens)
+        return {"messages": [await bound.ainvoke(view)]}
 
     builder: StateGraph[Any] = StateGraph(AgentState)
     builder.add_node("agent", agent)
@@ -89,4 +98,10 @@ async def open_graph_builder(settings: AgentSettings) -> AsyncIterator[StateGrap
         yield load_user_graph(settings.graph)
         return
     async with open_chat_model(settings) as model:
-        yield default_agent(model, default_tools(), list(settings.approval_tools))
+        yield default_agent(
+            model,
+            default_tools(),
+            list(settings.approval_tools),
+            system_prompt=settings.system_prompt,
+            context_max_tokens=settings.context_max_tokens,
+        )

@@ -9,6 +9,10 @@ from dataclasses import dataclass
 class AgentSettings:
     """The agent's settings. Defaults live in config.py, where each setting is declared once."""
 
+    system_prompt: str
+    """The default agent's system prompt; "" for none."""
+    context_max_tokens: int
+    """Most tokens (approximately) of conversation the default agent sends its model; 0: no limit."""
     graph: str
     """A user graph to serve instead of the default agent (package.module:attr), or ""."""
     approval_tools: tuple[str, ...]
