@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install node-example run test lint typecheck buf proto-baseline proto dist bench bench-agent-server-venv clean
+.PHONY: install node-example run test fuzz lint typecheck buf proto-baseline proto dist bench bench-agent-server-venv clean
 
 $(STAMP): pyproject.toml client/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ run: install
 ## Lint, type-check and run the whole suite.
 test: install node-example lint typecheck buf
 	$(BIN)/python -m pytest -q
+
+## The fuzzed contract, long and random (make test runs it with a fixed seed and a small budget).
+fuzz: install
+	THREADLINE_FUZZ_EXAMPLES=$${THREADLINE_FUZZ_EXAMPLES:-5000} $(BIN)/python -m pytest -q tests/e2e/test_fuzzed_contract.py
 
 lint: install
 	$(BIN)/ruff check .
