@@ -1,31 +1,26 @@
 """The default agent's state: its conversation stored as deltas, not as the whole list at every step.
 
 With LangGraph's stock `add_messages` channel every checkpoint stores the whole
-message list again, so a thread's storage grows with the square of its length
-(FIELD-NOTES: 375 MiB at 500 turns). `DeltaChannel` (LangGraph >= 1.2, beta) stores
-only what each step wrote and rebuilds the list from the nearest snapshot by
-replaying those writes (docs/performance.md has the figures).
+message list again, so a thread's storage grows with the square of its length.
+`DeltaChannel` (LangGraph >= 1.2, beta) stores only what each step wrote and rebuilds
+the list from the nearest snapshot by replaying those writes (docs/performance.md has
+the figures).
 
-The reducer is LangGraph's batch form of `add_messages`
-(`langgraph.graph.message._messages_delta_reducer`, as LangGraph's docs show it) in a
-form that does not index the whole conversation on every write
-(engine.messages_reducer, which says what it gives up: LangGraph stamps ids on
-message-likes written to the channel only for its own reducer; message objects get
-theirs with any reducer, and the default agent and the engine write only those). It
-does not implement `REMOVE_ALL_MESSAGES` or the error for removing an unknown id; the
-default agent writes neither. The langgraph version is pinned (constraints.txt),
-tests/unit/agent/test_messages_reducer.py holds the reducer to LangGraph's, and
-tests/e2e/test_delta_storage.py checks the rebuilt conversation against the live one.
+The merge is LangGraph's public `add_messages`, applied to a batch of writes at once
+(`add_messages_batch`), so the stored conversation means what it means in LangGraph's
+`MessagesState`: ids replace, `RemoveMessage` removes (an unknown id is an error),
+`REMOVE_ALL_MESSAGES` clears. tests/e2e/test_delta_storage.py checks the rebuilt
+conversation against the live one.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, TypedDict
+from collections.abc import Sequence
+from typing import Annotated, Any, TypedDict, cast
 
 from langchain_core.messages import AnyMessage
 from langgraph.channels.delta import DeltaChannel
-
-from threadline.agent.messages_reducer import add_messages_batch
+from langgraph.graph.message import add_messages
 
 SNAPSHOT_EVERY = 1000
 """Updates of the channel between two full snapshots of the list.
@@ -33,8 +28,28 @@ SNAPSHOT_EVERY = 1000
 A snapshot bounds how many writes a cold read replays, but stores the whole list
 again: at LangGraph's default of 100 (about 50 plain turns) the snapshots alone make
 a long thread's bytes per turn grow with its length. Hot threads are read from the
-replica's memory (engine.hot_states), so replay length matters only on a cold read.
+replica's memory (storage.hot_states), so replay length matters only on a cold read.
 """
+
+
+def add_messages_batch(state: list[AnyMessage], writes: Sequence[Any]) -> list[AnyMessage]:
+    """`DeltaChannel` reducer: the writes (each a message-like or a list of them), in order, merged by `add_messages`.
+
+    One `add_messages` call for the whole batch, so a cold read that replays a thousand
+    writes indexes the conversation once, not once a write. That is batching-invariant,
+    as `DeltaChannel` requires, for every write but one kind: a batch that removes an id
+    and then writes that id again keeps the message where it was, where two batches move
+    it to the end (`add_messages` on one list does the same). The default agent and the
+    engine remove no message; a user's graph has a state of its own.
+    """
+    flat: list[Any] = []
+    for write in writes:
+        if isinstance(write, list):
+            flat.extend(write)
+        else:
+            flat.append(write)
+    # Typed for any message-like; given lists, it returns a list of messages.
+    return cast("list[AnyMessage]", add_messages(cast("list[Any]", state), flat))
 
 
 class AgentState(TypedDict):
