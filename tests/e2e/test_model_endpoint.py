@@ -32,6 +32,7 @@ import grpc
 import openai
 import pytest
 from langchain_openai import ChatOpenAI
+from openai.types.chat import ChatCompletionChunk
 
 from tests.model_server import (
     FailureReply,
@@ -389,12 +390,11 @@ async def test_the_model_client_is_closed_with_the_model(model: ModelServer) -> 
     assert record.completed
 
 
-async def test_streamed_chunks_reach_langchain_as_the_json_the_endpoint_sent(
+async def test_streamed_chunks_are_the_sdks_own_and_what_the_endpoint_sent(
     model: ModelServer, http_client: str
 ) -> None:
-    """The SDK's pydantic model of each chunk is skipped (langchain-openai dumps it back to a dict at once), on
-    either HTTP client; unstreamed completions are still the SDK's models, and streamed text and tool calls are what
-    the endpoint sent."""
+    """ChatOpenAI reads streams through the openai SDK's own stream, on either HTTP client: its chunks are the SDK's
+    models, unstreamed completions too, and streamed text and tool calls are what the endpoint sent."""
     settings = Settings(
         openai_api_key=API_KEY, openai_base_url=model.base_url, model=MODEL, model_http_client=http_client
     )
@@ -404,8 +404,8 @@ async def test_streamed_chunks_reach_langchain_as_the_json_the_endpoint_sent(
         stream = await chat.async_client.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}], stream=True)
         async with stream:
             chunks = [chunk async for chunk in stream]
-        assert all(type(chunk) is dict for chunk in chunks), [type(chunk) for chunk in chunks]
-        assert [chunk["choices"][0]["delta"].get("content") for chunk in chunks] == ["Hello ", "there.", None]
+        assert all(isinstance(chunk, ChatCompletionChunk) for chunk in chunks), [type(chunk) for chunk in chunks]
+        assert [chunk.choices[0].delta.content for chunk in chunks] == ["Hello ", "there.", None]
         completion = await chat.async_client.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}])
         assert isinstance(completion, openai.types.chat.ChatCompletion)
         assert completion.choices[0].message.content == "Hello there."

@@ -10,12 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import openai
 from langchain_core.language_models import BaseChatModel
-from openai.resources.chat import AsyncCompletions
 from pydantic import SecretStr
 
 from threadline.agent.offline_model import OfflineChatModel
 from threadline.agent.settings import AgentSettings
-from threadline.agent.sse_events import SSEEvents
 
 if TYPE_CHECKING:
     import httpx2  # the openai SDK's HTTP library (DefaultAioHttpClient is one of its clients)
@@ -33,7 +31,12 @@ OFFLINE_BANNER = """
 
 @asynccontextmanager
 async def open_chat_model(settings: AgentSettings) -> AsyncIterator[BaseChatModel]:
-    """The model of the settings; the HTTP connections it opened are closed on exit."""
+    """The model of the settings; the HTTP connections it opened are closed on exit.
+
+    ChatOpenAI is used as langchain-openai configures it: streamed responses are read by the
+    openai SDK's own stream, which also raises an error event as APIError and a transport failure
+    as its connection and timeout errors (agent.model_failures maps them).
+    """
     if settings.offline:
         log.warning(OFFLINE_BANNER)
         yield OfflineChatModel(token_delay_s=settings.offline_token_delay_s)
@@ -57,43 +60,10 @@ async def open_chat_model(settings: AgentSettings) -> AsyncIterator[BaseChatMode
             http_async_client=http_client,
             **_stream_chunk_timeout(),
         )
-        chat_model.async_client = JsonChunkCompletions(chat_model.root_async_client)
         yield chat_model
     finally:
         if http_client is not None:
             await http_client.aclose()
-
-
-class JsonChunkCompletions(AsyncCompletions):
-    """The openai SDK's chat completions, whose streamed chunks are the JSON objects the endpoint sent.
-
-    The SDK builds and sends the request as always; only the parse of a streamed chunk is skipped.
-    The SDK turns every chunk into a ChatCompletionChunk model, and langchain-openai at once dumps
-    it back into a dict (`chunk.model_dump()`): it takes dicts as they are. The round trip was about a
-    third of the CPU of a streamed token in process (16 streams of 50 tokens: 285-349 -> 173-240 us a
-    token; docs/performance.md). The SDK's own stream still reads the events and raises an error event as
-    APIError. Non-streamed and raw-response calls are the SDK's, unchanged.
-    """
-
-    def __init__(self, client: openai.AsyncOpenAI) -> None:
-        super().__init__(client)
-        self._sdk_client = client
-
-    async def create(self, **params: Any) -> Any:
-        response = await super().create(**params)
-        if isinstance(response, openai.AsyncStream):
-            return _JsonChunkStream(response=response.response, client=self._sdk_client)
-        return response
-
-
-class _JsonChunkStream(openai.AsyncStream[object]):
-    """The SDK's stream of a response, yielding each event's JSON as it is, read by our SSE decoder
-    (`sse_events.py`: the SDK's events at less than half the cost). Error events and transport failures
-    are still the SDK's to raise."""
-
-    def __init__(self, *, response: httpx2.Response, client: openai.AsyncOpenAI) -> None:
-        super().__init__(cast_to=object, response=response, client=client)
-        self._decoder = SSEEvents()
 
 
 def _async_http_client(kind: str) -> httpx2.AsyncClient | None:
