@@ -14,7 +14,6 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager, nullcontext
 from typing import Any, cast
 
-from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import CheckpointTuple
@@ -356,21 +355,21 @@ class Engine:
         stream still open and its writes no longer fenced by the lock). Closing the parts stops
         the run's task and waits for it, however often the caller is cancelled meanwhile.
 
-        A streamed turn's tokens come from LangGraph's messages handler on the run's callbacks,
-        not from its "messages" stream mode, which costs a tenth of the work per token
-        (streamed_run). The engine's run configs carry no callbacks of their own.
+        A streamed turn's tokens are LangGraph's stream_mode "messages" parts (without
+        subgraphs: the root graph's models only).
         """
-        modes: list[StreamMode] = ["updates", "checkpoints"]
+        modes: list[StreamMode] = (
+            ["updates", "checkpoints", "messages"] if stream_tokens else ["updates", "checkpoints"]
+        )
 
-        def run(callbacks: list[BaseCallbackHandler]) -> AsyncGenerator[Any, None]:
-            with_callbacks: RunnableConfig = {**run_config, "callbacks": callbacks}
+        def run() -> AsyncGenerator[Any, None]:
             # (astream is an async generator; it is typed as a plain AsyncIterator.)
             return cast(
                 AsyncGenerator[Any, None],
-                self._graph.astream(graph_input, with_callbacks, stream_mode=modes, durability="sync"),
+                self._graph.astream(graph_input, run_config, stream_mode=modes, durability="sync"),
             )
 
-        return parts_of(run, messages=stream_tokens)
+        return parts_of(run)
 
     async def _finished_turn(
         self,

@@ -1,13 +1,12 @@
-"""A streamed turn reads its models' messages from LangGraph's messages handler, not its "messages" stream mode.
+"""A turn's graph run is read in a task of its own, and its parts are LangGraph's own, in LangGraph's order.
 
-`engine/streamed_run.py` saves the server a tenth of its work per streamed token, and is
-only worth it if a caller cannot tell: the parts must be exactly those of LangGraph's own
-astream(stream_mode=[..., "messages"]), in the same order, for a root graph's models, a
-subgraph's (not streamed, as without subgraphs=True), a sync node's (its callbacks come
-from an executor thread) and a graph's invoked inside a node on a thread of its own (not
-streamed either). A turn that ends early, or is cancelled again while its run stops,
-must not leave its run going; what the run raises, a cancellation by someone else included,
-must reach the turn.
+`engine/streamed_run.py` reads the run in a task of its own. A caller must not be able to tell:
+the parts must be exactly those of LangGraph's astream(stream_mode=[..., "messages"]), in the
+same order, for a root graph's models, a subgraph's (not streamed, as without subgraphs=True),
+a sync node's (its callbacks come from an executor thread) and a graph's invoked inside a node
+on a thread of its own (not streamed either). A turn that ends early, or is cancelled again
+while its run stops, must not leave its run going; what the run raises, a cancellation by
+someone else included, must reach the turn.
 
 These run the engine's module in process on LangGraph graphs with langchain-core's fake chat
 model (not ours): what is checked is our handling of LangGraph's parts, against LangGraph's.
@@ -21,7 +20,6 @@ from contextlib import aclosing
 from typing import Annotated, Any, TypedDict
 
 import pytest
-from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, BaseMessage
 from langgraph.checkpoint.memory import InMemorySaver
@@ -31,7 +29,7 @@ from langgraph.graph.message import add_messages
 from threadline.engine.streamed_run import Part, parts_of
 
 MODES: list[Any] = ["updates", "checkpoints"]
-Run = Callable[[list[BaseCallbackHandler]], AsyncGenerator[Part, None]]
+Run = Callable[[], AsyncGenerator[Part, None]]
 
 
 class State(TypedDict):
@@ -117,16 +115,18 @@ def _run_of_one_node(node: Callable[[State], Awaitable[dict[str, Any]]]) -> Run:
     builder.add_edge(START, "node")
     graph = builder.compile(checkpointer=InMemorySaver())
 
-    def run(callbacks: list[BaseCallbackHandler]) -> AsyncGenerator[Part, None]:
-        config: Any = {"configurable": {"thread_id": "t"}, "callbacks": callbacks}
-        return graph.astream({"messages": [("human", "hi")]}, config, stream_mode=MODES)  # type: ignore[no-any-return]
+    def run() -> AsyncGenerator[Part, None]:
+        config: Any = {"configurable": {"thread_id": "t"}}
+        return graph.astream(  # type: ignore[no-any-return]
+            {"messages": [("human", "hi")]}, config, stream_mode=[*MODES, "messages"]
+        )
 
     return run
 
 
 async def _read_all(node: Callable[[State], Awaitable[dict[str, Any]]]) -> None:
     """A turn that reads every part of a run of that one node."""
-    async for _ in parts_of(_run_of_one_node(node), messages=False):
+    async for _ in parts_of(_run_of_one_node(node)):
         pass
 
 
@@ -137,11 +137,11 @@ async def test_the_parts_are_langgraphs_own_messages_mode_in_the_same_order() ->
     stock_config: Any = {"configurable": {"thread_id": "stock"}}
     stock = [_shape(p) async for p in graph.astream(question, stock_config, stream_mode=[*MODES, "messages"])]
 
-    def run(callbacks: list[BaseCallbackHandler]) -> AsyncGenerator[Part, None]:
-        config: Any = {"configurable": {"thread_id": "ours"}, "callbacks": callbacks}
-        return graph.astream(question, config, stream_mode=MODES)  # type: ignore[no-any-return]
+    def run() -> AsyncGenerator[Part, None]:
+        config: Any = {"configurable": {"thread_id": "ours"}}
+        return graph.astream(question, config, stream_mode=[*MODES, "messages"])  # type: ignore[no-any-return]
 
-    ours = [_shape(p) async for p in parts_of(run, messages=True)]
+    ours = [_shape(p) async for p in parts_of(run)]
 
     assert ours == stock
     streamed = [s for s in ours if s[0] == "messages" and s[1] == AIMessageChunk.__name__]
@@ -167,7 +167,7 @@ async def test_a_turn_ended_early_ends_its_run_before_it_returns() -> None:
 
     run = _run_of_one_node(slow)
 
-    async with aclosing(parts_of(run, messages=True)) as parts:
+    async with aclosing(parts_of(run)) as parts:
         first = await anext(parts)
         assert first[0] == "checkpoints"
         await asyncio.wait_for(started.wait(), 5)
@@ -196,7 +196,7 @@ async def test_what_the_run_raises_is_raised_to_the_turn() -> None:
     run = _run_of_one_node(failing)
 
     with pytest.raises(ModelDown, match="endpoint is down"):
-        async for _ in parts_of(run, messages=True):
+        async for _ in parts_of(run):
             pass
 
 
