@@ -39,6 +39,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports  # the layers' direction: [tool.importlinter] in pyproject.toml
+	$(BIN)/python scripts/check_public_apis.py  # dependencies through their public APIs only
 
 typecheck: install
 	$(BIN)/mypy
