@@ -165,6 +165,73 @@ def iter_checkpoints(thread_id: str, *, page_size: int = 0, timeout: float | Non
     return PagedCall(page)
 
 
+def list_messages(
+    thread_id: str,
+    *,
+    checkpoint_id: str = "",
+    page_size: int = 0,
+    page_token: str = "",
+    newest_first: bool = False,
+    timeout: float | None = None,
+) -> UnaryCall[pb.ListMessagesResponse]:
+    """Returns one page of the conversation at a checkpoint (the head by default).
+
+    Args:
+        thread_id: The thread to read.
+        checkpoint_id: A checkpoint of this thread; "" for the head. Ignored with a page_token.
+        page_size: Messages per page; 0 lets the server choose (20), at most 1000. A page also
+            ends where the response would exceed the server's largest message.
+        page_token: The previous page's next_page_token; "" for the first page.
+        newest_first: Newest message first; default oldest first. Ignored with a page_token.
+        timeout: Seconds before the call fails with DEADLINE_EXCEEDED; None waits forever.
+
+    Returns:
+        The page; its next_page_token is "" on the last page.
+    """
+    request = pb.ListMessagesRequest(
+        thread_id=thread_id,
+        checkpoint_id=checkpoint_id,
+        page_size=page_size,
+        page_token=page_token,
+        newest_first=newest_first,
+    )
+    return UnaryCall("ListMessages", request, timeout, _whole_response)
+
+
+def iter_messages(
+    thread_id: str,
+    *,
+    checkpoint_id: str = "",
+    newest_first: bool = False,
+    page_size: int = 0,
+    timeout: float | None = None,
+) -> PagedCall[pb.Message]:
+    """Yields the whole conversation at a checkpoint (the head by default), fetching page after page.
+
+    Args:
+        thread_id: The thread to read.
+        checkpoint_id: A checkpoint of this thread; "" for the head (pinned by the first page).
+        newest_first: Newest message first; default oldest first.
+        page_size: Messages per page; 0 lets the server choose.
+        timeout: Seconds each page's call may take; None waits forever.
+
+    Yields:
+        The messages, in the order asked for.
+    """
+
+    def page(page_token: str) -> UnaryCall[Page[pb.Message]]:
+        request = pb.ListMessagesRequest(
+            thread_id=thread_id,
+            checkpoint_id=checkpoint_id,
+            page_size=page_size,
+            page_token=page_token,
+            newest_first=newest_first,
+        )
+        return UnaryCall("ListMessages", request, timeout, _messages_page)
+
+    return PagedCall(page)
+
+
 def rewind(
     thread_id: str,
     *,
@@ -326,3 +393,7 @@ def _whole_response(response: _ResponseT) -> _ResponseT:
 
 def _checkpoints_page(response: pb.HistoryResponse) -> Page[pb.Checkpoint]:
     return Page(response.checkpoints, response.next_page_token)
+
+
+def _messages_page(response: pb.ListMessagesResponse) -> Page[pb.Message]:
+    return Page(response.messages, response.next_page_token)

@@ -112,5 +112,7 @@ class ThreadlineClient(ClientBase):
     delete_thread = _unary(_calls.delete_thread)
     get_state = _unary(_calls.get_state)
     list_threads = _unary(_calls.list_threads)
+    list_messages = _unary(_calls.list_messages)
+    iter_messages = _paged(_calls.iter_messages)
     resume = _unary(_calls.resume)
     stream_resume = _stream(_calls.stream_resume)

@@ -262,6 +262,7 @@ class Settings:
             max_query_chars=self.max_query_chars,
             wait_when_busy=self.busy_policy == "enqueue",
             max_starting_turns=self.starting_turns_limit,
+            max_response_bytes=self.max_message_bytes,
         )
 
 

@@ -178,6 +178,7 @@ class Message(_message.Message):
     TOOL_CALLS_FIELD_NUMBER: _builtins.int
     TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The message's id within the thread (stable across History calls)."""
     role: Global___Role.ValueType
@@ -188,6 +189,11 @@ class Message(_message.Message):
     """For ROLE_TOOL: the id of the ToolCall this message answers."""
     name: _builtins.str
     """For ROLE_TOOL: the tool's name."""
+    truncated: _builtins.bool
+    """True when `text` was cut so that the response fits the server's largest message
+    (THREADLINE_MAX_MESSAGE_BYTES); the stored message is whole. A message larger than
+    the limit on its own is always answered cut, never as a transport error.
+    """
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
         """For ROLE_AI: the tools the model asked to run, in order."""
@@ -201,10 +207,11 @@ class Message(_message.Message):
         tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
         tool_call_id: _builtins.str = ...,
         name: _builtins.str = ...,
+        truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name", "role", b"role", "text", b"text", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name", "role", b"role", "text", b"text", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -863,12 +870,18 @@ class GetStateResponse(_message.Message):
     IS_HEAD_FIELD_NUMBER: _builtins.int
     METADATA_JSON_FIELD_NUMBER: _builtins.int
     INTERRUPTS_FIELD_NUMBER: _builtins.int
+    MESSAGE_COUNT_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """The thread read."""
     is_head: _builtins.bool
     """True when it is the thread's head (the checkpoint the next Ask continues from)."""
     metadata_json: _builtins.str
     """The checkpoint's metadata as JSON text (LangGraph's source, step, and Threadline's audit fields)."""
+    message_count: _builtins.int
+    """How many messages the conversation at this checkpoint holds. `messages` holds the
+    newest that fit the server's largest message; when it holds fewer, ListMessages
+    reads the rest.
+    """
     @_builtins.property
     def checkpoint(self) -> Global___Checkpoint:
         """The checkpoint read, as History lists it."""
@@ -895,14 +908,101 @@ class GetStateResponse(_message.Message):
         is_head: _builtins.bool = ...,
         metadata_json: _builtins.str = ...,
         interrupts: _abc.Iterable[Global___Interrupt] | None = ...,
+        message_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "interrupts", b"interrupts", "is_head", b"is_head", "messages", b"messages", "metadata_json", b"metadata_json", "next", b"next", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "interrupts", b"interrupts", "is_head", b"is_head", "message_count", b"message_count", "messages", b"messages", "metadata_json", b"metadata_json", "next", b"next", "thread_id", b"thread_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStateResponse: _TypeAlias = GetStateResponse  # noqa: Y015
+
+@_typing.final
+class ListMessagesRequest(_message.Message):
+    """Request of ListMessages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    NEWEST_FIRST_FIELD_NUMBER: _builtins.int
+    thread_id: _builtins.str
+    """The thread. Bad syntax: INVALID_ARGUMENT; unknown: NOT_FOUND."""
+    checkpoint_id: _builtins.str
+    """The checkpoint whose conversation to read; empty: the head. Bad syntax:
+    INVALID_ARGUMENT; not in this thread: NOT_FOUND. Ignored with a page_token,
+    which carries the first page's checkpoint.
+    """
+    page_size: _builtins.int
+    """Messages per page: 0 means 20, values above 1000 are coerced to 1000, negative
+    values get INVALID_ARGUMENT. A page also ends where the response would exceed
+    the server's largest message.
+    """
+    page_token: _builtins.str
+    """`next_page_token` from the previous ListMessages call on this thread; empty for
+    the first page. Malformed, or issued for another thread: INVALID_ARGUMENT.
+    """
+    newest_first: _builtins.bool
+    """Newest message first; default oldest first. Ignored with a page_token."""
+    def __init__(
+        self,
+        *,
+        thread_id: _builtins.str = ...,
+        checkpoint_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        newest_first: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "newest_first", b"newest_first", "page_size", b"page_size", "page_token", b"page_token", "thread_id", b"thread_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMessagesRequest: _TypeAlias = ListMessagesRequest  # noqa: Y015
+
+@_typing.final
+class ListMessagesResponse(_message.Message):
+    """Response of ListMessages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MESSAGE_COUNT_FIELD_NUMBER: _builtins.int
+    thread_id: _builtins.str
+    """The thread read."""
+    checkpoint_id: _builtins.str
+    """The checkpoint whose conversation this is (the head when none was named)."""
+    next_page_token: _builtins.str
+    """Pass as `page_token` for the next page; empty on the last page."""
+    message_count: _builtins.int
+    """How many messages the conversation at the checkpoint holds."""
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
+        """The messages of this page, in the order asked for."""
+
+    def __init__(
+        self,
+        *,
+        thread_id: _builtins.str = ...,
+        checkpoint_id: _builtins.str = ...,
+        messages: _abc.Iterable[Global___Message] | None = ...,
+        next_page_token: _builtins.str = ...,
+        message_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "message_count", b"message_count", "messages", b"messages", "next_page_token", b"next_page_token", "thread_id", b"thread_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMessagesResponse: _TypeAlias = ListMessagesResponse  # noqa: Y015
 
 @_typing.final
 class ListThreadsRequest(_message.Message):

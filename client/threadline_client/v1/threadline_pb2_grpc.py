@@ -66,6 +66,11 @@ class ThreadlineServiceStub:
                 request_serializer=threadline_dot_v1_dot_threadline__pb2.GetStateRequest.SerializeToString,
                 response_deserializer=threadline_dot_v1_dot_threadline__pb2.GetStateResponse.FromString,
                 _registered_method=True)
+        self.ListMessages = channel.unary_unary(
+                '/threadline.v1.ThreadlineService/ListMessages',
+                request_serializer=threadline_dot_v1_dot_threadline__pb2.ListMessagesRequest.SerializeToString,
+                response_deserializer=threadline_dot_v1_dot_threadline__pb2.ListMessagesResponse.FromString,
+                _registered_method=True)
         self.ListThreads = channel.unary_unary(
                 '/threadline.v1.ThreadlineService/ListThreads',
                 request_serializer=threadline_dot_v1_dot_threadline__pb2.ListThreadsRequest.SerializeToString,
@@ -188,6 +193,19 @@ class ThreadlineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMessages(self, request, context):
+        """Reads the conversation at a checkpoint (the head by default) in pages, oldest or
+        newest first (AIP-158): a thread of any length can be read whole, whatever the
+        server's message size limit.
+
+        Errors: INVALID_ARGUMENT (bad thread_id or checkpoint_id syntax, negative
+        page_size, page_token malformed or issued for another thread), NOT_FOUND
+        (unknown thread, or checkpoint not in this thread), UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListThreads(self, request, context):
         """Lists the caller's threads, most recently active first, paginated (AIP-158).
 
@@ -257,6 +275,11 @@ def add_ThreadlineServiceServicer_to_server(servicer, server):
                     servicer.GetState,
                     request_deserializer=threadline_dot_v1_dot_threadline__pb2.GetStateRequest.FromString,
                     response_serializer=threadline_dot_v1_dot_threadline__pb2.GetStateResponse.SerializeToString,
+            ),
+            'ListMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMessages,
+                    request_deserializer=threadline_dot_v1_dot_threadline__pb2.ListMessagesRequest.FromString,
+                    response_serializer=threadline_dot_v1_dot_threadline__pb2.ListMessagesResponse.SerializeToString,
             ),
             'ListThreads': grpc.unary_unary_rpc_method_handler(
                     servicer.ListThreads,
@@ -437,6 +460,33 @@ class ThreadlineService:
             '/threadline.v1.ThreadlineService/GetState',
             threadline_dot_v1_dot_threadline__pb2.GetStateRequest.SerializeToString,
             threadline_dot_v1_dot_threadline__pb2.GetStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/threadline.v1.ThreadlineService/ListMessages',
+            threadline_dot_v1_dot_threadline__pb2.ListMessagesRequest.SerializeToString,
+            threadline_dot_v1_dot_threadline__pb2.ListMessagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -162,6 +162,15 @@ class ThreadlineServiceStub:
     Errors: INVALID_ARGUMENT (bad thread_id or checkpoint_id syntax), NOT_FOUND
     (unknown thread, or checkpoint not in this thread), UNAVAILABLE.
     """
+    ListMessages: _grpc.UnaryUnaryMultiCallable[_threadline_pb2.ListMessagesRequest, _threadline_pb2.ListMessagesResponse]
+    """Reads the conversation at a checkpoint (the head by default) in pages, oldest or
+    newest first (AIP-158): a thread of any length can be read whole, whatever the
+    server's message size limit.
+
+    Errors: INVALID_ARGUMENT (bad thread_id or checkpoint_id syntax, negative
+    page_size, page_token malformed or issued for another thread), NOT_FOUND
+    (unknown thread, or checkpoint not in this thread), UNAVAILABLE.
+    """
     ListThreads: _grpc.UnaryUnaryMultiCallable[_threadline_pb2.ListThreadsRequest, _threadline_pb2.ListThreadsResponse]
     """Lists the caller's threads, most recently active first, paginated (AIP-158).
 
@@ -267,6 +276,15 @@ class ThreadlineServiceAsyncStub(ThreadlineServiceStub):
     named): its conversation, the nodes that would run next, and its metadata.
 
     Errors: INVALID_ARGUMENT (bad thread_id or checkpoint_id syntax), NOT_FOUND
+    (unknown thread, or checkpoint not in this thread), UNAVAILABLE.
+    """
+    ListMessages: _aio.UnaryUnaryMultiCallable[_threadline_pb2.ListMessagesRequest, _threadline_pb2.ListMessagesResponse]  # type: ignore[assignment]
+    """Reads the conversation at a checkpoint (the head by default) in pages, oldest or
+    newest first (AIP-158): a thread of any length can be read whole, whatever the
+    server's message size limit.
+
+    Errors: INVALID_ARGUMENT (bad thread_id or checkpoint_id syntax, negative
+    page_size, page_token malformed or issued for another thread), NOT_FOUND
     (unknown thread, or checkpoint not in this thread), UNAVAILABLE.
     """
     ListThreads: _aio.UnaryUnaryMultiCallable[_threadline_pb2.ListThreadsRequest, _threadline_pb2.ListThreadsResponse]  # type: ignore[assignment]
@@ -407,6 +425,21 @@ class ThreadlineServiceServicer(metaclass=_abc_1.ABCMeta):
         named): its conversation, the nodes that would run next, and its metadata.
 
         Errors: INVALID_ARGUMENT (bad thread_id or checkpoint_id syntax), NOT_FOUND
+        (unknown thread, or checkpoint not in this thread), UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def ListMessages(
+        self,
+        request: _threadline_pb2.ListMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_threadline_pb2.ListMessagesResponse, _abc.Awaitable[_threadline_pb2.ListMessagesResponse]]:
+        """Reads the conversation at a checkpoint (the head by default) in pages, oldest or
+        newest first (AIP-158): a thread of any length can be read whole, whatever the
+        server's message size limit.
+
+        Errors: INVALID_ARGUMENT (bad thread_id or checkpoint_id syntax, negative
+        page_size, page_token malformed or issued for another thread), NOT_FOUND
         (unknown thread, or checkpoint not in this thread), UNAVAILABLE.
         """
 

@@ -32,12 +32,15 @@ from threadline.engine.identifiers import (
     check_request_id,
     check_thread_id,
     checkpoint_id_at,
+    decode_messages_token,
     decode_page_token,
     decode_threads_token,
+    encode_messages_token,
     encode_page_token,
     encode_threads_token,
     new_thread_id,
 )
+from threadline.engine.message_pages import RESPONSE_MARGIN_BYTES, bounded_turn, newest_that_fit, page
 from threadline.engine.messages import views_of
 from threadline.engine.settings import EngineSettings
 from threadline.engine.snapshots import (
@@ -53,6 +56,7 @@ from threadline.engine.turn_kinds import QUESTION_KINDS, RESUME_KINDS, TurnKind
 from threadline.engine.turn_starts import Admission, TurnStarts
 from threadline.engine.views import (
     HistoryPage,
+    MessagesPage,
     RewindResult,
     StateView,
     ThreadsPage,
@@ -80,6 +84,8 @@ DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 DEFAULT_MESSAGE_LIMIT = 100
 MAX_MESSAGE_LIMIT = 1000
+MAX_MESSAGE_PAGE_SIZE = 1000
+DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 log = logging.getLogger(__name__)
 
 RECURSION_LIMIT = 50
@@ -99,6 +105,7 @@ class Engine:
         wait_when_busy: bool = True,
         secrets: tuple[str, ...] = (),
         max_starting_turns: int | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self._graph = graph
         self._storage = storage
@@ -107,6 +114,7 @@ class Engine:
         self._max_query_chars = max_query_chars
         self._wait_when_busy = wait_when_busy
         self._secrets = secrets
+        self._message_budget = max_response_bytes - RESPONSE_MARGIN_BYTES
         self._starts = TurnStarts(max_starting_turns)
         self._storage_down_since: float | None = None
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
@@ -127,6 +135,7 @@ class Engine:
                 wait_when_busy=settings.wait_when_busy,
                 secrets=(settings.agent.api_key,),
                 max_starting_turns=settings.max_starting_turns,
+                max_response_bytes=settings.max_response_bytes,
             )
 
     async def check_storage(self) -> bool:
@@ -245,7 +254,7 @@ class Engine:
                     async with aclosing(_until_completed(run, completed)) as events:
                         async for event in events:
                             yield event
-            yield completed[0]  # once the thread is let go: see _until_completed
+            yield TurnCompleted(bounded_turn(completed[0].turn, self._message_budget))  # once the thread is let go
 
     async def _resume(
         self, ctx: RequestContext, thread_id: str, interrupt_id: str, decision: Decision, *, stream_tokens: bool
@@ -283,7 +292,7 @@ class Engine:
                     async with aclosing(_until_completed(run, completed)) as events:
                         async for event in events:
                             yield event
-            yield completed[0]  # once the thread is let go: see _until_completed
+            yield TurnCompleted(bounded_turn(completed[0].turn, self._message_budget))  # once the thread is let go
 
     async def _resume_command(
         self, config: RunnableConfig, thread_id: str, interrupt_id: str, value: Any
@@ -557,7 +566,7 @@ class Engine:
         more = len(tuples) > size
         return HistoryPage(
             thread_id=thread_id,
-            messages=views_of(conversation[-shown:]),
+            messages=newest_that_fit(views_of(conversation[-shown:]), self._message_budget),
             checkpoints=checkpoints,
             next_page_token=encode_page_token(ctx.tenant, thread_id, id_of(page[-1])) if more else "",
             head_checkpoint_id=id_of(head),
@@ -686,14 +695,63 @@ class Engine:
                 raise checkpoint_not_found(checkpoint_id, thread_id)
             snapshot = await self._graph.aget_state(item.config)
             view = await self._reads.view(item, {})
+        conversation = views_of(snapshot.values.get("messages", []))
         return StateView(
             thread_id=thread_id,
             checkpoint=view,
-            messages=views_of(snapshot.values.get("messages", [])),
+            messages=newest_that_fit(conversation, self._message_budget),
+            message_count=len(conversation),
             next=tuple(snapshot.next),
             is_head=id_of(item) == id_of(head),
             metadata_json=json.dumps(dict(item.metadata or {}), default=str, sort_keys=True),
             interrupts=tuple(interrupt_view(i) for i in snapshot.interrupts),
+        )
+
+    async def list_messages(
+        self,
+        ctx: RequestContext,
+        thread_id: str,
+        checkpoint_id: str,
+        page_size: int,
+        page_token: str,
+        *,
+        newest_first: bool,
+    ) -> MessagesPage:
+        """One page of the conversation at checkpoint_id ("" for the head), oldest or newest first.
+
+        A page token pins the checkpoint and the order of the first page: later pages read the
+        same (immutable) conversation even when the thread moved on.
+        """
+        check_thread_id(thread_id)
+        if page_size < 0:
+            raise InvalidArgument("page_size", "page_size must not be negative")
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_MESSAGE_PAGE_SIZE)
+        offset = 0
+        if page_token:
+            checkpoint_id, offset, newest_first = decode_messages_token(page_token, ctx.tenant, thread_id)
+        elif checkpoint_id:
+            checkpoint_id = check_checkpoint_id(checkpoint_id)
+        self._check_storage_up()
+        config = self._config(ctx, thread_id)
+        with translated_failures():
+            head = await self._reads.head(config, thread_id)
+            item = await self._saver.aget_tuple(self._config(ctx, thread_id, checkpoint_id)) if checkpoint_id else head
+            if item is None:
+                raise checkpoint_not_found(checkpoint_id, thread_id)
+            conversation = views_of(await self._reads.messages_at(item))
+        ordered = conversation[::-1] if newest_first else conversation
+        shown = page(ordered, offset, size, self._message_budget)
+        end = offset + len(shown)
+        return MessagesPage(
+            thread_id=thread_id,
+            checkpoint_id=id_of(item),
+            messages=shown,
+            next_page_token=(
+                encode_messages_token(ctx.tenant, thread_id, id_of(item), end, newest_first)
+                if end < len(ordered)
+                else ""
+            ),
+            message_count=len(conversation),
         )
 
     async def list_threads(self, ctx: RequestContext, page_size: int, page_token: str) -> ThreadsPage:

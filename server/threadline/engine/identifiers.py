@@ -147,3 +147,22 @@ def decode_page_token(token: str, tenant: str, thread_id: str) -> str:
     if owner != thread_id:
         raise InvalidArgument("page_token", "page_token was issued for another thread")
     return check_checkpoint_id(before, field="page_token")
+
+
+def encode_messages_token(tenant: str, thread_id: str, checkpoint_id: str, offset: int, newest_first: bool) -> str:
+    """An opaque token for the ListMessages page that starts at offset (counted in the page order)."""
+    payload = {"v": _TOKEN_VERSION, "o": _tenant_tag(tenant), "t": thread_id, "c": checkpoint_id}
+    return _encoded({**payload, "n": offset, "r": newest_first})
+
+
+def decode_messages_token(token: str, tenant: str, thread_id: str) -> tuple[str, int, bool]:
+    """(checkpoint_id, offset, newest_first) of a ListMessages page token; InvalidArgument for a bad or foreign one."""
+    payload = _decoded(token, tenant)
+    fields = (payload.get("t"), payload.get("c"), payload.get("n"), payload.get("r")) if payload else (None,) * 4
+    owner, checkpoint_id, offset, newest_first = fields
+    valid = isinstance(checkpoint_id, str) and isinstance(newest_first, bool)
+    if not valid or not isinstance(owner, str) or type(offset) is not int or offset < 0:
+        raise InvalidArgument("page_token", _MALFORMED)
+    if owner != thread_id:
+        raise InvalidArgument("page_token", "page_token was issued for another thread")
+    return check_checkpoint_id(str(checkpoint_id), field="page_token"), offset, bool(newest_first)

@@ -22,3 +22,5 @@ class EngineSettings:
     """A turn on a busy thread waits (within its deadline) instead of failing at once."""
     max_starting_turns: int | None
     """Turns of this process starting at once (None: any number)."""
+    max_response_bytes: int
+    """Largest response the transport may send: what carries messages is cut to fit it."""

@@ -26,6 +26,8 @@ class MessageView:
     tool_calls: tuple[ToolCallView, ...] = ()
     tool_call_id: str = ""
     name: str = ""
+    truncated: bool = False
+    """True when `text` was cut to fit a response (engine.message_pages); the stored message is whole."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,19 @@ class StateView:
     is_head: bool
     metadata_json: str
     interrupts: tuple[InterruptView, ...]
+    message_count: int
+    """Messages in the conversation at the checkpoint; `messages` holds the newest that fit a response."""
+
+
+@dataclass(frozen=True)
+class MessagesPage:
+    """One page of the messages at a checkpoint."""
+
+    thread_id: str
+    checkpoint_id: str
+    messages: tuple[MessageView, ...]
+    next_page_token: str
+    message_count: int
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from threadline.engine.views import (
     CheckpointView,
     HistoryPage,
     InterruptView,
+    MessagesPage,
     MessageView,
     RewindResult,
     StateView,
@@ -49,6 +50,7 @@ def message(view: MessageView) -> pb.Message:
         tool_calls=[tool_call(c) for c in view.tool_calls],
         tool_call_id=view.tool_call_id,
         name=view.name,
+        truncated=view.truncated,
     )
 
 
@@ -160,6 +162,17 @@ def state(view: StateView) -> pb.GetStateResponse:
         is_head=view.is_head,
         metadata_json=view.metadata_json,
         interrupts=interrupts(view.interrupts),
+        message_count=view.message_count,
+    )
+
+
+def messages_page(page: MessagesPage) -> pb.ListMessagesResponse:
+    return pb.ListMessagesResponse(
+        thread_id=page.thread_id,
+        checkpoint_id=page.checkpoint_id,
+        messages=messages(page.messages),
+        next_page_token=page.next_page_token,
+        message_count=page.message_count,
     )
 
 

@@ -34,6 +34,7 @@ RPC_SCOPES: dict[str, Scope] = {
     "History": Scope.READ,
     "GetState": Scope.READ,
     "ListThreads": Scope.READ,
+    "ListMessages": Scope.READ,
     "DeleteThread": Scope.DELETE,
 }
 """The scope each ThreadlineService RPC needs (a new RPC without one fails at import)."""

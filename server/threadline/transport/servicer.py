@@ -98,6 +98,17 @@ class ThreadlineServicer(pb_grpc.ThreadlineServiceServicer):
         state = await self._engine.get_state(current_request(), request.thread_id, request.checkpoint_id)
         return convert.state(state)
 
+    async def ListMessages(self, request: pb.ListMessagesRequest, context: Context) -> pb.ListMessagesResponse:
+        page = await self._engine.list_messages(
+            current_request(),
+            request.thread_id,
+            request.checkpoint_id,
+            request.page_size,
+            request.page_token,
+            newest_first=request.newest_first,
+        )
+        return convert.messages_page(page)
+
     async def ListThreads(self, request: pb.ListThreadsRequest, context: Context) -> pb.ListThreadsResponse:
         page = await self._engine.list_threads(current_request(), request.page_size, request.page_token)
         return convert.threads(page)

@@ -14,7 +14,7 @@ from threadline import config
 from threadline.transport import status_mapping
 from threadline_client import AsyncThreadlineClient, ThreadlineClient, constants
 
-STREAMS = {"stream_ask", "stream_resume", "iter_checkpoints"}
+STREAMS = {"stream_ask", "stream_resume", "iter_checkpoints", "iter_messages"}
 
 
 def _public(cls: type) -> list[str]:
