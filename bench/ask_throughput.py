@@ -64,7 +64,8 @@ from psycopg.rows import dict_row
 from threadline.agent.graphs import default_agent
 from threadline.agent.offline_model import OfflineChatModel
 from threadline.agent.tools import default_tools
-from threadline.storage.postgres_saver import PooledPostgresSaver
+from threadline.storage import postgres_holds
+from threadline.storage.postgres_saver import PostgresSaver
 from threadline_client import AsyncThreadlineClient, ThreadlineClient
 
 QUERY = "What is 2+3?"
@@ -255,8 +256,13 @@ def _in_process(url: str, saver_kind: str, durability: str) -> Callable[[], Awai
     async def make() -> tuple[Turn, Any]:
         pool_cm = _pg_pool(url)
         pool = await pool_cm.__aenter__()
-        saver_class = AsyncPostgresSaver if saver_kind == "stock" else PooledPostgresSaver
-        saver = saver_class(pool)
+        saver: AsyncPostgresSaver | PostgresSaver
+        if saver_kind == "stock":
+            saver = AsyncPostgresSaver(pool)
+        else:
+            # Outside a turn each of its writes holds the thread for itself: it needs the holders table.
+            await postgres_holds.setup(pool)
+            saver = PostgresSaver(pool)
         await saver.setup()
 
         async def close() -> None:

@@ -34,7 +34,9 @@ from harness import Row, print_table, scratch_database, server, verdict, wait_fo
 from threadline.agent.graphs import default_agent
 from threadline.agent.offline_model import OfflineChatModel
 from threadline.agent.tools import default_tools
-from threadline.storage.postgres_saver import PooledPostgresSaver, open_pool
+from threadline.storage import postgres_holds
+from threadline.storage.postgres_pool import open_pool
+from threadline.storage.postgres_saver import PostgresSaver
 from threadline_client import AsyncThreadlineClient
 
 LENGTHS = tuple(int(n) for n in os.environ.get("BENCH_LENGTHS", "10,100,500").split(","))
@@ -122,7 +124,8 @@ async def _in_process(url: str) -> dict[int, tuple[float, float]]:
     """{length: (turn ms, aget_state_history(limit=10) ms)} for the same graph called directly."""
     pool = await open_pool(url, min_size=2, max_size=4, timeout_s=10, prepare_threshold=0)
     try:
-        saver = PooledPostgresSaver(pool)  # type: ignore[arg-type]
+        await postgres_holds.setup(pool)  # outside a turn, each write holds its thread for itself
+        saver = PostgresSaver(pool)
         await saver.setup()
         graph = default_agent(OfflineChatModel(), default_tools()).compile(checkpointer=saver)
         config: Any = {"configurable": {"thread_id": "bench-length-inproc"}}

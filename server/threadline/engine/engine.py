@@ -11,12 +11,13 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager, nullcontext
+from contextlib import aclosing, asynccontextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any, cast
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import CheckpointTuple
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StateSnapshot, StreamMode
 
@@ -77,7 +78,8 @@ from threadline.storage import audit
 from threadline.storage.audit import recording
 from threadline.storage.contract import STORAGE_ERRORS, Storage
 from threadline.storage.thread_keys import ThreadKey
-from threadline.storage.thread_locks import StepAside
+from threadline.storage.thread_locks import StepAside, ThreadHold
+from threadline.storage.thread_registry import ThreadRegistry
 from threadline.storage.urls import open_storage
 
 DEFAULT_PAGE_SIZE = 20
@@ -234,23 +236,25 @@ class Engine:
             recording(rpc=kind, query_sha256=query_digest, **self._caller(ctx)),
         ):
             completed: list[TurnCompleted] = []
-            async with self._started(ctx, config, kind) as admission:
+            async with self._started(ctx, config, kind) as (admission, held):
                 if fork_from:
-                    if await self._saver.aget_tuple(start) is None:
+                    if await held.saver.aget_tuple(start) is None:
                         raise checkpoint_not_found(fork_from, thread_id)
-                    await self._refuse_mid_turn(start, thread_id, paused_only=False)
-                prior = await self._prior_turn(config, ctx.request_id, query_digest) if ctx.request_id else None
+                    await self._refuse_mid_turn(held, start, thread_id, paused_only=False)
+                prior = await self._prior_turn(held, config, ctx.request_id, query_digest) if ctx.request_id else None
                 if prior is not None and not prior.next:
                     # The turn of this request_id finished before: the same result, no second run.
                     completed.append(TurnCompleted(snapshot_turn(thread_id, prior, human)))
                 else:
                     if prior is None and not fork_from:
-                        restart = await self._start_of_new_question(config, thread_id, abandon_interrupt)
+                        restart = await self._start_of_new_question(held, config, thread_id, abandon_interrupt)
                         run_config = {**restart, "recursion_limit": RECURSION_LIMIT} if restart else run_config
                     # A retry of a turn cut short (crash, cancel, model failure) resumes from its last
                     # checkpoint: its question is already in the thread and is not asked twice.
                     graph_input = None if prior is not None else {"messages": [human]}
-                    run = self._run(ctx, thread_id, config, run_config, graph_input, stream_tokens, human, admission)
+                    run = self._run(
+                        ctx, held, thread_id, config, run_config, graph_input, stream_tokens, human, admission
+                    )
                     async with aclosing(_until_completed(run, completed)) as events:
                         async for event in events:
                             yield event
@@ -273,9 +277,9 @@ class Engine:
             recording(rpc=kind, **self._caller(ctx)),
         ):
             completed: list[TurnCompleted] = []
-            async with self._started(ctx, config, kind) as admission:
-                head = await self._reads.head(config, thread_id)
-                prior = await self._prior_resume(head, ctx.request_id, thread_id) if ctx.request_id else None
+            async with self._started(ctx, config, kind) as (admission, held):
+                head = await held.reads.head(config, thread_id)
+                prior = await self._prior_resume(held, head, ctx.request_id, thread_id) if ctx.request_id else None
                 if prior is not None and (not prior[0].next or prior[0].interrupts):
                     # The Resume of this request_id finished (or paused again): the same result.
                     completed.append(TurnCompleted(_stored_turn(thread_id, *prior)))
@@ -284,37 +288,20 @@ class Engine:
                     graph_input, first_new = (
                         (None, prior[1])
                         if prior is not None
-                        else await self._resume_command(config, thread_id, interrupt_id, value)
+                        else await _resume_command(held, config, thread_id, interrupt_id, value)
                     )
                     run = self._run(
-                        ctx, thread_id, config, run_config, graph_input, stream_tokens, first_new, admission
+                        ctx, held, thread_id, config, run_config, graph_input, stream_tokens, first_new, admission
                     )
                     async with aclosing(_until_completed(run, completed)) as events:
                         async for event in events:
                             yield event
             yield TurnCompleted(bounded_turn(completed[0].turn, self._message_budget))  # once the thread is let go
 
-    async def _resume_command(
-        self, config: RunnableConfig, thread_id: str, interrupt_id: str, value: Any
-    ) -> tuple[Command[Any], int]:
-        """The command answering a pending interrupt, and where the turn's new messages start."""
-        paused = await self._graph.aget_state(config)
-        pending = {item.id for item in paused.interrupts}
-        if not pending:
-            raise FailedPrecondition(f"thread {thread_id!r} is not waiting for a human", reason="NOT_INTERRUPTED")
-        if interrupt_id not in pending:
-            raise NotFound(
-                f"interrupt {interrupt_id!r} is not pending on thread {thread_id!r} "
-                f"(pending: {', '.join(sorted(pending))})",
-                reason="INTERRUPT_NOT_FOUND",
-            )
-        if is_approval_request(next(i.value for i in paused.interrupts if i.id == interrupt_id)):
-            value = approval_decision(value)
-        return Command(resume={interrupt_id: value}), len(paused.values.get("messages", []))
-
     async def _run(
         self,
         ctx: RequestContext,
+        held: _Held,
         thread_id: str,
         config: RunnableConfig,
         run_config: RunnableConfig,
@@ -329,7 +316,7 @@ class Engine:
         thread_key = str(config["configurable"]["thread_id"])
         last: tuple[str, list[BaseMessage]] | None = None
         interrupted = False
-        parts = self._graph_parts(run_config, graph_input, stream_tokens)
+        parts = self._graph_parts(held, run_config, graph_input, stream_tokens)
         # The call's deadline bounds the whole run: model requests and tools are cancelled
         # with it (their HTTP streams closed), not left running.
         async with _deadline(ctx), aclosing(parts):
@@ -342,10 +329,10 @@ class Engine:
                     interrupted = True
                 for event in events_of(mode, payload):
                     yield event
-        yield await self._finished_turn(ctx, thread_id, config, None if interrupted else last, first_new)
+        yield await self._finished_turn(ctx, held, thread_id, config, None if interrupted else last, first_new)
 
     def _graph_parts(
-        self, run_config: RunnableConfig, graph_input: Any, stream_tokens: bool
+        self, held: _Held, run_config: RunnableConfig, graph_input: Any, stream_tokens: bool
     ) -> AsyncGenerator[Part, None]:
         """The run's (stream mode, payload) parts, in a task of its own (streamed_run).
 
@@ -353,9 +340,9 @@ class Engine:
         keeps them (hot states), so the next turn and History need not rebuild it.
 
         durability="sync": a turn's last checkpoint is written before the caller hears of the
-        answer, so an answered turn survives a kill -9. (On PostgreSQL the saver keeps the run's
-        writes back to send them with the turn's release: postgres_writes. The caller hears of
-        the answer after that: see _until_completed.)
+        answer, so an answered turn survives a kill -9. (On PostgreSQL the saver bound to the
+        turn's hold keeps the run's writes back to send them with the turn's release:
+        postgres_writes. The caller hears of the answer after that: see _until_completed.)
 
         Every generator of a turn is closed explicitly (aclosing), here and by its callers: a
         turn ended early (cancelled, or its deadline passed, while the caller was writing an
@@ -375,7 +362,7 @@ class Engine:
             # (astream is an async generator; it is typed as a plain AsyncIterator.)
             return cast(
                 AsyncGenerator[Any, None],
-                self._graph.astream(graph_input, run_config, stream_mode=modes, durability="sync"),
+                held.graph.astream(graph_input, run_config, stream_mode=modes, durability="sync"),
             )
 
         return parts_of(run)
@@ -383,6 +370,7 @@ class Engine:
     async def _finished_turn(
         self,
         ctx: RequestContext,
+        held: _Held,
         thread_id: str,
         config: RunnableConfig,
         last: tuple[str, list[BaseMessage]] | None,
@@ -391,13 +379,13 @@ class Engine:
         """The finished turn, from its last checkpoint (None: read the head, as for a pause)."""
         if last is None:
             # The pending interrupts are only known from a read of the head.
-            state = await self._graph.aget_state(config)
+            state = await held.graph.aget_state(config)
             head_id = str(state.config["configurable"]["checkpoint_id"])
             messages: list[BaseMessage] = list(state.values.get("messages", []))
             interrupts = state.interrupts
         else:
             (head_id, messages), interrupts = last, ()
-        await self._note_activity(ctx, thread_id, messages, head_id)
+        await _note_activity(held, ctx, thread_id, messages, head_id)
         start = first_new if isinstance(first_new, int) else index_of(messages, first_new)
         return TurnCompleted(turn_result(thread_id, head_id, messages, interrupts, start))
 
@@ -414,7 +402,7 @@ class Engine:
         return checkpoint_id, messages
 
     async def _start_of_new_question(
-        self, config: RunnableConfig, thread_id: str, abandon_interrupt: bool
+        self, held: _Held, config: RunnableConfig, thread_id: str, abandon_interrupt: bool
     ) -> RunnableConfig | None:
         """Where a new question (not a retry) starts: None for the head, or another checkpoint.
 
@@ -425,27 +413,27 @@ class Engine:
         that question nor a tool call it left unanswered. The unfinished turn stays in History as an
         abandoned branch, as after a Rewind.
         """
-        head = await self._graph.aget_state(config)
+        head = await held.graph.aget_state(config)
         if head.interrupts:
-            await self._settle_interrupts(head, config, thread_id, abandon_interrupt)
+            await self._settle_interrupts(held, head, config, thread_id, abandon_interrupt)
             return None
         if not head.next:
             return None
-        return await self._before_question(head.config)
+        return await _before_question(held.saver, head.config)
 
-    async def _refuse_mid_turn(self, config: RunnableConfig, thread_id: str, *, paused_only: bool) -> None:
+    async def _refuse_mid_turn(self, held: _Held, config: RunnableConfig, thread_id: str, *, paused_only: bool) -> None:
         """Refuses to move a thread to a checkpoint inside a turn where that would lose part of it.
 
         Rewind refuses a checkpoint where a turn paused for a human (the copy would drop the pause),
         a fork any checkpoint of an unfinished turn (the new question would follow a tool call left
         unanswered, or an unanswered question). Both name the checkpoint before that turn instead.
         """
-        state = await self._graph.aget_state(config)
+        state = await held.graph.aget_state(config)
         if not (state.interrupts if paused_only else state.next):
             return
         checkpoint_id = config["configurable"]["checkpoint_id"]
-        start = await self._before_question(config)
-        found = await self._saver.aget_tuple(start) if start is not None else None
+        start = await _before_question(held.saver, config)
+        found = await held.saver.aget_tuple(start) if start is not None else None
         parent = found.parent_config if found is not None else None
         before = str(parent["configurable"]["checkpoint_id"]) if parent else ""  # none before a first turn
         what = "a turn paused for a human" if state.interrupts else "an unfinished turn"
@@ -456,17 +444,8 @@ class Engine:
             metadata={"before_checkpoint_id": before} if before else {},
         )
 
-    async def _before_question(self, config: RunnableConfig) -> RunnableConfig | None:
-        """The input checkpoint of the turn config belongs to: its state is the conversation before
-        the turn's question (LangGraph applies an input in the step after its "input" checkpoint).
-        None when the chain has no input checkpoint."""
-        found = await self._saver.aget_tuple(config)
-        while found is not None and (found.metadata or {}).get("source") != "input":
-            found = await self._saver.aget_tuple(found.parent_config) if found.parent_config else None
-        return found.config if found is not None else None
-
     async def _settle_interrupts(
-        self, head: StateSnapshot, config: RunnableConfig, thread_id: str, abandon: bool
+        self, held: _Held, head: StateSnapshot, config: RunnableConfig, thread_id: str, abandon: bool
     ) -> None:
         """Refuses a turn on a thread that waits for a human, or gives up what it waits for."""
         if not abandon:
@@ -485,11 +464,11 @@ class Engine:
         for task in head.tasks:
             if task.interrupts:
                 # As if the paused node had finished without running anything: nothing is left pending.
-                await self._graph.aupdate_state(config, answers, as_node=task.name)
+                await held.graph.aupdate_state(config, answers, as_node=task.name)
                 answers = None
 
     async def _prior_resume(
-        self, head: CheckpointTuple, request_id: str, thread_id: str
+        self, held: _Held, head: CheckpointTuple, request_id: str, thread_id: str
     ) -> tuple[StateSnapshot, int] | None:
         """The state after the last step of an earlier Resume with this request_id, and where its messages
         start; None when the request_id is new. A cut-short Resume the thread moved on from is superseded."""
@@ -499,7 +478,7 @@ class Engine:
         kind = (found.metadata or {}).get(audit.RPC)
         if kind not in RESUME_KINDS:
             raise InvalidArgument("request_id", f"request_id {request_id!r} was used by a {kind} call")
-        state = await self._graph.aget_state(found.config)
+        state = await held.graph.aget_state(found.config)
         if state.next and not state.interrupts and id_of(head) != id_of(found):
             raise FailedPrecondition(
                 f"the Resume of request_id {request_id!r} was cut short and the thread has moved on since",
@@ -507,13 +486,15 @@ class Engine:
             )
         first = found
         while first.parent_config is not None:
-            parent = await self._saver.aget_tuple(first.parent_config)
+            parent = await held.saver.aget_tuple(first.parent_config)
             if parent is None or (parent.metadata or {}).get(audit.REQUEST_ID) != request_id:
-                return state, len(await self._reads.messages_at(parent)) if parent is not None else 0
+                return state, len(await held.reads.messages_at(parent)) if parent is not None else 0
             first = parent
         return state, 0
 
-    async def _prior_turn(self, config: RunnableConfig, request_id: str, query_digest: str) -> StateSnapshot | None:
+    async def _prior_turn(
+        self, held: _Held, config: RunnableConfig, request_id: str, query_digest: str
+    ) -> StateSnapshot | None:
         """The thread's state after the last step of an earlier call with this request_id, if any."""
         found = await self._storage.find_request(config, request_id)
         if found is None:
@@ -525,8 +506,8 @@ class Engine:
             )
         if metadata.get(audit.QUERY_SHA256) != query_digest:
             raise InvalidArgument("request_id", f"request_id {request_id!r} was used with a different query")
-        snapshot = await self._graph.aget_state(found.config)
-        head = await self._saver.aget_tuple(config)
+        snapshot = await held.graph.aget_state(found.config)
+        head = await held.saver.aget_tuple(config)
         if snapshot.next and head is not None and id_of(head) != id_of(found):
             raise FailedPrecondition(
                 f"the turn of request_id {request_id!r} was cut short and the thread has moved on since; "
@@ -593,23 +574,23 @@ class Engine:
         self._check_storage_up()
         config = self._config(ctx, thread_id)
         with translated_failures():
-            async with self._hold(ctx, config):
-                head = await self._reads.head(config, thread_id)
+            async with self._hold(ctx, config) as held:
+                head = await held.reads.head(config, thread_id)
                 if checkpoint_id is not None:
-                    target = await self._saver.aget_tuple(self._config(ctx, thread_id, checkpoint_id))
+                    target = await held.saver.aget_tuple(self._config(ctx, thread_id, checkpoint_id))
                     if target is None:
                         raise checkpoint_not_found(checkpoint_id, thread_id)
                 else:
                     assert steps_back is not None
-                    target = await self._reads.walk_back(head, steps_back)
-                await self._refuse_mid_turn(target.config, thread_id, paused_only=True)
+                    target = await held.reads.walk_back(head, steps_back)
+                await self._refuse_mid_turn(held, target.config, thread_id, paused_only=True)
                 with recording(rpc=TurnKind.REWIND, rewound_to=id_of(target), **self._caller(ctx)):
-                    new_config = await self._graph.aupdate_state(target.config, None, as_node=COPY_NODE)
-                new_head = await self._saver.aget_tuple(new_config)
+                    new_config = await held.graph.aupdate_state(target.config, None, as_node=COPY_NODE)
+                new_head = await held.saver.aget_tuple(new_config)
                 assert new_head is not None, "a checkpoint just written can be read"
-                head_view = await self._reads.view(new_head, {})
-                conversation = await self._reads.messages_at(new_head)
-                await self._note_activity(ctx, thread_id, conversation, id_of(new_head))
+                head_view = await held.reads.view(new_head, {})
+                conversation = await held.reads.messages_at(new_head)
+                await _note_activity(held, ctx, thread_id, conversation, id_of(new_head))
         return RewindResult(
             thread_id=thread_id,
             head=head_view,
@@ -618,19 +599,30 @@ class Engine:
         )
 
     @asynccontextmanager
-    async def _started(self, ctx: RequestContext, config: RunnableConfig, kind: TurnKind) -> AsyncIterator[Admission]:
+    async def _started(
+        self, ctx: RequestContext, config: RunnableConfig, kind: TurnKind
+    ) -> AsyncIterator[tuple[Admission, _Held]]:
         """A turn's place among those starting (turn_starts), then its hold on the thread."""
         async with self._starts.admitted(deadline=ctx.deadline, rpc=kind) as admission:
             self._check_storage_up()  # the database may have gone down while the turn waited for its place
-            async with self._hold(ctx, config, step_aside=admission.stepped_aside):
-                yield admission
+            async with self._hold(ctx, config, step_aside=admission.stepped_aside) as held:
+                yield admission, held
 
-    def _hold(
+    @asynccontextmanager
+    async def _hold(
         self, ctx: RequestContext, config: RunnableConfig, *, step_aside: StepAside = nullcontext
-    ) -> AbstractAsyncContextManager[None]:
-        """Holds the thread against other turns (on any replica) for the block."""
+    ) -> AsyncIterator[_Held]:
+        """Holds the thread against other turns (on any replica) for the block: what the block
+        reads and writes the thread through."""
         key = ThreadKey.parse(config["configurable"]["thread_id"])
-        return self._storage.locks.hold(key, wait=self._wait_when_busy, deadline=ctx.deadline, step_aside=step_aside)
+        locks = self._storage.locks
+        async with locks.hold(key, wait=self._wait_when_busy, deadline=ctx.deadline, step_aside=step_aside) as hold:
+            yield self._held(hold)
+
+    def _held(self, hold: ThreadHold) -> _Held:
+        # LangGraph's public copy of a compiled graph, on the hold's saver: the run writes through the hold.
+        graph = self._graph.copy(update={"checkpointer": hold.saver})
+        return _Held(graph, hold.saver, CheckpointReads(graph, hold.saver, self._storage.hot), hold.registry)
 
     async def delete_thread(self, ctx: RequestContext, thread_id: str, *, allow_missing: bool) -> bool:
         """Deletes the thread's checkpoints and writes; returns whether it existed.
@@ -643,14 +635,14 @@ class Engine:
         self._check_storage_up()
         config = self._config(ctx, thread_id)
         with translated_failures():
-            async with self._hold(ctx, config):
-                if await self._saver.aget_tuple(config) is None:
+            async with self._hold(ctx, config) as held:
+                if await held.saver.aget_tuple(config) is None:
                     if allow_missing:
                         return False
                     raise NotFound(f"thread {thread_id!r} not found", reason="THREAD_NOT_FOUND")
-                await self._saver.adelete_thread(config["configurable"]["thread_id"])
+                await held.saver.adelete_thread(config["configurable"]["thread_id"])
                 self._storage.hot.forget(config["configurable"]["thread_id"])
-                await self._storage.registry.forget(ctx.tenant, thread_id)
+                await held.registry.forget(ctx.tenant, thread_id)
         log.info("deleted thread %s", config["configurable"]["thread_id"])
         return True
 
@@ -668,14 +660,14 @@ class Engine:
             for key in await self._storage.idle_threads(cutoff, limit):
                 config: RunnableConfig = {"configurable": {"thread_id": key, "checkpoint_ns": ""}}
                 try:
-                    async with self._storage.locks.hold(ThreadKey.parse(key), wait=False, deadline=None):
-                        head = await self._saver.aget_tuple(config)
+                    thread = ThreadKey.parse(key)
+                    async with self._storage.locks.hold(thread, wait=False, deadline=None) as hold:
+                        head = await hold.saver.aget_tuple(config)
                         if head is None or id_of(head) >= cutoff:
                             continue
-                        await self._saver.adelete_thread(key)
+                        await hold.saver.adelete_thread(key)
                         self._storage.hot.forget(key)
-                        thread = ThreadKey.parse(key)
-                        await self._storage.registry.forget(thread.tenant, thread.thread_id)
+                        await hold.registry.forget(thread.tenant, thread.thread_id)
                         deleted += 1
                 except ThreadBusy:
                     continue
@@ -773,19 +765,6 @@ class Engine:
             next_page_token=encode_threads_token(ctx.tenant, page[-1].updated_at, page[-1].thread_id) if more else "",
         )
 
-    async def _note_activity(
-        self, ctx: RequestContext, thread_id: str, messages: list[BaseMessage], head_checkpoint_id: str
-    ) -> None:
-        questions = [m for m in messages if isinstance(m, HumanMessage)]
-        title = " ".join(text_of(questions[0]).split())[:80] if questions else ""
-        await self._storage.registry.record(
-            ctx.tenant,
-            thread_id,
-            title=title,
-            turn_count=len(questions),
-            head_checkpoint_id=head_checkpoint_id,
-        )
-
     def _caller(self, ctx: RequestContext) -> dict[str, str]:
         """The audit fields naming the call: its request_id, tenant, caller and this replica."""
         return {"request_id": ctx.request_id, "tenant": ctx.tenant, "caller": ctx.caller, "replica": self.replica}
@@ -799,6 +778,60 @@ class Engine:
         if checkpoint_id is not None:
             configurable["checkpoint_id"] = checkpoint_id
         return {"configurable": configurable}
+
+
+@dataclass(frozen=True)
+class _Held:
+    """What a block holding a thread reads and writes it through: the graph on the hold's saver
+    (its writes fenced to the hold), that saver, reads over them, and the hold's registry."""
+
+    graph: CompiledStateGraph[Any, Any, Any, Any]
+    saver: BaseCheckpointSaver[str]
+    reads: CheckpointReads
+    registry: ThreadRegistry
+
+
+async def _note_activity(
+    held: _Held, ctx: RequestContext, thread_id: str, messages: list[BaseMessage], head_checkpoint_id: str
+) -> None:
+    questions = [m for m in messages if isinstance(m, HumanMessage)]
+    title = " ".join(text_of(questions[0]).split())[:80] if questions else ""
+    await held.registry.record(
+        ctx.tenant,
+        thread_id,
+        title=title,
+        turn_count=len(questions),
+        head_checkpoint_id=head_checkpoint_id,
+    )
+
+
+async def _resume_command(
+    held: _Held, config: RunnableConfig, thread_id: str, interrupt_id: str, value: Any
+) -> tuple[Command[Any], int]:
+    """The command answering a pending interrupt, and where the turn's new messages start."""
+    paused = await held.graph.aget_state(config)
+    pending = {item.id for item in paused.interrupts}
+    if not pending:
+        raise FailedPrecondition(f"thread {thread_id!r} is not waiting for a human", reason="NOT_INTERRUPTED")
+    if interrupt_id not in pending:
+        raise NotFound(
+            f"interrupt {interrupt_id!r} is not pending on thread {thread_id!r} "
+            f"(pending: {', '.join(sorted(pending))})",
+            reason="INTERRUPT_NOT_FOUND",
+        )
+    if is_approval_request(next(i.value for i in paused.interrupts if i.id == interrupt_id)):
+        value = approval_decision(value)
+    return Command(resume={interrupt_id: value}), len(paused.values.get("messages", []))
+
+
+async def _before_question(saver: BaseCheckpointSaver[str], config: RunnableConfig) -> RunnableConfig | None:
+    """The input checkpoint of the turn config belongs to: its state is the conversation before
+    the turn's question (LangGraph applies an input in the step after its "input" checkpoint).
+    None when the chain has no input checkpoint."""
+    found = await saver.aget_tuple(config)
+    while found is not None and (found.metadata or {}).get("source") != "input":
+        found = await saver.aget_tuple(found.parent_config) if found.parent_config else None
+    return found.config if found is not None else None
 
 
 @asynccontextmanager

@@ -36,17 +36,19 @@ class Storage(Protocol):
 
     @property
     def saver(self) -> BaseCheckpointSaver[str]:
-        """The checkpointer the graph is compiled with."""
+        """The checkpointer the graph is compiled with, for reads outside a turn. A write through it
+        holds its thread for that write alone: refused (ThreadBusy) while a turn holds the thread."""
         ...
 
     @property
     def locks(self) -> ThreadLocks:
-        """One turn at a time per thread (across replicas, where the backend allows several)."""
+        """One turn at a time per thread (across replicas, where the backend allows several). A turn
+        writes through its hold (`ThreadHold.saver`, `ThreadHold.registry`), and nothing else."""
         ...
 
     @property
     def registry(self) -> ThreadRegistry:
-        """One summary row per thread, for ListThreads."""
+        """One summary row per thread, for ListThreads (a turn writes its row through its hold)."""
         ...
 
     @property

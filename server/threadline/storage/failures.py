@@ -10,7 +10,7 @@ import psycopg_pool
 
 from threadline.errors import StorageUnavailable
 from threadline.storage.contract import STORAGE_ERRORS
-from threadline.storage.postgres_holds import StaleRunError
+from threadline.storage.thread_locks import StaleRunError
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""memory:// storage: InMemorySaver for tests and demos; nothing survives the process."""
+"""memory:// storage: InMemorySaver for tests and demos; nothing survives the process.
+
+Writes go through holds on their threads (local_holds), as with every backend."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from threadline.storage.contract import (
     with_hot_states,
 )
 from threadline.storage.hot_states import HotStatesSaverMixin
+from threadline.storage.local_holds import LocalHolds, LocallyHeldSaver
 from threadline.storage.settings import StorageSettings
 from threadline.storage.thread_registry import MemoryThreadRegistry
 
@@ -45,4 +48,7 @@ async def open_memory(settings: StorageSettings) -> AsyncIterator[Storage]:
     """Storage in this process's memory."""
     memory = AuditedMemorySaver(serde=safe_serializer())
     hot = with_hot_states(memory, settings)
-    yield MemoryStorage(memory, local_locks(settings), MemoryThreadRegistry(), hot, memory)
+    locks = local_locks(settings)
+    saver = LocallyHeldSaver(memory, locks)
+    registry = MemoryThreadRegistry()
+    yield MemoryStorage(saver, LocalHolds(locks, saver, registry), registry, hot, memory)

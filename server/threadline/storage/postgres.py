@@ -1,5 +1,5 @@
-"""postgresql://... storage: our pooled saver on a psycopg pool, with fenced holds on threads,
-so that any number of replicas can share the database."""
+"""postgresql://... storage: our own saver on a psycopg pool (postgres_saver), with fenced holds on
+threads (postgres_holds), so that any number of replicas can share the database."""
 
 from __future__ import annotations
 
@@ -16,14 +16,19 @@ from langgraph.checkpoint.base import CheckpointTuple
 from threadline.errors import StorageUnavailable
 from threadline.redaction import redact
 from threadline.storage import postgres_holds
+from threadline.storage.audit import AuditedSaverMixin
 from threadline.storage.contract import IDLE_THREADS_SQL, Storage, safe_serializer, with_hot_states
-from threadline.storage.hot_states import HotStates
-from threadline.storage.postgres_holds import Pool
-from threadline.storage.postgres_saver import IdleConnectionCheck, PooledPostgresSaver, open_pool
+from threadline.storage.hot_states import HotStates, HotStatesSaverMixin
+from threadline.storage.postgres_pool import IdleConnectionCheck, Pool, open_pool
+from threadline.storage.postgres_saver import HEAD_SQL, PostgresSaver
 from threadline.storage.settings import StorageSettings
 from threadline.storage.thread_registry import PostgresThreadRegistry
 
 log = logging.getLogger(__name__)
+
+
+class PooledPostgresSaver(HotStatesSaverMixin, AuditedSaverMixin, PostgresSaver):
+    """Our PostgreSQL saver with the audit trail and hot states."""
 
 
 def _pool_check(settings: StorageSettings) -> dict[str, Any]:
@@ -69,13 +74,13 @@ async def open_postgres(url: str, settings: StorageSettings) -> AsyncIterator[St
     async with _pool(url, settings) as pool:
         saver = PooledPostgresSaver(pool, serde=safe_serializer())
         await saver.setup()
-        registry = PostgresThreadRegistry(saver)
+        registry = PostgresThreadRegistry(pool)
         await registry.setup()
         await postgres_holds.setup(pool)
         log.info("checkpoints in PostgreSQL at %s", redact(url))
         owner = postgres_holds.OwnerSession(url, prepare_threshold=settings.prepare_threshold)
         locks = postgres_holds.PostgresThreadLocks(
-            pool, owner, max_wait_s=settings.busy_wait_max_s, head_sql=saver.head_sql
+            pool, owner, saver=saver, registry=registry, max_wait_s=settings.busy_wait_max_s, head_sql=HEAD_SQL
         )
         hot = with_hot_states(saver, settings)
         try:

@@ -10,7 +10,8 @@ that row a lock:
   succeeds only once that session has ended (process killed, host gone, connection
   dropped). PostgreSQL decides; no clock or lease expiry is involved. The same round trip
   reads the thread's head, which the turn reads first (Hold.head).
-* Fencing. Every checkpoint write of the turn runs in a transaction that first calls
+* Fencing. Every checkpoint write of the turn goes through the hold (`Hold.saver`,
+  `Hold.registry`: what the turn writes with) and runs in a transaction that first calls
   `threadline_fence_v1(thread, token)`: it share-locks the row if it still names this
   turn and raises SQLSTATE TL409 otherwise. A takeover waits for a write in flight to
   commit, and every later write of the old turn is refused (UNAVAILABLE, THREAD_HOLD_LOST:
@@ -19,6 +20,10 @@ that row a lock:
   writes it left waiting (postgres_writes), or alone if none wait or that failed (then on
   the owner session if the pool is exhausted). If it cannot, the process drops its owner
   session, which frees every row it owns for the next taker.
+
+A write outside any turn (the saver as opened) holds the thread for its own transaction
+only (`write_alone`), so no checkpoint is ever written while a turn holds its thread but
+through that turn's hold.
 
 The table is UNLOGGED on purpose: a row means something only while its owner's session
 lives, and after a crash or a failover every session is gone, as the rows then are.
@@ -34,23 +39,24 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
-from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
-import psycopg_pool
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import DictRow, dict_row
 
 from threadline.errors import ThreadBusy
-from threadline.storage.postgres_writes import DeferredWrites
+from threadline.storage.postgres_pool import Pool
+from threadline.storage.postgres_writes import DeferredWrites, Params, Statement
 from threadline.storage.thread_keys import ThreadKey
-from threadline.storage.thread_locks import LocalThreadLocks, StepAside
+from threadline.storage.thread_locks import LocalThreadLocks, StaleRunError, StepAside, UnheldWriteError
+
+if TYPE_CHECKING:
+    from threadline.storage.postgres_saver import PostgresSaver
+    from threadline.storage.thread_registry import PostgresThreadRegistry
 
 log = logging.getLogger(__name__)
-
-Pool = psycopg_pool.AsyncConnectionPool[AsyncConnection[DictRow]]
 
 # How long a waiting turn sleeps between two tries of a busy thread. Short: a turn that
 # finishes hands the thread on within this; a try costs one cheap statement.
@@ -90,6 +96,10 @@ ON CONFLICT (thread_key) DO UPDATE SET owner_key = excluded.owner_key, token = e
     WHERE pg_try_advisory_xact_lock(held.owner_key)
 RETURNING token"""
 _RELEASE_SQL = "DELETE FROM threadline_thread_holders WHERE thread_key = %s AND token = %s"
+# A write outside any turn holds the thread for its own transaction only (write_alone). Owner
+# key 0 is no process's: the row never outlives the transaction that inserts it.
+_TAKE_FOR_ONE_WRITE_SQL = "INSERT INTO threadline_thread_holders (thread_key, owner_key, token) VALUES (%s, 0, %s)"
+_HOLDERS_KEY = "threadline_thread_holders_pkey"
 _FENCE_SQL = "SELECT threadline_fence_v1(%s, %s)"
 # Rows left by processes that died before releasing them (the volatile call is not pushed
 # below DISTINCT, so it runs once per owner, not once per row).
@@ -99,16 +109,19 @@ DELETE FROM threadline_thread_holders WHERE owner_key IN (
     WHERE pg_try_advisory_xact_lock(owners.owner_key))"""
 
 
-class StaleRunError(RuntimeError):
-    """A write of a turn that no longer holds its thread (it ended, or another replica took it over)."""
-
-
-@dataclass
+@dataclass(eq=False)
 class Hold:
-    """A turn's hold on its thread."""
+    """A turn's hold on its thread, and what writes for the turn: `saver` and `registry`, bound to it.
 
-    key: ThreadKey
+    A write through them for another thread, or once the hold has ended, raises
+    UnheldWriteError or StaleRunError and writes nothing; one the database refuses (the thread
+    was taken over) raises StaleRunError. Nothing else of the turn's writes goes to the thread.
+    """
+
+    thread: ThreadKey | str
+    """The thread held: a tenant's, or one named as the checkpoint tables name it."""
     token: uuid.UUID
+    pool: Pool
     released: bool = False
     # Whether the row may exist: from sending the take until it is known not taken or deleted.
     maybe_taken: bool = False
@@ -117,22 +130,82 @@ class Hold:
     head: list[DictRow] | None = None
     """The thread's newest root checkpoint row (none: []), read with the take for the turn's first
     read of its head; None once used, or once the turn writes."""
+    saver: PostgresSaver = field(init=False)
+    """The checkpointer of the turn: the storage's saver bound to this hold."""
+    registry: PostgresThreadRegistry = field(init=False)
+    """The thread registry, its rows written with the turn's checkpoints."""
 
     @property
     def thread_key(self) -> str:
         """The thread as the holders and checkpoint tables name it."""
-        return self.key.storage_id
+        return str(self.thread)
+
+    @property
+    def name(self) -> str:
+        """The thread as its callers name it, for messages."""
+        return self.thread.thread_id if isinstance(self.thread, ThreadKey) else self.thread
+
+    def take_head(self, thread_id: str) -> list[DictRow] | None:
+        """The head row read with the take, once, if the turn has not written since (else None)."""
+        if self.head is None or thread_id != self.thread_key:
+            return None
+        head, self.head = self.head, None
+        return head
+
+    async def write(self, thread_id: str, statements: list[Statement], *, may_wait: bool) -> None:
+        """Writes statements of the turn, fenced to this hold.
+
+        may_wait: they may wait to go with the turn's next write or its release, as its
+        checkpoints do (postgres_writes); otherwise they go now, after what waits.
+        """
+        if self.released:
+            raise StaleRunError(f"the turn's hold on thread {self.name!r} has ended; its write is refused")
+        if thread_id != self.thread_key:
+            raise UnheldWriteError(f"a turn holding {self.thread_key!r} wrote thread {thread_id!r}; refused")
+        self.head = None  # the turn writes: the head read with its take may be outdated
+        if may_wait:
+            self.writes.add(statements, self._send)
+        else:
+            await self._send([*await self.writes.take(), *statements])
+
+    async def before_read(self) -> None:
+        """Sends the turn's waiting writes: a turn reads its own writes."""
+        if not self.released:
+            await self.writes.flush()
+
+    async def _send(self, statements: list[Statement]) -> None:
+        async with self.pool.connection() as conn, fenced_cursor(conn, self) as cur:
+            await _run(cur, statements)
 
 
-_current_hold: ContextVar[Hold | None] = ContextVar("threadline_current_hold", default=None)
+async def _run(cur: AsyncCursor[DictRow], statements: list[Statement]) -> None:
+    for query, rows, many in statements:
+        if many:
+            await cur.executemany(query, cast(list[Params], rows))
+        else:
+            await cur.execute(query, rows[0])
 
 
-def check_current_hold() -> Hold | None:
-    """The hold of the turn running in this context, if any; StaleRunError once it has ended."""
-    hold = _current_hold.get()
-    if hold is not None and hold.released:
-        raise StaleRunError("this turn no longer holds its thread; its write is refused")
-    return hold
+async def write_alone(pool: Pool, thread_key: str, statements: list[Statement]) -> None:
+    """Runs a write outside any turn, holding the thread for itself in the write's own transaction.
+
+    The holders row is inserted before the statements and deleted after them, in one
+    implicit transaction (one pipeline on an autocommit connection): a turn's take waits for
+    it, and while a turn holds the thread the insert fails and nothing is written.
+
+    Raises:
+        ThreadBusy: a turn (on any replica) holds the thread.
+    """
+    token = uuid.uuid4()
+    try:
+        async with pool.connection() as conn, conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+            await cur.execute(_TAKE_FOR_ONE_WRITE_SQL, (thread_key, token))
+            await _run(cur, statements)
+            await cur.execute(_RELEASE_SQL, (thread_key, token))
+    except psycopg.errors.UniqueViolation as exc:
+        if exc.diag.constraint_name != _HOLDERS_KEY:
+            raise
+        raise ThreadBusy(f"thread {thread_key!r} is held by a turn; a write from outside it is refused") from exc
 
 
 @asynccontextmanager
@@ -142,7 +215,7 @@ async def fenced_cursor(conn: AsyncConnection[DictRow], hold: Hold) -> AsyncIter
     On an autocommit connection PostgreSQL runs everything up to a pipeline's Sync in one
     implicit transaction, and psycopg sends the Sync when the block ends: the fence's
     share lock is held until the caller's statements commit, and if the fence fails they
-    are skipped. One round trip, as the stock saver's writes. (psycopg's transaction()
+    are skipped. One round trip per send. (psycopg's transaction()
     inside a pipeline would add two syncs to every write.) The caller must not fetch
     results inside the block: that would sync early.
     """
@@ -152,7 +225,7 @@ async def fenced_cursor(conn: AsyncConnection[DictRow], hold: Hold) -> AsyncIter
             yield cur
     except psycopg.DatabaseError as exc:
         if exc.sqlstate == FENCE_SQLSTATE:
-            thread = hold.key.thread_id
+            thread = hold.name
             raise StaleRunError(
                 f"this turn lost its hold on thread {thread!r} (this replica lost its database session, or the "
                 "database restarted, while the turn ran); nothing more of it is written"
@@ -261,11 +334,24 @@ class OwnerSession:
 class PostgresThreadLocks:
     """One turn at a time per thread across every replica on the database."""
 
-    def __init__(self, pool: Pool, owner: OwnerSession, *, max_wait_s: float, head_sql: str | None = None) -> None:
-        """head_sql: a query of the thread's newest root checkpoint (parameters: thread key, "")
+    def __init__(
+        self,
+        pool: Pool,
+        owner: OwnerSession,
+        *,
+        saver: PostgresSaver,
+        registry: PostgresThreadRegistry,
+        max_wait_s: float,
+        head_sql: str | None = None,
+    ) -> None:
+        """saver, registry: what each hold binds to itself for its turn's writes (Hold.saver, Hold.registry).
+
+        head_sql: a query of the thread's newest root checkpoint (parameters: thread key, "")
         to run in the take's round trip, for the turn's first read of its head (Hold.head)."""
         self._pool = pool
         self._owner = owner
+        self._saver = saver
+        self._registry = registry
         self._head_sql = head_sql
         self._local = LocalThreadLocks(max_wait_s=max_wait_s)
         self._max_wait_s = max_wait_s
@@ -273,20 +359,22 @@ class PostgresThreadLocks:
 
     @asynccontextmanager
     async def hold(
-        self, key: ThreadKey, *, wait: bool, deadline: float | None, step_aside: StepAside = nullcontext
-    ) -> AsyncIterator[None]:
+        self, key: ThreadKey | str, *, wait: bool, deadline: float | None, step_aside: StepAside = nullcontext
+    ) -> AsyncIterator[Hold]:
         """Holds the thread for the block; ThreadBusy if it is busy and wait is False (or the wait ends).
 
-        Turns of this replica queue on a local lock first, so only one of them at a
-        time asks the database. Waits for a busy thread run inside step_aside().
+        The hold's saver and registry are what writes for the block's turn. Turns of this
+        replica queue on a local lock first, so only one of them at a time asks the database.
+        Waits for a busy thread run inside step_aside().
         """
         async with self._local.hold(key, wait=wait, deadline=deadline, step_aside=step_aside):
-            hold = Hold(key, uuid.uuid4())
+            hold = Hold(key, uuid.uuid4(), self._pool)
+            hold.saver = self._saver.bound_to(hold)
+            hold.registry = self._registry.bound_to(hold)
             try:
                 await self._take(hold, wait=wait, deadline=deadline, step_aside=step_aside)
-                reset = _current_hold.set(hold)
                 try:
-                    yield
+                    yield hold
                 except BaseException:
                     await _send_what_a_failed_turn_wrote(hold)
                     raise
@@ -295,8 +383,6 @@ class PostgresThreadLocks:
                     # release in one fenced round trip; if nothing waits, the release goes below.
                     if await hold.writes.flush(then=[(_RELEASE_SQL, [(hold.thread_key, hold.token)], False)]):
                         hold.maybe_taken = False
-                finally:
-                    _current_hold.reset(reset)
             finally:
                 hold.released = True
                 if hold.maybe_taken:
@@ -327,7 +413,7 @@ class PostgresThreadLocks:
                 return
             hold.maybe_taken = False
             if not wait or time.monotonic() + _RETRY_INTERVAL_S >= give_up:
-                raise ThreadBusy(f"thread {hold.key.thread_id!r} is running another turn")
+                raise ThreadBusy(f"thread {hold.name!r} is running another turn")
             async with step_aside():  # the thread is busy on another replica: no database needed meanwhile
                 await asyncio.sleep(_RETRY_INTERVAL_S)
 

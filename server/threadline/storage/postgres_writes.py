@@ -1,12 +1,13 @@
 """A turn's writes wait on its hold and go to PostgreSQL together, in as few round trips as they can.
 
 LangGraph saves what each task of a step wrote (`aput_writes`) as soon as the task ends,
-and each step's checkpoint (`aput`) before the next step starts (durability "sync"). On
-PostgreSQL each was a fenced pipeline of its own: a tool turn's five checkpoints and four
-task writes made nine round trips, and the thread registry's row a tenth. Inside a turn,
-the saver keeps those statements here instead and returns at once. They are sent in order,
-in one pipeline (one implicit transaction) with the turn's release when it ends
-(postgres_holds), or in front of any other write of the turn, which cannot wait. So a
+and each step's checkpoint (`aput`) before the next step starts (durability "sync"). Sent
+one by one, a tool turn's five checkpoints and four task writes would make nine fenced
+round trips, and the thread registry's row a tenth. The saver bound to a turn's hold
+(postgres_saver) and the registry bound to it put those statements here instead and return
+at once. They are sent in order, in one pipeline (one implicit transaction) with the turn's
+release when it ends (postgres_holds), or in front of any other write of the turn, which
+cannot wait. So a
 checkpoint is never stored without the writes that produced it, nor a registry row
 without its checkpoints, and the caller hears of the answer only after all of it is stored
 (the engine yields a turn's last event once its thread is let go).
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 Params = Sequence[Any]
@@ -39,24 +39,6 @@ Statement = tuple[str, list[Params | None], bool]
 
 SEND_AFTER_S = 0.1
 """Longest a turn's writes wait for its next write before they are sent on their own."""
-
-
-@dataclass
-class RecordedStatements:
-    """Stands in for the cursor of a fenced write: keeps what the saver runs, to run it after the block.
-
-    LangGraph's write methods only execute on that cursor, never read from it.
-    """
-
-    statements: list[Statement] = field(default_factory=list)
-
-    async def execute(self, query: str, params: Params | None = None) -> None:
-        """Records one statement."""
-        self.statements.append((query, [params], False))
-
-    async def executemany(self, query: str, params_seq: Sequence[Params]) -> None:
-        """Records one statement run once per row."""
-        self.statements.append((query, list(params_seq), True))
 
 
 Send = Callable[[list[Statement]], Awaitable[None]]

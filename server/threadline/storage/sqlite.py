@@ -1,6 +1,7 @@
 """sqlite:///PATH storage: AsyncSqliteSaver on one aiosqlite connection, the embedded default.
 
 One process per file (sqlite:////abs/path for an absolute path); WAL lets reads run while a turn writes.
+Writes go through holds on their threads (local_holds), as with every backend.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from threadline.storage.contract import (
     with_hot_states,
 )
 from threadline.storage.hot_states import HotStatesSaverMixin
+from threadline.storage.local_holds import LocalHolds, LocallyHeldSaver
 from threadline.storage.settings import StorageSettings
 from threadline.storage.thread_registry import SqliteThreadRegistry
 
@@ -74,13 +76,15 @@ async def open_sqlite(url: str, settings: StorageSettings) -> AsyncIterator[Stor
     async with aiosqlite.connect(path) as conn:
         # WAL lets History read while a turn writes.
         await conn.execute("PRAGMA journal_mode=WAL")
-        saver = AuditedSqliteSaver(conn, serde=safe_serializer())
-        await saver.setup()
+        sqlite_saver = AuditedSqliteSaver(conn, serde=safe_serializer())
+        await sqlite_saver.setup()
         await conn.execute(SQLITE_REQUEST_INDEX_SQL)
         await conn.commit()
         sqlite_registry = SqliteThreadRegistry(conn)
         await sqlite_registry.setup()
         log.info("checkpoints in SQLite file %s", url.removeprefix("sqlite:///"))
 
-        hot = with_hot_states(saver, settings)
-        yield SqliteStorage(saver, local_locks(settings), sqlite_registry, hot, conn)
+        hot = with_hot_states(sqlite_saver, settings)
+        locks = local_locks(settings)
+        saver = LocallyHeldSaver(sqlite_saver, locks)
+        yield SqliteStorage(saver, LocalHolds(locks, saver, sqlite_registry), sqlite_registry, hot, conn)

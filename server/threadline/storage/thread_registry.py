@@ -1,9 +1,9 @@
 """The thread registry: one row per thread with what ListThreads shows, newest activity first.
 
 LangGraph's checkpoint tables can only list threads by scanning every checkpoint, so
-each turn (and Rewind) also upserts a small row here, in the same database; for
-PostgreSQL on the run's own locked connection, so the row is fenced like the
-checkpoints it summarizes.
+each turn (and Rewind) also upserts a small row here, in the same database, through
+the turn's hold (`ThreadHold.registry`): on PostgreSQL the row is fenced like the
+checkpoints it summarizes, and goes with them.
 
 A title is any string the caller sent, NUL included. PostgreSQL's text type cannot hold
 NUL, so there the title is stored as its UTF-8 bytes (bytea); SQLite's text holds any
@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiosqlite
 
-from threadline.storage.postgres_saver import PooledPostgresSaver
+from threadline.storage.postgres_pool import Pool
+from threadline.storage.thread_keys import ThreadKey
+
+if TYPE_CHECKING:
+    from threadline.storage.postgres_holds import Hold
 
 
 @dataclass(frozen=True)
@@ -106,37 +110,48 @@ _FORGET = "DELETE FROM threadline_threads WHERE tenant = {p} AND thread_id = {p}
 
 
 class PostgresThreadRegistry:
-    """The registry in PostgreSQL, written through the saver (fenced to the turn's hold, inside a turn)."""
+    """The registry in PostgreSQL. Bound to a turn's hold (`bound_to`), its writes are fenced to the
+    hold, and the turn's row goes with the turn's checkpoints; unbound, they go straight to the pool."""
 
-    def __init__(self, saver: PooledPostgresSaver) -> None:
-        self._saver = saver
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+        self._hold: Hold | None = None
+
+    def bound_to(self, hold: Hold) -> PostgresThreadRegistry:
+        """The registry for the turn holding `hold`."""
+        bound = PostgresThreadRegistry(self._pool)
+        bound._hold = hold
+        return bound
 
     async def setup(self) -> None:
-        async with self._saver.cursor() as cur:
+        async with self._pool.connection() as conn:
             for statement in (*_CREATE_PG.split(";"), _TITLE_AS_BYTES_PG):
                 if statement.strip():
-                    await cur.execute(statement)
+                    await conn.execute(statement)
 
     async def record(
         self, tenant: str, thread_id: str, *, title: str, turn_count: int, head_checkpoint_id: str
     ) -> None:
         now = _now()
+        row = (tenant, thread_id, title.encode(), turn_count, now, now, head_checkpoint_id)
         # Inside a turn the row goes with the turn's release, with what its run wrote, in one round trip.
-        async with self._saver.write_cursor(may_wait=True) as cur:
-            await cur.execute(
-                _UPSERT.format(p="%s"),
-                (tenant, thread_id, title.encode(), turn_count, now, now, head_checkpoint_id),
-            )
+        await self._write(tenant, thread_id, _UPSERT.format(p="%s"), row, may_wait=True)
 
     async def page(self, tenant: str, *, limit: int, after: Cursor | None) -> list[ThreadRow]:
         at, last = after if after is not None else (_now(), "")
-        async with self._saver.cursor() as cur:
-            await cur.execute(_PAGE.format(p="%s"), (tenant, after is None, at, at, last, limit))
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(_PAGE.format(p="%s"), (tenant, after is None, at, at, last, limit))
             return [_summary(row) for row in await cur.fetchall()]
 
     async def forget(self, tenant: str, thread_id: str) -> None:
-        async with self._saver.write_cursor() as cur:
-            await cur.execute(_FORGET.format(p="%s"), (tenant, thread_id))
+        await self._write(tenant, thread_id, _FORGET.format(p="%s"), (tenant, thread_id), may_wait=False)
+
+    async def _write(self, tenant: str, thread_id: str, query: str, row: tuple[Any, ...], *, may_wait: bool) -> None:
+        if self._hold is None:
+            async with self._pool.connection() as conn:
+                await conn.execute(query, row)
+        else:
+            await self._hold.write(ThreadKey(tenant, thread_id).storage_id, [(query, [row], False)], may_wait=may_wait)
 
 
 class SqliteThreadRegistry:

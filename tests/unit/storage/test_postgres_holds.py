@@ -2,8 +2,9 @@
 
 The end-to-end behaviour (a replica that lost its session loses its thread and writes
 nothing more) is in test_replicas_and_locking.py; these pin the two database facts it
-rests on, which a change of psycopg's pipeline handling could break silently, and how a
-turn's checkpoints and task writes wait for its next write (postgres_writes).
+rests on, which a change of psycopg's pipeline handling could break silently, how a
+turn's checkpoints and task writes wait for its next write (postgres_writes), and that
+a write not through a hold on its thread is refused and writes nothing.
 """
 
 from __future__ import annotations
@@ -23,11 +24,15 @@ from threadline.config import Settings
 from threadline.engine.context import DEFAULT_TENANT, RequestContext
 from threadline.engine.engine import Engine
 from threadline.engine.views import TurnCompleted
+from threadline.errors import ThreadBusy
 from threadline.storage import postgres_holds, postgres_writes
 from threadline.storage.contract import safe_serializer
-from threadline.storage.postgres_holds import Hold, Pool, StaleRunError, fenced_cursor
-from threadline.storage.postgres_saver import PooledPostgresSaver, open_pool
+from threadline.storage.postgres_holds import Hold, PostgresThreadLocks, fenced_cursor
+from threadline.storage.postgres_pool import Pool, open_pool
+from threadline.storage.postgres_saver import HEAD_SQL, PostgresSaver
 from threadline.storage.thread_keys import ThreadKey
+from threadline.storage.thread_locks import StaleRunError, UnheldWriteError
+from threadline.storage.thread_registry import PostgresThreadRegistry
 
 _TAKE_OVER = "UPDATE threadline_thread_holders SET token = %s WHERE thread_key = %s"
 
@@ -43,7 +48,7 @@ async def pool(postgres_url: str) -> AsyncIterator[Pool]:
 
 
 async def _held(pool: Pool) -> Hold:
-    hold = Hold(ThreadKey("tests", uuid.uuid4().hex), uuid.uuid4())
+    hold = Hold(ThreadKey("tests", uuid.uuid4().hex), uuid.uuid4(), pool)
     async with pool.connection() as conn:
         await conn.execute(
             "INSERT INTO threadline_thread_holders (thread_key, owner_key, token) VALUES (%s, 0, %s)",
@@ -106,10 +111,14 @@ def _wait_until_written(conn: psycopg.Connection[tuple[object, ...]], pid: int) 
 
 
 @pytest.fixture
-async def saver(pool: Pool) -> PooledPostgresSaver:
-    saver = PooledPostgresSaver(pool, serde=safe_serializer())
+async def saver(pool: Pool) -> PostgresSaver:
+    saver = PostgresSaver(pool, serde=safe_serializer())
     await saver.setup()
     return saver
+
+
+def _locks(pool: Pool, owner: postgres_holds.OwnerSession, saver: PostgresSaver, **options: str) -> PostgresThreadLocks:
+    return PostgresThreadLocks(pool, owner, saver=saver, registry=PostgresThreadRegistry(pool), max_wait_s=5, **options)
 
 
 def _config(thread: str) -> RunnableConfig:
@@ -130,103 +139,90 @@ async def _stored(pool: Pool, thread: str) -> tuple[int, int]:
     return row["checkpoints"], row["writes"]
 
 
-async def _first_checkpoint(saver: PooledPostgresSaver, thread: str) -> RunnableConfig:
+async def _first_checkpoint(saver: PostgresSaver, thread: str) -> RunnableConfig:
     return await saver.aput(_config(thread), empty_checkpoint(), {"source": "input", "step": -1}, {})
 
 
-async def _next_checkpoint(saver: PooledPostgresSaver, config: RunnableConfig) -> RunnableConfig:
+async def _next_checkpoint(saver: PostgresSaver, config: RunnableConfig) -> RunnableConfig:
     return await saver.aput(config, empty_checkpoint(), {"source": "loop", "step": 0}, {})
 
 
-async def _write_that_cannot_wait(
-    saver: PooledPostgresSaver, thread: str, step: int, *, may_wait: bool = False
-) -> None:
-    """A fenced write of the turn that is not LangGraph's own (may_wait: as the thread registry's row)."""
-    async with saver.write_cursor(may_wait=may_wait) as cur:
-        await cur.execute("INSERT INTO fence_probe VALUES (%s, %s)", (thread, step))
+async def _write_that_cannot_wait(hold: Hold, step: int, *, may_wait: bool = False) -> None:
+    """A fenced write of the turn that is not a checkpoint's (may_wait: as the thread registry's row)."""
+    statement = ("INSERT INTO fence_probe VALUES (%s, %s)", [(hold.thread_key, step)], False)
+    await hold.write(hold.thread_key, [statement], may_wait=may_wait)
 
 
 async def test_a_turns_writes_go_with_its_next_write_all_or_nothing(
-    pool: Pool, saver: PooledPostgresSaver, monkeypatch: pytest.MonkeyPatch
+    pool: Pool, saver: PostgresSaver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(postgres_writes, "SEND_AFTER_S", 30)  # no send on their own during the test
     hold = await _held(pool)
     thread = hold.thread_key
-    token = postgres_holds._current_hold.set(hold)
-    try:
-        first = await _first_checkpoint(saver, thread)
-        await saver.aput_writes(first, [("messages", "a"), ("other", "b")], "task-1")
-        second = await _next_checkpoint(saver, first)
-        assert await _stored(pool, thread) == (0, 0), "the checkpoints and task writes wait for the turn's next write"
-        await _write_that_cannot_wait(saver, thread, 1)
-        assert await _stored(pool, thread) == (2, 2)
-        assert await _steps(pool, hold) == [1]
+    held = saver.bound_to(hold)
+    first = await _first_checkpoint(held, thread)
+    await held.aput_writes(first, [("messages", "a"), ("other", "b")], "task-1")
+    second = await _next_checkpoint(held, first)
+    assert await _stored(pool, thread) == (0, 0), "the checkpoints and task writes wait for the turn's next write"
+    await _write_that_cannot_wait(hold, 1)
+    assert await _stored(pool, thread) == (2, 2)
+    assert await _steps(pool, hold) == [1]
 
-        await saver.aput_writes(second, [("messages", "c")], "task-2")
-        await _next_checkpoint(saver, second)
-        async with pool.connection() as conn:
-            await conn.execute(_TAKE_OVER, (uuid.uuid4(), thread))
-        with pytest.raises(StaleRunError, match="lost its hold"):
-            await _write_that_cannot_wait(saver, thread, 2)
-        assert await _stored(pool, thread) == (2, 2), "neither the refused write nor what waited for it landed"
-        assert await _steps(pool, hold) == [1]
-    finally:
-        postgres_holds._current_hold.reset(token)
+    await held.aput_writes(second, [("messages", "c")], "task-2")
+    await _next_checkpoint(held, second)
+    async with pool.connection() as conn:
+        await conn.execute(_TAKE_OVER, (uuid.uuid4(), thread))
+    with pytest.raises(StaleRunError, match="lost its hold"):
+        await _write_that_cannot_wait(hold, 2)
+    assert await _stored(pool, thread) == (2, 2), "neither the refused write nor what waited for it landed"
+    assert await _steps(pool, hold) == [1]
 
 
-async def test_a_turn_reads_its_own_task_writes(pool: Pool, saver: PooledPostgresSaver) -> None:
+async def test_a_turn_reads_its_own_task_writes(pool: Pool, saver: PostgresSaver) -> None:
     hold = await _held(pool)
-    token = postgres_holds._current_hold.set(hold)
-    try:
-        first = await _first_checkpoint(saver, hold.thread_key)
-        await saver.aput_writes(first, [("messages", "a")], "task-1")
-        read = await saver.aget_tuple(first)
-        assert read is not None and [(w[0], w[1], w[2]) for w in read.pending_writes or []] == [
-            ("task-1", "messages", "a")
-        ]
-    finally:
-        postgres_holds._current_hold.reset(token)
+    held = saver.bound_to(hold)
+    first = await _first_checkpoint(held, hold.thread_key)
+    await held.aput_writes(first, [("messages", "a")], "task-1")
+    read = await held.aget_tuple(first)
+    assert read is not None and [(w[0], w[1], w[2]) for w in read.pending_writes or []] == [("task-1", "messages", "a")]
 
 
 async def test_a_turns_writes_are_sent_on_their_own_when_no_write_comes(
-    pool: Pool, saver: PooledPostgresSaver, monkeypatch: pytest.MonkeyPatch
+    pool: Pool, saver: PostgresSaver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(postgres_writes, "SEND_AFTER_S", 0.05)
     hold = await _held(pool)
-    token = postgres_holds._current_hold.set(hold)
-    try:
-        first = await _first_checkpoint(saver, hold.thread_key)
-        await saver.aput_writes(first, [("messages", "a")], "task-1")
-        await saver.aput_writes(first, [("messages", "b")], "task-2")
-        deadline = time.monotonic() + 5
-        while await _stored(pool, hold.thread_key) != (1, 2):
-            assert time.monotonic() < deadline, "the writes were never sent on their own"
-            await asyncio.sleep(0.01)
-        await _next_checkpoint(saver, first)
-        await _write_that_cannot_wait(saver, hold.thread_key, 1)
-        assert await _stored(pool, hold.thread_key) == (2, 2)
-    finally:
-        postgres_holds._current_hold.reset(token)
+    held = saver.bound_to(hold)
+    first = await _first_checkpoint(held, hold.thread_key)
+    await held.aput_writes(first, [("messages", "a")], "task-1")
+    await held.aput_writes(first, [("messages", "b")], "task-2")
+    deadline = time.monotonic() + 5
+    while await _stored(pool, hold.thread_key) != (1, 2):
+        assert time.monotonic() < deadline, "the writes were never sent on their own"
+        await asyncio.sleep(0.01)
+    await _next_checkpoint(held, first)
+    await _write_that_cannot_wait(hold, 1)
+    assert await _stored(pool, hold.thread_key) == (2, 2)
 
 
 async def test_what_waits_at_a_turns_end_goes_with_its_release_all_or_nothing(
-    pool: Pool, saver: PooledPostgresSaver, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    pool: Pool, saver: PostgresSaver, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(postgres_writes, "SEND_AFTER_S", 30)  # no send on their own during the test
     owner = postgres_holds.OwnerSession(postgres_url, prepare_threshold=0)
-    locks = postgres_holds.PostgresThreadLocks(pool, owner, max_wait_s=5)
+    locks = _locks(pool, owner, saver)
     holders = "SELECT token FROM threadline_thread_holders WHERE thread_key = %s"
     try:
         key = ThreadKey("tests", uuid.uuid4().hex)
         thread = key.storage_id
-        async with locks.hold(key, wait=False, deadline=None):
-            await _first_checkpoint(saver, thread)
-            await _write_that_cannot_wait(saver, thread, 1, may_wait=True)
+        async with locks.hold(key, wait=False, deadline=None) as hold:
+            await _first_checkpoint(hold.saver, thread)
+            await _write_that_cannot_wait(hold, 1, may_wait=True)
             assert await _stored(pool, thread) == (0, 0), "a write that may wait waits, with LangGraph's"
             requests = pool.get_stats().get("requests_num", 0)
         assert pool.get_stats().get("requests_num", 0) - requests == 1, "the writes and the release: one round trip"
         assert await _stored(pool, thread) == (1, 0)
-        assert await _steps(pool, Hold(key, uuid.uuid4())) == [1]
+        assert await _steps(pool, Hold(key, uuid.uuid4(), pool)) == [1]
         async with pool.connection() as conn:
             assert await (await conn.execute(holders, (thread,))).fetchone() is None, "released with them"
 
@@ -235,8 +231,8 @@ async def test_what_waits_at_a_turns_end_goes_with_its_release_all_or_nothing(
         thread = key.storage_id
         taker = uuid.uuid4()
         with pytest.raises(StaleRunError, match="lost its hold"):
-            async with locks.hold(key, wait=False, deadline=None):
-                await _first_checkpoint(saver, thread)
+            async with locks.hold(key, wait=False, deadline=None) as hold:
+                await _first_checkpoint(hold.saver, thread)
                 async with pool.connection() as conn:
                     await conn.execute(_TAKE_OVER, (taker, thread))
         assert await _stored(pool, thread) == (0, 0)
@@ -248,31 +244,31 @@ async def test_what_waits_at_a_turns_end_goes_with_its_release_all_or_nothing(
 
 
 async def test_a_turns_first_read_of_its_head_is_the_row_read_with_its_take(
-    pool: Pool, saver: PooledPostgresSaver, postgres_url: str
+    pool: Pool, saver: PostgresSaver, postgres_url: str
 ) -> None:
     owner = postgres_holds.OwnerSession(postgres_url, prepare_threshold=0)
-    locks = postgres_holds.PostgresThreadLocks(pool, owner, max_wait_s=5, head_sql=saver.head_sql)
+    locks = _locks(pool, owner, saver, head_sql=HEAD_SQL)
     key = ThreadKey("tests", uuid.uuid4().hex)
     thread = key.storage_id
     try:
-        async with locks.hold(key, wait=False, deadline=None):
+        async with locks.hold(key, wait=False, deadline=None) as hold:
             requests = pool.get_stats().get("requests_num", 0)
-            assert await saver.aget_tuple(_config(thread)) is None, "a new thread has no head"
+            assert await hold.saver.aget_tuple(_config(thread)) is None, "a new thread has no head"
             assert pool.get_stats().get("requests_num", 0) == requests, "read with the take"
-            first = await _first_checkpoint(saver, thread)
+            first = await _first_checkpoint(hold.saver, thread)
 
-        async with locks.hold(key, wait=False, deadline=None):
+        async with locks.hold(key, wait=False, deadline=None) as hold:
             requests = pool.get_stats().get("requests_num", 0)
-            head = await saver.aget_tuple(_config(thread))
+            head = await hold.saver.aget_tuple(_config(thread))
             assert pool.get_stats().get("requests_num", 0) == requests, "read with the take"
             assert head is not None and head.config == first and head.metadata["step"] == -1
-            again = await saver.aget_tuple(_config(thread))
+            again = await hold.saver.aget_tuple(_config(thread))
             assert pool.get_stats().get("requests_num", 0) == requests + 1, "only the first read is served so"
             assert again is not None and again.config == first and again.checkpoint == head.checkpoint
 
-        async with locks.hold(key, wait=False, deadline=None):
-            second = await _next_checkpoint(saver, first)
-            head = await saver.aget_tuple(_config(thread))
+        async with locks.hold(key, wait=False, deadline=None) as hold:
+            second = await _next_checkpoint(hold.saver, first)
+            head = await hold.saver.aget_tuple(_config(thread))
             assert head is not None and head.config == second, "after a write of the turn, the head is read again"
     finally:
         await owner.close()
@@ -280,18 +276,18 @@ async def test_a_turns_first_read_of_its_head_is_the_row_read_with_its_take(
 
 @pytest.mark.parametrize("ends", ["normally", "with an error"])
 async def test_what_a_turn_wrote_last_is_sent_before_its_thread_is_released(
-    pool: Pool, saver: PooledPostgresSaver, postgres_url: str, ends: str
+    pool: Pool, saver: PostgresSaver, postgres_url: str, ends: str
 ) -> None:
     key = ThreadKey("tests", uuid.uuid4().hex)
     thread = key.storage_id
     owner = postgres_holds.OwnerSession(postgres_url, prepare_threshold=0)
-    locks = postgres_holds.PostgresThreadLocks(pool, owner, max_wait_s=5)
+    locks = _locks(pool, owner, saver)
     try:
         with contextlib.suppress(RuntimeError):
-            async with locks.hold(key, wait=False, deadline=None):
-                first = await _first_checkpoint(saver, thread)
+            async with locks.hold(key, wait=False, deadline=None) as hold:
+                first = await _first_checkpoint(hold.saver, thread)
                 # A task that failed or paused for a human: its writes, then no checkpoint.
-                await saver.aput_writes(first, [("__error__", "the tool failed")], "task-1")
+                await hold.saver.aput_writes(first, [("__error__", "the tool failed")], "task-1")
                 if ends == "with an error":
                     raise RuntimeError("the turn failed")
         assert await _stored(pool, thread) == (1, 1)
@@ -331,3 +327,60 @@ async def test_a_turns_answer_is_stored_and_its_thread_let_go_before_the_caller_
                     )
                 ).fetchone()
             assert stored == (1, 1, 0), "the answer's checkpoint and the thread's row are stored, the thread let go"
+
+
+# -- a write not through a hold on its thread is refused, and writes nothing -------------------
+
+
+async def test_a_write_outside_a_turn_is_refused_while_a_turn_holds_the_thread(
+    pool: Pool, saver: PostgresSaver, postgres_url: str
+) -> None:
+    owner = postgres_holds.OwnerSession(postgres_url, prepare_threshold=0)
+    locks = _locks(pool, owner, saver)
+    key = ThreadKey("tests", uuid.uuid4().hex)
+    thread = key.storage_id
+    try:
+        first = await _first_checkpoint(saver, thread)  # no turn holds it: the write holds it for itself
+        assert await _stored(pool, thread) == (1, 0)
+        async with locks.hold(key, wait=False, deadline=None):
+            with pytest.raises(ThreadBusy, match="held by a turn"):
+                await saver.aput_writes(first, [("messages", "a")], "task-1")
+            with pytest.raises(ThreadBusy):
+                await _next_checkpoint(saver, first)
+            with pytest.raises(ThreadBusy):
+                await saver.adelete_thread(thread)
+            assert await _stored(pool, thread) == (1, 0), "nothing of the refused writes landed"
+        await saver.aput_writes(first, [("messages", "a")], "task-1")
+        assert await _stored(pool, thread) == (1, 1), "once the turn let go, the thread is free again"
+        async with pool.connection() as conn:
+            row = await (
+                await conn.execute(
+                    "SELECT count(*) AS n FROM threadline_thread_holders WHERE thread_key = %s", (thread,)
+                )
+            ).fetchone()
+        assert row is not None and row["n"] == 0, "a write outside a turn leaves no hold behind"
+    finally:
+        await owner.close()
+
+
+async def test_a_turn_cannot_write_a_thread_it_does_not_hold_nor_after_its_hold_ends(
+    pool: Pool, saver: PostgresSaver, postgres_url: str
+) -> None:
+    owner = postgres_holds.OwnerSession(postgres_url, prepare_threshold=0)
+    locks = _locks(pool, owner, saver)
+    key, other = ThreadKey("tests", uuid.uuid4().hex), ThreadKey("tests", uuid.uuid4().hex)
+    try:
+        async with locks.hold(key, wait=False, deadline=None) as hold:
+            with pytest.raises(UnheldWriteError):
+                await _first_checkpoint(hold.saver, other.storage_id)
+            with pytest.raises(UnheldWriteError):
+                await hold.registry.record("tests", other.thread_id, title="", turn_count=1, head_checkpoint_id="x")
+            first = await _first_checkpoint(hold.saver, key.storage_id)
+        with pytest.raises(StaleRunError, match="has ended"):
+            await hold.saver.aput_writes(first, [("messages", "late")], "task-1")
+        with pytest.raises(StaleRunError, match="has ended"):
+            await _next_checkpoint(hold.saver, first)
+        assert await _stored(pool, key.storage_id) == (1, 0), "only the write made while holding the thread landed"
+        assert await _stored(pool, other.storage_id) == (0, 0)
+    finally:
+        await owner.close()
