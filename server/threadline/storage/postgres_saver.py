@@ -174,18 +174,18 @@ DELETE_THREAD_SQL = (
 _DELTA_FIRST_PAGE = 128
 """Rows of a walk's first page: a delta channel stores a snapshot every 100 updates by default."""
 _DELTA_MAX_PAGE = 1024
-_DELTA_CHAIN_SQL = """SELECT c.checkpoint_id, c.parent_checkpoint_id,
-    (SELECT jsonb_object_agg(ch, c.checkpoint -> 'channel_versions' ->> ch) FROM unnest(%(channels)s::text[]) ch)
-        AS versions,
-    (SELECT jsonb_object_agg(v.key, v.value) FROM jsonb_each(c.checkpoint -> 'channel_values') v
-        WHERE v.key = ANY(%(channels)s)) AS inline,
-    (SELECT array_agg(ch) FROM unnest(%(channels)s::text[]) ch WHERE EXISTS (
-        SELECT 1 FROM checkpoint_blobs b WHERE b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns
-            AND b.channel = ch AND b.version = c.checkpoint -> 'channel_versions' ->> ch AND b.type <> 'empty'))
-        AS stored
-FROM checkpoints c
+_DELTA_CHAIN_SQL = """SELECT c.checkpoint_id, c.parent_checkpoint_id{columns} FROM checkpoints c
 WHERE c.thread_id = %(thread)s AND c.checkpoint_ns = %(ns)s AND c.checkpoint_id <= %(upto)s
 ORDER BY c.checkpoint_id DESC LIMIT %(limit)s"""
+# Per channel i (its name the parameter ch{i}): its version, whether a blob stores it at that
+# version (the blobs' primary key, looked up per row), and its value inline if there is one.
+_DELTA_CHANNEL_COLUMNS = """,
+    c.checkpoint -> 'channel_versions' ->> %(ch{i})s AS version_{i},
+    EXISTS (SELECT 1 FROM checkpoint_blobs b WHERE b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns
+        AND b.channel = %(ch{i})s AND b.version = c.checkpoint -> 'channel_versions' ->> %(ch{i})s
+        AND b.type <> 'empty') AS stored_{i},
+    c.checkpoint -> 'channel_values' ? %(ch{i})s AS has_inline_{i},
+    c.checkpoint -> 'channel_values' -> %(ch{i})s AS inline_{i}"""
 _DELTA_WRITES_SQL = """SELECT checkpoint_id, channel, type, blob, task_id, task_path, idx FROM checkpoint_writes
 WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = ANY(%s) AND channel = ANY(%s)"""
 _DELTA_SEEDS_SQL = """SELECT b.channel, b.type, b.blob FROM checkpoint_blobs b
@@ -333,12 +333,16 @@ class PostgresSaver(BaseCheckpointSaver[str]):
     async def _delta_walks(
         self, thread_id: str, checkpoint_ns: str, target: str, channels: builtins.list[str]
     ) -> builtins.list[_Walk]:
-        walks = [_Walk(ch) for ch in channels]
+        walks = [_Walk(ch, i) for i, ch in enumerate(channels)]
+        query = _DELTA_CHAIN_SQL.format(
+            columns="".join(_DELTA_CHANNEL_COLUMNS.format(i=i) for i in range(len(channels)))
+        )
+        named = {f"ch{i}": ch for i, ch in enumerate(channels)}
         rows: dict[str, DictRow] = {}
         upto, size = target, _DELTA_FIRST_PAGE
         while True:
-            params = {"channels": channels, "thread": thread_id, "ns": checkpoint_ns, "upto": upto}
-            page = await self._fetch(_DELTA_CHAIN_SQL, {**params, "limit": size})
+            params = {**named, "thread": thread_id, "ns": checkpoint_ns, "upto": upto, "limit": size}
+            page = await self._fetch(query, params)
             rows.update((row["checkpoint_id"], row) for row in page)
             if target not in rows:
                 return walks  # no such checkpoint: nothing to replay
@@ -555,8 +559,9 @@ _NOTHING: Any = object()
 class _Walk:
     """One channel's walk up the parent chain: the checkpoints whose writes replay, and where it stops."""
 
-    def __init__(self, channel: str) -> None:
+    def __init__(self, channel: str, index: int) -> None:
         self.channel = channel
+        self._columns = (f"stored_{index}", f"version_{index}", f"has_inline_{index}", f"inline_{index}")
         self.chain: list[str] = []
         """Checkpoints on the path whose writes of the channel replay, newest first."""
         self.seed_version: str | None = None
@@ -571,12 +576,13 @@ class _Walk:
             self._started, self._next = True, start
         while not self.done and self._next is not None and self._next in rows:
             row = rows[self._next]
+            stored, version, has_inline, inline = self._columns
             self.chain.append(self._next)
-            if self.channel in (row["stored"] or ()):
-                self.seed_version = (row["versions"] or {}).get(self.channel)
+            if row[stored]:
+                self.seed_version = row[version]
                 self.done = True
-            elif self.channel in (row["inline"] or {}):
-                self.inline_seed = row["inline"][self.channel]
+            elif row[has_inline]:
+                self.inline_seed = row[inline]
                 self.done = True
             self._next = row["parent_checkpoint_id"]
         if self._next is None:
