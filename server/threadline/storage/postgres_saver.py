@@ -223,12 +223,13 @@ class PostgresSaver(BaseCheckpointSaver[str]):
     def __init__(self, pool: Pool, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.pool = pool
-        self._hold: Hold | None = None
+        self.hold: Hold | None = None
+        """The hold this saver's writes are fenced to (bound_to); None for the saver as opened."""
 
     def bound_to(self, hold: Hold) -> PostgresSaver:
         """This saver for the turn holding `hold`: it writes only the hold's thread, fenced to the hold."""
         bound = copy.copy(self)
-        bound._hold = hold
+        bound.hold = hold
         return bound
 
     async def setup(self) -> None:
@@ -253,10 +254,10 @@ class PostgresSaver(BaseCheckpointSaver[str]):
         configurable = config["configurable"]
         thread_id, checkpoint_ns = str(configurable["thread_id"]), str(configurable.get("checkpoint_ns", ""))
         checkpoint_id = get_checkpoint_id(config)
-        if self._hold is not None:
-            if checkpoint_id is None and not checkpoint_ns and (head := self._hold.take_head(thread_id)) is not None:
+        if self.hold is not None:
+            if checkpoint_id is None and not checkpoint_ns and (head := self.hold.take_head(thread_id)) is not None:
                 return (await self._tuples(head))[0] if head else None
-            await self._hold.before_read()
+            await self.hold.before_read()
         if checkpoint_id:
             rows = await self._fetch(_BY_ID_SQL, (thread_id, checkpoint_ns, checkpoint_id))
         else:
@@ -275,8 +276,8 @@ class PostgresSaver(BaseCheckpointSaver[str]):
 
         Filter keys are compared as JSON containment (`metadata @> filter`): no key becomes SQL.
         """
-        if self._hold is not None:
-            await self._hold.before_read()
+        if self.hold is not None:
+            await self.hold.before_read()
         where, params = _where(config, filter, before)
         query = SELECT_SQL + where + " ORDER BY c.checkpoint_id DESC"
         if limit is not None:
@@ -317,8 +318,8 @@ class PostgresSaver(BaseCheckpointSaver[str]):
         if not channels:
             return {}
         channels = list(channels)
-        if self._hold is not None:
-            await self._hold.before_read()
+        if self.hold is not None:
+            await self.hold.before_read()
         configurable = config["configurable"]
         thread_id, checkpoint_ns = str(configurable["thread_id"]), str(configurable.get("checkpoint_ns", ""))
         target = get_checkpoint_id(config)
@@ -499,10 +500,10 @@ class PostgresSaver(BaseCheckpointSaver[str]):
     # -- plumbing --------------------------------------------------------------------------------
 
     async def _write(self, thread_id: str, statements: builtins.list[Statement], *, may_wait: bool) -> None:
-        if self._hold is None:
+        if self.hold is None:
             await write_alone(self.pool, thread_id, statements)
         else:
-            await self._hold.write(thread_id, statements, may_wait=may_wait)
+            await self.hold.write(thread_id, statements, may_wait=may_wait)
 
     async def _fetch(self, query: str, params: Sequence[Any] | Mapping[str, Any]) -> builtins.list[DictRow]:
         async with self.pool.connection() as conn, conn.cursor(binary=True) as cur:
