@@ -34,6 +34,7 @@ def _requests(thread_id: str) -> dict[str, Callable[[ThreadlineServiceStub], Any
         "DeleteThread": lambda stub: stub.DeleteThread(pb.DeleteThreadRequest(thread_id=thread_id)),
         "GetState": lambda stub: stub.GetState(pb.GetStateRequest(thread_id=thread_id)),
         "ListThreads": lambda stub: stub.ListThreads(pb.ListThreadsRequest()),
+        "ListMessages": lambda stub: stub.ListMessages(pb.ListMessagesRequest(thread_id=thread_id)),
         "Resume": lambda stub: stub.Resume(pb.ResumeRequest(thread_id=thread_id, interrupt_id="i", decision=approve)),
         "StreamResume": lambda stub: list(
             stub.StreamResume(pb.StreamResumeRequest(thread_id=thread_id, interrupt_id="i", decision=approve))
@@ -161,6 +162,7 @@ def _bad_credentials(creds: Credentials) -> dict[str, tuple[str | None, str]]:
 def test_every_rpc_refuses_calls_without_valid_credentials(
     creds: Credentials, stub: ThreadlineServiceStub, auth_server: ServerProcess
 ) -> None:
+    assert set(RPCS) == set(pb.DESCRIPTOR.services_by_name["ThreadlineService"].methods_by_name), "every RPC"
     matrix: dict[tuple[str, str], tuple[str, str]] = {}
     messages = set()
     for case, (authorization, reason) in _bad_credentials(creds).items():
@@ -229,9 +231,9 @@ def _wait_for(condition: Callable[[], bool], failure: str, timeout_s: float = 10
 
 SCOPED_CASES = {
     # key or token -> the RPCs it may call (the rest: PERMISSION_DENIED MISSING_SCOPE)
-    "read key": ("acme_reader", {"History", "GetState", "ListThreads"}),
+    "read key": ("acme_reader", {"History", "GetState", "ListThreads", "ListMessages"}),
     "write key": ("acme_writer", {"Ask", "StreamAsk", "Resume", "StreamResume", "Rewind"}),
-    "JWT threadline:read": ("jwt_read", {"History", "GetState", "ListThreads"}),
+    "JWT threadline:read": ("jwt_read", {"History", "GetState", "ListThreads", "ListMessages"}),
     "JWT threadline:delete": ("jwt_delete", {"DeleteThread"}),
     "JWT with foreign scopes only": ("jwt_foreign", set()),
 }
@@ -245,7 +247,8 @@ def test_scopes_decide_which_rpcs_a_caller_may_make(creds: Credentials, stub: Th
         "jwt_delete": creds.signer.token(scope="threadline:delete"),
         "jwt_foreign": creds.signer.token(scope="openid profile"),
     }
-    needed = {"History": "read", "GetState": "read", "ListThreads": "read", "DeleteThread": "delete"}
+    needed = {"History": "read", "GetState": "read", "ListThreads": "read", "ListMessages": "read"}
+    needed["DeleteThread"] = "delete"
     for case, (token, allowed) in SCOPED_CASES.items():
         for rpc in RPCS:
             error = _call(stub, rpc, f"scoped-{uuid.uuid4().hex[:8]}", f"Bearer {tokens[token]}")
