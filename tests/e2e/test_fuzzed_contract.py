@@ -45,6 +45,7 @@ DOCUMENTED: dict[str, set[grpc.StatusCode]] = {
     "DeleteThread": ANY_CALL | {C.NOT_FOUND, C.ABORTED},
     "GetState": ANY_CALL | {C.NOT_FOUND},
     "ListThreads": ANY_CALL,
+    "ListMessages": ANY_CALL | {C.NOT_FOUND},
     "Resume": ANY_CALL | TURN,
     "StreamResume": ANY_CALL | TURN,
 }
@@ -61,7 +62,10 @@ class Known:
         self.threads = [plain.thread_id, paused.thread_id]
         self.checkpoints = [c.checkpoint_id for t in self.threads for c in client.history(t, page_size=50).checkpoints]
         self.interrupts = [i.interrupt_id for i in paused.interrupts]
-        self.page_tokens = [client.history(plain.thread_id, page_size=1).next_page_token]
+        self.page_tokens = [
+            client.history(plain.thread_id, page_size=1).next_page_token,
+            client.list_messages(plain.thread_id, page_size=1).next_page_token,
+        ]
         self.touched: set[str] = set()
 
 
@@ -188,7 +192,7 @@ def test_ask(stub: ThreadlineServiceStub, known: Known, data: st.DataObject) -> 
 @given(data=st.data())
 def test_reads(stub: ThreadlineServiceStub, known: Known, data: st.DataObject) -> None:
     thread = data.draw(_threads(known))
-    which = data.draw(st.sampled_from(["History", "GetState", "ListThreads"]))
+    which = data.draw(st.sampled_from(["History", "GetState", "ListThreads", "ListMessages"]))
     calls: dict[str, Callable[[], Any]] = {
         "History": lambda: stub.History(
             pb.HistoryRequest(
@@ -201,6 +205,16 @@ def test_reads(stub: ThreadlineServiceStub, known: Known, data: st.DataObject) -
         ),
         "GetState": lambda: stub.GetState(
             pb.GetStateRequest(thread_id=thread, checkpoint_id=data.draw(_checkpoints(known))),
+            timeout=CALL_TIMEOUT_S,
+        ),
+        "ListMessages": lambda: stub.ListMessages(
+            pb.ListMessagesRequest(
+                thread_id=thread,
+                checkpoint_id=data.draw(st.one_of(st.just(""), _checkpoints(known))),
+                page_size=data.draw(SIZES),
+                page_token=data.draw(_page_tokens(known)),
+                newest_first=data.draw(st.booleans()),
+            ),
             timeout=CALL_TIMEOUT_S,
         ),
         "ListThreads": lambda: stub.ListThreads(
