@@ -172,7 +172,7 @@ DELETE_THREAD_SQL = (
 # first, with what the walk needs of each: its parent, whether it stores each channel (a blob
 # at its version, or a value inline) and that version.
 _DELTA_FIRST_PAGE = 128
-"""Rows of a walk's first page: a delta channel stores a snapshot every 100 updates by default."""
+"""Rows of a walk's first page: a channel's stored value is usually near; later pages grow to _DELTA_MAX_PAGE."""
 _DELTA_MAX_PAGE = 1024
 _DELTA_CHAIN_SQL = """SELECT c.checkpoint_id, c.parent_checkpoint_id{columns} FROM checkpoints c
 WHERE c.thread_id = %(thread)s AND c.checkpoint_ns = %(ns)s AND c.checkpoint_id <= %(upto)s
