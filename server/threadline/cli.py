@@ -35,7 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ThreadlineError as exc:
         print(f"threadline: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, log_format=settings.log_format)
     logging.getLogger(__name__).info("threadline %s starting with\n%s", __version__, config.describe(settings))
     if settings.workers > 1:
         return serve_in_workers(settings)

@@ -161,6 +161,18 @@ class Settings:
         "uvloop", "the asyncio event loop: uvloop (libuv: less CPU per call and per token) or asyncio (the stdlib's)"
     )
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
+    log_format: str = _setting(
+        "text", "log lines as text (for people) or json (one object per line, with the call's rpc, tenant and ids)"
+    )
+    access_log: bool = _setting(
+        False, "log one line per RPC, health checks included: method, status code, duration, peer, tenant, ids"
+    )
+    metrics_address: str = _setting(
+        "", "host:port serving Prometheus metrics at /metrics, unauthenticated (empty: no metrics)"
+    )
+    metrics_tenant_label: bool = _setting(
+        False, "label handled calls and turns with the caller's tenant (one series per tenant: mind the cardinality)"
+    )
     api_keys_file: str = _setting(
         "", "file of API keys' hashes: lines TENANT SHA256_HEX [SCOPES [LABEL]] (`threadline keys new` makes one)"
     )
@@ -371,6 +383,9 @@ def _validate(settings: Settings) -> None:
         raise ConfigurationError(f"THREADLINE_EVENT_LOOP: expected uvloop or asyncio, got {settings.event_loop!r}")
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigurationError(f"THREADLINE_LOG_LEVEL: unknown level {settings.log_level!r}")
+    if settings.log_format not in ("text", "json"):
+        raise ConfigurationError(f"THREADLINE_LOG_FORMAT: expected text or json, got {settings.log_format!r}")
+    _validate_metrics_address(settings.metrics_address)
     _validate_security(settings)
 
 
@@ -398,6 +413,14 @@ def _validate_security(settings: Settings) -> None:
             "delete every thread. Set THREADLINE_API_KEYS_FILE or THREADLINE_JWT_JWKS, listen on a loopback "
             "address, or set THREADLINE_ALLOW_UNAUTHENTICATED=true"
         )
+
+
+def _validate_metrics_address(address: str) -> None:
+    if not address:
+        return
+    host, separator, port = address.rpartition(":")
+    if not separator or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigurationError(f"THREADLINE_METRICS_ADDRESS: expected host:port, got {address!r}")
 
 
 def is_loopback(address: str) -> bool:

@@ -53,6 +53,10 @@ def test_a_flag_wins_over_the_environment_which_wins_over_the_default() -> None:
         ({"THREADLINE_TLS_CLIENT_CA_FILE": "/ca.pem"}, "THREADLINE_TLS_CLIENT_CA_FILE needs TLS"),
         ({"THREADLINE_REFLECTION": "public"}, "expected open, authenticated or off"),
         ({"THREADLINE_TENANT_TURNS_PER_MINUTE": "-1"}, "at least 0"),
+        ({"THREADLINE_LOG_FORMAT": "xml"}, "THREADLINE_LOG_FORMAT: expected text or json"),
+        ({"THREADLINE_METRICS_ADDRESS": "9464"}, "THREADLINE_METRICS_ADDRESS: expected host:port"),
+        ({"THREADLINE_METRICS_ADDRESS": "127.0.0.1:70000"}, "THREADLINE_METRICS_ADDRESS: expected host:port"),
+        ({"THREADLINE_ACCESS_LOG": "sometimes"}, "expected true or false"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(environ: dict[str, str], message: str) -> None:

@@ -27,6 +27,7 @@ from threadline.engine.context import RequestContext
 from threadline.errors import PermissionDenied
 from threadline.transport.security import RPC_SCOPES, TURN_RPCS
 from threadline.transport.status_mapping import status_for
+from threadline.transport.telemetry import current_call
 from threadline_client.v1 import threadline_pb2 as pb
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -111,7 +112,11 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                 principal = await self._authenticator.authenticate(_authorization(context))
                 if RPC_SCOPES[rpc] not in principal.scopes:
                     raise PermissionDenied(RPC_SCOPES[rpc].value)
-                token = _current.set(_request_context(rpc, request, context, principal))
+                request_context = _request_context(rpc, request, context, principal)
+                call = current_call()
+                if call is not None:
+                    call.tenant, call.request_id = request_context.tenant, request_context.request_id
+                token = _current.set(request_context)
                 try:
                     if self._quotas is None or rpc not in TURN_RPCS:
                         return await behavior(request, context)
@@ -169,6 +174,9 @@ async def reported_errors(context: Context) -> AsyncIterator[None]:
     except grpc.aio.AbortError:
         raise
     except Exception as exc:  # every failure is reported, none crashes the server
+        call = current_call()
+        if call is not None:
+            call.error = exc
         remaining = context.time_remaining()  # None without a deadline; clamped to 0 once it passed
         if (remaining is not None and remaining <= 0) or context.cancelled():
             # The caller is gone (its deadline passed, or it cancelled: a write to it then fails

@@ -6,10 +6,11 @@ One process serves; `transport/workers.py` runs several of these on one address.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
-import sys
+from collections.abc import AsyncIterator
 from multiprocessing.connection import Connection
 
 import grpc
@@ -24,19 +25,16 @@ from threadline.errors import ThreadlineError
 from threadline.event_loop import describe, loop_factory
 from threadline.transport import security
 from threadline.transport.interceptors import SERVICE_NAME, RequestInterceptor
+from threadline.transport.log_format import configure_logging
+from threadline.transport.metrics import Metrics, in_multiprocess_mode, serve_metrics
 from threadline.transport.reflection import REFLECTION_SERVICES, enable_reflection
 from threadline.transport.servicer import ThreadlineServicer
+from threadline.transport.telemetry import TelemetryInterceptor
 from threadline_client.v1 import threadline_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [worker %(process)d]: %(message)s"
-
-
-def configure_logging(level: str, *, worker: bool = False) -> None:
-    """Logs to stderr at level; a worker's lines carry its pid."""
-    logging.basicConfig(level=level.upper(), format=WORKER_LOG_FORMAT if worker else LOG_FORMAT, stream=sys.stderr)
+__all__ = ["configure_logging", "run", "serve"]
 
 
 def _options(settings: Settings) -> list[tuple[str, int]]:
@@ -68,11 +66,18 @@ def log_runtime_stats() -> None:
     log.info("runtime stats: tasks=%d fds=%d sockets=%d", len(asyncio.all_tasks()), len(fds), sockets)
 
 
-async def _watch_storage(engine: Engine, health_servicer: health.aio.HealthServicer) -> None:
-    """Keeps health NOT_SERVING while the database is unreachable, so load balancers route around us."""
+async def _watch_storage(
+    engine: Engine, health_servicer: health.aio.HealthServicer, metrics: Metrics | None = None
+) -> None:
+    """Keeps health NOT_SERVING while the database is unreachable, so load balancers route around us.
+
+    threadline_storage_up follows the same probe.
+    """
     serving = True
     while True:
         up = await engine.check_storage()
+        if metrics is not None:
+            metrics.storage_up.set(1 if up else 0)
         if up != serving:
             serving = up
             status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -120,8 +125,9 @@ async def serve(
     loop = asyncio.get_running_loop()
     stop = _stop_on_signals(loop)
     authenticator = await security.authenticator(settings)
-    server, health_servicer = await _grpc_server(settings, authenticator)
-    async with Engine.open(settings.engine) as engine:
+    metrics = _metrics(settings)
+    server, health_servicer = await _grpc_server(settings, authenticator, metrics)
+    async with Engine.open(settings.engine) as engine, _metrics_endpoint(settings, metrics):
         pb_grpc.add_ThreadlineServiceServicer_to_server(ThreadlineServicer(engine), server)
         _listen(server, settings)
         await server.start()
@@ -135,7 +141,7 @@ async def serve(
             supervisor.send(os.getpid())
             # The supervisor never writes again: the pipe turns readable only when it closes.
             loop.add_reader(supervisor.fileno(), _supervisor_gone, stop)
-        background = _background_tasks(engine, health_servicer, settings, retention=retention)
+        background = _background_tasks(engine, health_servicer, settings, metrics, retention=retention)
         loop.add_signal_handler(signal.SIGHUP, _reload_credentials, authenticator)
         if authenticator.api_keys is not None:
             background.append(asyncio.create_task(_watch_api_keys(authenticator.api_keys)))
@@ -191,20 +197,53 @@ async def _watch_api_keys(api_keys: ApiKeyFile) -> None:
         api_keys.reload_if_changed()
 
 
+def _metrics(settings: Settings) -> Metrics | None:
+    """This process's metrics, when THREADLINE_METRICS_ADDRESS is set.
+
+    A worker registers none: it writes them to PROMETHEUS_MULTIPROC_DIR, whose sum the supervisor serves.
+    """
+    if not settings.metrics_address:
+        return None
+    if in_multiprocess_mode():
+        return Metrics(tenant_label=settings.metrics_tenant_label, registry=None)
+    return Metrics(tenant_label=settings.metrics_tenant_label)
+
+
+@contextlib.asynccontextmanager
+async def _metrics_endpoint(settings: Settings, metrics: Metrics | None) -> AsyncIterator[None]:
+    """Serves /metrics for the block, unless there are none or the supervisor serves them."""
+    if metrics is None or in_multiprocess_mode():
+        yield
+        return
+    endpoint = serve_metrics(settings.metrics_address)
+    log.info("metrics at http://%s/metrics", settings.metrics_address)
+    try:
+        yield
+    finally:
+        endpoint.shutdown()
+        endpoint.server_close()
+
+
 async def _grpc_server(
-    settings: Settings, authenticator: Authenticator
+    settings: Settings, authenticator: Authenticator, metrics: Metrics | None = None
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     """The gRPC server with its interceptors, health (NOT_SERVING until the engine is open) and reflection.
 
     Health needs no credentials (load balancers and orchestrators probe it); reflection follows
-    THREADLINE_REFLECTION.
+    THREADLINE_REFLECTION. Telemetry, when on, is the outermost interceptor: it sees every call,
+    those refused by the RequestInterceptor too.
     """
-    interceptor = RequestInterceptor(
-        authenticator,
-        security.quotas(settings),
-        authenticated_services=REFLECTION_SERVICES if settings.reflection == "authenticated" else frozenset(),
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    if metrics is not None or settings.access_log:
+        interceptors.append(TelemetryInterceptor(metrics, access_log=settings.access_log))
+    interceptors.append(
+        RequestInterceptor(
+            authenticator,
+            security.quotas(settings),
+            authenticated_services=REFLECTION_SERVICES if settings.reflection == "authenticated" else frozenset(),
+        )
     )
-    server = grpc.aio.server(options=_options(settings), interceptors=[interceptor])
+    server = grpc.aio.server(options=_options(settings), interceptors=interceptors)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection != "off":
@@ -215,10 +254,15 @@ async def _grpc_server(
 
 
 def _background_tasks(
-    engine: Engine, health_servicer: health.aio.HealthServicer, settings: Settings, *, retention: bool
+    engine: Engine,
+    health_servicer: health.aio.HealthServicer,
+    settings: Settings,
+    metrics: Metrics | None,
+    *,
+    retention: bool,
 ) -> list[asyncio.Task[None]]:
-    """The storage watch (health follows the database) and, where this process runs it, retention."""
-    tasks = [asyncio.create_task(_watch_storage(engine, health_servicer))]
+    """The storage watch (health and threadline_storage_up follow the database); retention where this runs it."""
+    tasks = [asyncio.create_task(_watch_storage(engine, health_servicer, metrics))]
     if retention and settings.retention_ttl_s > 0:
         tasks.append(
             asyncio.create_task(_expire_idle_threads(engine, settings.retention_ttl_s, settings.retention_interval_s))

@@ -7,6 +7,9 @@ starts the workers (the first alone, so that only one of them runs the schema
 set-up), forwards SIGTERM/SIGINT/SIGUSR1 to them, and if a worker dies unexpectedly
 it stops the others and exits 1, leaving restarts to whatever runs the service
 (systemd, Kubernetes), which then sees the failure.
+
+With metrics on, the supervisor serves /metrics: the workers write theirs to a directory of
+the supervisor's (prometheus-client's multiprocess mode), removed when the supervisor ends.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from types import FrameType
 
 from threadline.config import Settings
 from threadline.errors import ConfigurationError, ThreadlineError
+from threadline.transport.metrics import multiprocess_directory, multiprocess_registry, serve_metrics, worker_exited
 from threadline.transport.server import configure_logging, run
 
 log = logging.getLogger(__name__)
@@ -41,7 +45,7 @@ def _worker_main(settings: Settings, index: int, supervisor: Connection) -> None
     # KeyboardInterrupt during start-up (before the event loop takes the signal) would print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until serve() reloads API keys on it
-    configure_logging(settings.log_level, worker=True)
+    configure_logging(settings.log_level, log_format=settings.log_format, worker=True)
     # One worker runs the retention passes: the others would only race it for the same threads.
     sys.exit(run(settings, retention=index == 0, supervisor=supervisor))
 
@@ -99,8 +103,9 @@ class _Worker:
 class _Supervisor:
     """Starts the workers, forwards signals to them, and stops them all when one fails."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics_directory: str | None = None) -> None:
         self._settings = settings
+        self._metrics_directory = metrics_directory
         self._context = multiprocessing.get_context("spawn")  # never fork a process that may hold gRPC state
         self._workers: list[_Worker] = []
         self._stopping_since: float | None = None
@@ -161,6 +166,7 @@ class _Supervisor:
             elif isinstance(item, int) and self._stopping_since is None:
                 worker = sentinels[item]
                 worker.process.join(1.0)  # the sentinel can fire just before the exit status is there
+                self._forget_metrics(worker)
                 log.error(
                     "worker %d (pid %s) exited unexpectedly with code %s: stopping the others",
                     worker.index,
@@ -168,6 +174,11 @@ class _Supervisor:
                     worker.process.exitcode,
                 )
                 self._fail()
+
+    def _forget_metrics(self, worker: _Worker) -> None:
+        """Drops an exited worker's live gauges from the scrape; its counters stay counted."""
+        if self._metrics_directory is not None and worker.process.pid is not None:
+            worker_exited(self._metrics_directory, worker.process.pid)
 
     def _fail(self) -> None:
         self._failed = True
@@ -199,6 +210,7 @@ class _Supervisor:
             elif worker.process.exitcode not in (0, -signal.SIGTERM):  # SIGTERM before its handler was set
                 self._failed = True
             worker.pipe.close()
+            self._forget_metrics(worker)
         log.info("stopped %d worker(s)", len(self._workers))
 
 
@@ -214,4 +226,18 @@ def serve_in_workers(settings: Settings) -> int:
         log.error("cannot start: %s", exc.message if isinstance(exc, ThreadlineError) else exc)
         return 1
     with reservation:
-        return _Supervisor(dataclasses.replace(settings, address=address)).run()
+        settings = dataclasses.replace(settings, address=address)
+        if not settings.metrics_address:
+            return _Supervisor(settings).run()
+        with multiprocess_directory() as directory:
+            try:
+                endpoint = serve_metrics(settings.metrics_address, multiprocess_registry(directory))
+            except OSError as exc:
+                log.error("cannot start: metrics at %s: %s", settings.metrics_address, exc)
+                return 1
+            log.info("metrics of all workers at http://%s/metrics", settings.metrics_address)
+            try:
+                return _Supervisor(settings, directory).run()
+            finally:
+                endpoint.shutdown()
+                endpoint.server_close()

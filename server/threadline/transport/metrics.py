@@ -1,0 +1,219 @@
+"""Prometheus metrics: the gRPC server family of go-grpc-prometheus, Threadline's own, and /metrics.
+
+The RPC metrics keep go-grpc-prometheus's names, labels and status code names, so dashboards
+built for gRPC servers work unchanged. Threadline's own metrics are prefixed `threadline_`.
+
+One process serves `/metrics` on THREADLINE_METRICS_ADDRESS itself. With several workers the
+supervisor serves it instead: before it starts them it points PROMETHEUS_MULTIPROC_DIR at a
+directory of its own (prometheus-client's multiprocess mode), every worker writes its values
+there, and one scrape of the supervisor adds them up.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from wsgiref.simple_server import WSGIServer
+
+import grpc
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    multiprocess,
+    start_http_server,
+)
+
+from threadline import __version__
+
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+GRPC_CODE_NAMES: dict[grpc.StatusCode, str] = {
+    grpc.StatusCode.OK: "OK",
+    grpc.StatusCode.CANCELLED: "Canceled",
+    grpc.StatusCode.UNKNOWN: "Unknown",
+    grpc.StatusCode.INVALID_ARGUMENT: "InvalidArgument",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "DeadlineExceeded",
+    grpc.StatusCode.NOT_FOUND: "NotFound",
+    grpc.StatusCode.ALREADY_EXISTS: "AlreadyExists",
+    grpc.StatusCode.PERMISSION_DENIED: "PermissionDenied",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "ResourceExhausted",
+    grpc.StatusCode.FAILED_PRECONDITION: "FailedPrecondition",
+    grpc.StatusCode.ABORTED: "Aborted",
+    grpc.StatusCode.OUT_OF_RANGE: "OutOfRange",
+    grpc.StatusCode.UNIMPLEMENTED: "Unimplemented",
+    grpc.StatusCode.INTERNAL: "Internal",
+    grpc.StatusCode.UNAVAILABLE: "Unavailable",
+    grpc.StatusCode.DATA_LOSS: "DataLoss",
+    grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
+}
+"""gRPC status codes as go-grpc-prometheus names them in `grpc_code` (Go's codes.Code.String())."""
+
+HANDLING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""go-grpc-prometheus's handling-time buckets (Prometheus' DefBuckets), in seconds."""
+TURN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+"""Turn durations and time to first token, in seconds: model turns run from milliseconds to minutes."""
+
+_RPC = ("grpc_type", "grpc_service", "grpc_method")
+
+
+class Metrics:
+    """Every metric one server process records; created once per process, when metrics are on."""
+
+    def __init__(self, *, tenant_label: bool, registry: CollectorRegistry | None = REGISTRY) -> None:
+        """Args:
+        tenant_label: Whether handled calls and turns carry a `tenant` label (one series per tenant).
+        registry: Where the metrics are registered; None in a worker, whose values the supervisor's
+            multiprocess collector reads from PROMETHEUS_MULTIPROC_DIR.
+        """
+        self.tenant_label = tenant_label
+        # go-grpc-prometheus has no *_created series, and multiprocess mode has none: one scrape shape.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        tenant = ("tenant",) if tenant_label else ()
+        self.started = Counter(
+            "grpc_server_started_total", "Total number of RPCs started on the server.", _RPC, registry=registry
+        )
+        self.handled = Counter(
+            "grpc_server_handled_total",
+            "Total number of RPCs completed on the server, regardless of success or failure.",
+            (*_RPC, "grpc_code", *tenant),
+            registry=registry,
+        )
+        self.received = Counter(
+            "grpc_server_msg_received_total",
+            "Total number of RPC stream messages received on the server.",
+            _RPC,
+            registry=registry,
+        )
+        self.sent = Counter(
+            "grpc_server_msg_sent_total",
+            "Total number of gRPC stream messages sent by the server.",
+            _RPC,
+            registry=registry,
+        )
+        self.handling = Histogram(
+            "grpc_server_handling_seconds",
+            "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+            _RPC,
+            buckets=HANDLING_BUCKETS,
+            registry=registry,
+        )
+        self.turn_duration = Histogram(
+            "threadline_turn_duration_seconds",
+            "Time a turn call (Ask, StreamAsk, Resume, StreamResume) took, from its start to its status; "
+            "outcome is its gRPC code name.",
+            ("rpc", "outcome", *tenant),
+            buckets=TURN_BUCKETS,
+            registry=registry,
+        )
+        self.time_to_first_token = Histogram(
+            "threadline_time_to_first_token_seconds",
+            "Time from a streamed turn's start to its first token sent; outcome is the call's gRPC code name.",
+            ("rpc", "outcome", *tenant),
+            buckets=TURN_BUCKETS,
+            registry=registry,
+        )
+        self.turns_in_flight = Gauge(
+            "threadline_turns_in_flight",
+            "Turn calls being served now (waiting for their thread or running).",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.open_streams = Gauge(
+            "threadline_open_streams",
+            "Server-streaming ThreadlineService calls open now (StreamAsk, StreamResume).",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.busy_rejections = Counter(
+            "threadline_busy_rejections_total",
+            "Turns refused with ABORTED THREAD_BUSY: their thread was busy with another turn (on any replica).",
+            ("rpc", *tenant),
+            registry=registry,
+        )
+        self.storage_up = Gauge(
+            "threadline_storage_up",
+            "1 while the checkpoint database answers the health probe, 0 while it does not "
+            "(with several workers: the lowest of theirs).",
+            multiprocess_mode="livemin",
+            registry=registry,
+        )
+        self.build_info = Gauge(
+            "threadline_build_info",
+            "Always 1; the labels name the running versions of Threadline, Python and LangGraph.",
+            ("version", "python", "langgraph"),
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
+        self.build_info.labels(__version__, platform.python_version(), _version_of("langgraph")).set(1)
+
+
+def _version_of(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """(host, port) of a host:port metrics address; an IPv6 host may be bracketed."""
+    host, separator, port = address.rpartition(":")
+    if not separator or not port.isdigit():
+        raise ValueError(f"expected host:port, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def serve_metrics(address: str, registry: CollectorRegistry = REGISTRY) -> WSGIServer:
+    """Serves the registry's metrics at http://address/metrics from a daemon thread; shut it down when done.
+
+    Raises:
+        OSError: the address cannot be listened on.
+    """
+    host, port = split_address(address)
+    server, _ = start_http_server(port, host, registry=registry)
+    return server
+
+
+def multiprocess_registry(directory: str) -> CollectorRegistry:
+    """A registry whose scrape adds up what every process writing to directory recorded."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return registry
+
+
+@contextmanager
+def multiprocess_directory() -> Iterator[str]:
+    """A fresh PROMETHEUS_MULTIPROC_DIR for the workers started in the block; removed afterwards.
+
+    Workers are spawned processes: they inherit the variable and import prometheus-client
+    after it is set, which is what puts the client in multiprocess mode.
+    """
+    directory = tempfile.mkdtemp(prefix="threadline-metrics-")
+    previous = os.environ.get(MULTIPROC_DIR_ENV)
+    os.environ[MULTIPROC_DIR_ENV] = directory
+    try:
+        yield directory
+    finally:
+        if previous is None:
+            del os.environ[MULTIPROC_DIR_ENV]
+        else:
+            os.environ[MULTIPROC_DIR_ENV] = previous
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def in_multiprocess_mode() -> bool:
+    """True in a worker whose metrics the supervisor serves (PROMETHEUS_MULTIPROC_DIR is set)."""
+    return bool(os.environ.get(MULTIPROC_DIR_ENV))
+
+
+def worker_exited(directory: str, pid: int) -> None:
+    """Drops an exited worker's live gauges (in flight, open streams, storage up) from the scrape."""
+    multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]

@@ -1,0 +1,195 @@
+"""Metrics and logs of a real server: known calls, then a real Prometheus scrape and the server's own log lines."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.credentials import Key, api_key
+from tests.support import ServerProcess, free_port, server_env
+from threadline_client import ThreadlineClient, ThreadlineError
+
+SERVICE = "threadline.v1.ThreadlineService"
+# Every query of this module carries it: it must never show up in a log line.
+SECRET_QUERY_MARK = "zebra-quartz-7781"
+# A channel of its own per client: the kernel spreads connections, not calls, over workers.
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(address: str) -> Samples:
+    """Every sample of one scrape of http://address/metrics, parsed by prometheus-client's own parser."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of name's samples whose labels include these."""
+    wanted = set(labels.items())
+    return sum(value for (sample, have), value in samples.items() if sample == name and wanted <= have)
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Key, Path]]:
+    folder = tmp_path_factory.mktemp("observability-keys")
+    made = api_key("acme", label="observability")
+    (folder / "keys").write_text(made.line + "\n")
+    yield made, folder / "keys"
+
+
+@pytest.fixture(scope="module")
+def observed(
+    key: tuple[Key, Path], tmp_path_factory: pytest.TempPathFactory, logs: Path
+) -> Iterator[tuple[ServerProcess, str]]:
+    """A server with metrics, JSON logs and the access log on (API keys: calls have a tenant)."""
+    metrics_address = f"127.0.0.1:{free_port()}"
+    env = server_env(
+        THREADLINE_API_KEYS_FILE=str(key[1]),
+        THREADLINE_METRICS_ADDRESS=metrics_address,
+        THREADLINE_LOG_FORMAT="json",
+        THREADLINE_ACCESS_LOG="true",
+    )
+    url = f"sqlite:///{tmp_path_factory.mktemp('observability') / 'threadline.db'}"
+    with ServerProcess(url, logs, env=env) as server:
+        yield server, metrics_address
+
+
+@pytest.fixture(scope="module")
+def known_calls(observed: tuple[ServerProcess, str], key: tuple[Key, Path]) -> dict[str, Any]:
+    """Makes a known set of calls between two scrapes; what the tests below check."""
+    server, metrics_address = observed
+    before = scrape(metrics_address)
+    with ThreadlineClient(server.address, token=key[0].key) as client:
+        thread = client.ask(f"My name is Ada. {SECRET_QUERY_MARK}", request_id="obs-1").thread_id
+        for i in range(2):
+            client.ask(f"My item{i} is {SECRET_QUERY_MARK}.", thread_id=thread)
+        streamed = list(client.stream_ask(f"What is 2+3? {SECRET_QUERY_MARK}", thread_id=thread))
+        with pytest.raises(ThreadlineError) as missing:
+            client.history("no-such-thread")
+    with ThreadlineClient(server.address) as anonymous, pytest.raises(ThreadlineError) as refused:
+        anonymous.list_threads()
+    with grpc.insecure_channel(server.address) as channel:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    return {
+        "before": before,
+        "after": scrape(metrics_address),
+        "thread": thread,
+        "streamed": len(streamed),
+        "missing": missing.value.code,
+        "refused": refused.value.code,
+    }
+
+
+def delta(calls: dict[str, Any], name: str, **labels: str) -> float:
+    return total(calls["after"], name, **labels) - total(calls["before"], name, **labels)
+
+
+def test_known_calls_give_exact_rpc_counter_deltas(known_calls: dict[str, Any]) -> None:
+    assert known_calls["missing"] == grpc.StatusCode.NOT_FOUND
+    assert known_calls["refused"] == grpc.StatusCode.UNAUTHENTICATED
+    ask = {"grpc_type": "unary", "grpc_service": SERVICE, "grpc_method": "Ask"}
+    assert delta(known_calls, "grpc_server_started_total", **ask) == 3
+    assert delta(known_calls, "grpc_server_handled_total", **ask, grpc_code="OK") == 3
+    assert delta(known_calls, "grpc_server_handled_total", **ask) == 3, "no Ask under another code"
+    assert delta(known_calls, "grpc_server_msg_received_total", **ask) == 3
+    assert delta(known_calls, "grpc_server_msg_sent_total", **ask) == 3
+    assert delta(known_calls, "grpc_server_handling_seconds_count", **ask) == 3
+    assert delta(known_calls, "grpc_server_handled_total", grpc_method="History", grpc_code="NotFound") == 1
+    assert delta(known_calls, "grpc_server_handled_total", grpc_method="ListThreads", grpc_code="Unauthenticated") == 1
+    stream = {"grpc_type": "server_stream", "grpc_service": SERVICE, "grpc_method": "StreamAsk"}
+    assert delta(known_calls, "grpc_server_handled_total", **stream, grpc_code="OK") == 1
+    assert known_calls["streamed"] > 1
+    assert delta(known_calls, "grpc_server_msg_sent_total", **stream) == known_calls["streamed"]
+    health = {"grpc_service": "grpc.health.v1.Health", "grpc_method": "Check", "grpc_code": "OK"}
+    assert delta(known_calls, "grpc_server_handled_total", **health) == 1
+
+
+def test_turn_metrics_storage_and_build_info(known_calls: dict[str, Any]) -> None:
+    assert delta(known_calls, "threadline_turn_duration_seconds_count", rpc="Ask", outcome="OK") == 3
+    assert delta(known_calls, "threadline_turn_duration_seconds_count", rpc="StreamAsk", outcome="OK") == 1
+    assert delta(known_calls, "threadline_time_to_first_token_seconds_count", rpc="StreamAsk", outcome="OK") == 1
+    after = known_calls["after"]
+    assert total(after, "threadline_turns_in_flight") == 0
+    assert total(after, "threadline_open_streams") == 0
+    assert total(after, "threadline_storage_up") == 1
+    info = [labels for (name, labels) in after if name == "threadline_build_info"]
+    assert len(info) == 1 and {"version", "python", "langgraph"} <= {k for k, _ in info[0]}
+
+
+def test_json_log_lines_carry_the_call_and_never_the_query(
+    observed: tuple[ServerProcess, str], known_calls: dict[str, Any]
+) -> None:
+    server, _ = observed
+    lines = _log_lines(server, lambda lines: any(line.get("grpc_code") == "Unauthenticated" for line in lines))
+    assert SECRET_QUERY_MARK not in server.log(), "no query text in the log"
+    assert {"time", "level", "logger", "message"} <= set(lines[0])
+    access = [line for line in lines if line["logger"] == "threadline.access"]
+    asks = [line for line in access if line.get("rpc") == "Ask"]
+    assert len(asks) >= 3
+    first = next(line for line in asks if line["request_id"] == "obs-1")
+    assert first["grpc_code"] == "OK" and first["tenant"] == "acme" and first["thread_id"] == known_calls["thread"]
+    assert first["peer"].startswith("ipv4:127.0.0.1:") and first["duration_ms"] >= 0
+    failed = next(line for line in access if line.get("rpc") == "History")
+    assert failed["grpc_code"] == "NotFound" and failed["thread_id"] == "no-such-thread"
+    refused = next(line for line in access if line.get("grpc_code") == "Unauthenticated")
+    assert refused["grpc_method"] == f"/{SERVICE}/ListThreads" and refused["tenant"] == ""
+
+
+def _log_lines(server: ServerProcess, complete: Any) -> list[dict[str, Any]]:
+    """The server's log, one JSON object per line, once complete(lines) holds (a line is written after its call)."""
+    deadline = time.monotonic() + 10
+    while True:
+        text = server.log()
+        lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+        if complete(lines) or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.1)
+
+
+def test_one_scrape_counts_every_worker(fresh_postgres_url: str, logs: Path) -> None:
+    metrics_address = f"127.0.0.1:{free_port()}"
+    env = server_env(THREADLINE_WORKERS="2", THREADLINE_METRICS_ADDRESS=metrics_address)
+    connections = 24  # all 24 on one worker: a chance of 2 in 2**24
+    with ServerProcess(fresh_postgres_url, logs, env=env) as server:
+        workers = _worker_pids(server)
+
+        def ask(i: int) -> str:
+            with ThreadlineClient(server.address, channel_options=OWN_CONNECTION) as client:
+                thread = client.ask(f"My item{i} is value{i}.", timeout=60).thread_id
+                return client.get_state(thread).checkpoint.replica
+
+        with ThreadPoolExecutor(8) as pool:
+            replicas = set(pool.map(ask, range(connections)))
+        assert {int(replica.rpartition(":")[2]) for replica in replicas} == workers, "both workers ran turns"
+        samples = scrape(metrics_address)
+    assert total(samples, "grpc_server_handled_total", grpc_method="Ask", grpc_code="OK") == connections
+    assert total(samples, "grpc_server_handled_total", grpc_method="GetState", grpc_code="OK") == connections
+    assert total(samples, "threadline_storage_up") == 1
+    assert total(samples, "threadline_turns_in_flight") == 0
+
+
+def _worker_pids(server: ServerProcess, timeout: float = 60.0) -> set[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(r"with \d+ worker processes \(pids ([\d, ]+)\)", server.log())
+        if found:
+            return {int(pid) for pid in found.group(1).split(", ")}
+        time.sleep(0.1)
+    raise TimeoutError(f"the workers did not all serve within {timeout}s:\n{server.log()}")
