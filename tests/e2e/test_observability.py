@@ -13,14 +13,18 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.credentials import Key, api_key
-from tests.support import ServerProcess, free_port, server_env
+from tests.support import ROOT, ServerProcess, free_port, server_env
 from threadline_client import ThreadlineClient, ThreadlineError
 
 SERVICE = "threadline.v1.ThreadlineService"
+KIT = ROOT / "deploy" / "observability"
+METRIC_NAME = re.compile(r"\b(?:grpc_server|threadline)_[a-z_]+\b")
+SAMPLE_SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created")
 # Every query of this module carries it: it must never show up in a log line.
 SECRET_QUERY_MARK = "zebra-quartz-7781"
 # A channel of its own per client: the kernel spreads connections, not calls, over workers.
@@ -29,10 +33,15 @@ OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
+def scrape_text(address: str) -> str:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        text: str = response.read().decode()
+        return text
+
+
 def scrape(address: str) -> Samples:
     """Every sample of one scrape of http://address/metrics, parsed by prometheus-client's own parser."""
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
-        text = response.read().decode()
+    text = scrape_text(address)
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
         for family in text_string_to_metric_families(text)
@@ -183,6 +192,32 @@ def test_one_scrape_counts_every_worker(fresh_postgres_url: str, logs: Path) -> 
     assert total(samples, "grpc_server_handled_total", grpc_method="GetState", grpc_code="OK") == connections
     assert total(samples, "threadline_storage_up") == 1
     assert total(samples, "threadline_turns_in_flight") == 0
+    assert total(samples, "threadline_db_pool_max_connections") == 2 * 10, "both workers' pools (10 each)"
+
+
+def test_the_dashboard_and_alerts_name_only_exported_metrics(observed: tuple[ServerProcess, str]) -> None:
+    _, metrics_address = observed
+    families = {family.name for family in text_string_to_metric_families(scrape_text(metrics_address))}
+    dashboard = json.loads((KIT / "grafana-dashboard.json").read_text())
+    rules = yaml.safe_load((KIT / "prometheus-alerts.yml").read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    expressions += [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    named = {name for expr in expressions for name in METRIC_NAME.findall(expr)}
+    assert len(named) >= 15
+    missing = {name for name in named if _family(name, families) is None}
+    assert not missing, f"named in deploy/observability but not exported: {sorted(missing)}"
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    assert {"ThreadlineStorageDown", "ThreadlineServerErrors", "ThreadlinePoolExhausted"} <= alerts
+
+
+def _family(name: str, families: set[str]) -> str | None:
+    """The exported family a name in PromQL belongs to (a histogram's _bucket, a counter's _total...)."""
+    if name in families:
+        return name
+    for suffix in SAMPLE_SUFFIXES:
+        if name.endswith(suffix) and name.removesuffix(suffix) in families:
+            return name.removesuffix(suffix)
+    return None
 
 
 def _worker_pids(server: ServerProcess, timeout: float = 60.0) -> set[int]:

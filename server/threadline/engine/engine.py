@@ -76,7 +76,7 @@ from threadline.errors import (
 )
 from threadline.storage import audit
 from threadline.storage.audit import recording
-from threadline.storage.contract import STORAGE_ERRORS, Storage
+from threadline.storage.contract import STORAGE_ERRORS, PoolStats, Storage
 from threadline.storage.thread_keys import ThreadKey
 from threadline.storage.thread_locks import StepAside, ThreadHold
 from threadline.storage.thread_registry import ThreadRegistry
@@ -158,6 +158,10 @@ class Engine:
             log.info("checkpoint database reachable again after %.1fs", time.monotonic() - self._storage_down_since)
             self._storage_down_since = None
         return True
+
+    def pool_stats(self) -> PoolStats | None:
+        """The database connection pool's state; None for a backend without one."""
+        return self._storage.pool_stats()
 
     def _check_storage_up(self) -> None:
         if self._storage_down_since is not None:

@@ -30,6 +30,22 @@ STORAGE_ERRORS: tuple[type[BaseException], ...] = (
 """Exceptions that mean the database cannot serve now (retrying later can work)."""
 
 
+@dataclass(frozen=True)
+class PoolStats:
+    """A connection pool's state now, and its totals since it opened (from psycopg_pool's get_stats())."""
+
+    max_size: int
+    size: int
+    """Connections open (idle or in use)."""
+    idle: int
+    waiting: int
+    """Requests waiting for a connection now."""
+    wait_s_total: float
+    """Seconds requests have waited for a connection, summed."""
+    errors_total: int
+    """Requests that got no connection (pool timeout, or a pool closing)."""
+
+
 class Storage(Protocol):
     """What the engine keeps its threads in: storage.memory, storage.sqlite and storage.postgres
     each implement it, and the engine knows no more of a backend than this."""
@@ -60,6 +76,10 @@ class Storage(Protocol):
         """Returns when the database can serve; raises one of STORAGE_ERRORS when it cannot."""
         ...
 
+    def pool_stats(self) -> PoolStats | None:
+        """The connection pool's state; None for a backend without a pool."""
+        ...
+
     async def idle_threads(self, cutoff: str, limit: int) -> list[str]:
         """Storage thread ids (at most limit) whose newest checkpoint id is older than cutoff."""
         ...
@@ -84,6 +104,10 @@ class ListedBySaver:
     locks: ThreadLocks
     registry: ThreadRegistry
     hot: HotStates
+
+    def pool_stats(self) -> PoolStats | None:
+        """None: memory and SQLite have no connection pool."""
+        return None
 
     async def headers(self, config: RunnableConfig, before: RunnableConfig | None, limit: int) -> list[CheckpointTuple]:
         """The thread's newest checkpoints (before `before`), newest first."""

@@ -17,7 +17,7 @@ from threadline.errors import StorageUnavailable
 from threadline.redaction import redact
 from threadline.storage import postgres_holds
 from threadline.storage.audit import AuditedSaverMixin
-from threadline.storage.contract import IDLE_THREADS_SQL, Storage, safe_serializer, with_hot_states
+from threadline.storage.contract import IDLE_THREADS_SQL, PoolStats, Storage, safe_serializer, with_hot_states
 from threadline.storage.hot_states import HotStates, HotStatesSaverMixin
 from threadline.storage.postgres_pool import IdleConnectionCheck, Pool, open_pool
 from threadline.storage.postgres_saver import HEAD_SQL, PostgresSaver
@@ -52,6 +52,18 @@ class PostgresStorage:
     async def ping(self) -> None:
         """Returns when this replica's owner session answers (holds need it)."""
         await self.owner.ping()
+
+    def pool_stats(self) -> PoolStats:
+        """The pool's connections and waits (psycopg_pool's documented stats keys)."""
+        stats = self.pool.get_stats()
+        return PoolStats(
+            max_size=stats.get("pool_max", 0),
+            size=stats.get("pool_size", 0),
+            idle=stats.get("pool_available", 0),
+            waiting=stats.get("requests_waiting", 0),
+            wait_s_total=stats.get("requests_wait_ms", 0) / 1000,
+            errors_total=stats.get("requests_errors", 0),
+        )
 
     async def idle_threads(self, cutoff: str, limit: int) -> list[str]:
         """Threads whose newest root checkpoint id is older than cutoff."""

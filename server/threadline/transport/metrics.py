@@ -33,6 +33,7 @@ from prometheus_client import (
 )
 
 from threadline import __version__
+from threadline.storage.contract import PoolStats
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -154,6 +155,47 @@ class Metrics:
             registry=registry,
         )
         self.build_info.labels(__version__, platform.python_version(), _version_of("langgraph")).set(1)
+        self.pool_connections = Gauge(
+            "threadline_db_pool_connections",
+            "PostgreSQL pool connections open, by state: idle or in_use.",
+            ("state",),
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.pool_max_connections = Gauge(
+            "threadline_db_pool_max_connections",
+            "Most PostgreSQL connections the pools may open (THREADLINE_DB_POOL_MAX_SIZE per process).",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.pool_waiting = Gauge(
+            "threadline_db_pool_requests_waiting",
+            "Requests waiting for a PostgreSQL pool connection now.",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.pool_wait = Counter(
+            "threadline_db_pool_wait_seconds",
+            "Seconds requests waited for a PostgreSQL pool connection, summed.",
+            registry=registry,
+        )
+        self.pool_errors = Counter(
+            "threadline_db_pool_errors",
+            "Requests that got no PostgreSQL pool connection (pool timeout).",
+            registry=registry,
+        )
+        self._pool_totals = (0.0, 0)
+
+    def observe_pool(self, stats: PoolStats) -> None:
+        """Records a sample of the pool's state (sampled once a second, with the storage probe)."""
+        self.pool_connections.labels("idle").set(stats.idle)
+        self.pool_connections.labels("in_use").set(stats.size - stats.idle)
+        self.pool_max_connections.set(stats.max_size)
+        self.pool_waiting.set(stats.waiting)
+        waited, errors = self._pool_totals
+        self.pool_wait.inc(max(0.0, stats.wait_s_total - waited))
+        self.pool_errors.inc(max(0, stats.errors_total - errors))
+        self._pool_totals = (stats.wait_s_total, stats.errors_total)
 
 
 def _version_of(package: str) -> str:

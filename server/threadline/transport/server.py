@@ -71,13 +71,16 @@ async def _watch_storage(
 ) -> None:
     """Keeps health NOT_SERVING while the database is unreachable, so load balancers route around us.
 
-    threadline_storage_up follows the same probe.
+    threadline_storage_up follows the same probe; the pool's metrics are sampled with it.
     """
     serving = True
     while True:
         up = await engine.check_storage()
         if metrics is not None:
             metrics.storage_up.set(1 if up else 0)
+            pool = engine.pool_stats()
+            if pool is not None:
+                metrics.observe_pool(pool)
         if up != serving:
             serving = up
             status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
