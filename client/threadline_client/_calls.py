@@ -17,6 +17,11 @@ from google.protobuf.message import Message
 
 from .v1 import threadline_pb2 as pb
 
+try:  # optional: with OpenTelemetry installed, every call carries the caller's active trace context
+    from opentelemetry import propagate as _propagate
+except ImportError:  # pragma: no cover - depends on the installation
+    _propagate = None  # type: ignore[assignment]
+
 ResultT = TypeVar("ResultT")
 EventT = TypeVar("EventT", bound=Message)
 ItemT = TypeVar("ItemT")
@@ -35,8 +40,21 @@ class _Call:
     timeout: float | None
 
     def start(self, stub: Any, metadata: Sequence[tuple[str, str]]) -> Any:
-        """Starts the call: what the stub's method returns (a response, a stream, or an awaitable of either)."""
-        return getattr(stub, self.rpc)(self.request, timeout=self.timeout, metadata=metadata)
+        """Starts the call: what the stub's method returns (a response, a stream, or an awaitable of either).
+
+        The metadata gains the active trace context (W3C `traceparent`, `tracestate`) when OpenTelemetry
+        is installed and a span is active.
+        """
+        return getattr(stub, self.rpc)(self.request, timeout=self.timeout, metadata=(*metadata, *_trace_context()))
+
+
+def _trace_context() -> list[tuple[str, str]]:
+    """The active OpenTelemetry context as call metadata, by the globally configured propagator (W3C by default)."""
+    if _propagate is None:
+        return []
+    carrier: dict[str, str] = {}
+    _propagate.inject(carrier)
+    return list(carrier.items())
 
 
 @dataclass(frozen=True)

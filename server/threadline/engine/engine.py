@@ -15,6 +15,7 @@ from contextlib import aclosing, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, cast
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
@@ -27,6 +28,7 @@ from threadline.agent.message_text import text_of
 from threadline.engine.checkpoint_reads import COPY_NODE, CheckpointReads, checkpoint_not_found
 from threadline.engine.context import RequestContext
 from threadline.engine.failures import translated_failures
+from threadline.engine.graph_spans import GraphSpans
 from threadline.engine.identifiers import (
     check_checkpoint_id,
     check_query,
@@ -108,8 +110,10 @@ class Engine:
         secrets: tuple[str, ...] = (),
         max_starting_turns: int | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        traced: bool = False,
     ) -> None:
         self._graph = graph
+        self._traced = traced
         self._storage = storage
         self._saver = storage.saver
         self._reads = CheckpointReads(graph, storage.saver, storage.hot)
@@ -138,6 +142,7 @@ class Engine:
                 secrets=(settings.agent.api_key,),
                 max_starting_turns=settings.max_starting_turns,
                 max_response_bytes=settings.max_response_bytes,
+                traced=settings.traced,
             )
 
     async def check_storage(self) -> bool:
@@ -356,17 +361,21 @@ class Engine:
         the run's task and waits for it, however often the caller is cancelled meanwhile.
 
         A streamed turn's tokens are LangGraph's stream_mode "messages" parts (without
-        subgraphs: the root graph's models only).
+        subgraphs: the root graph's models only). When traced, the run carries the callback that
+        makes its spans (graph_spans).
         """
         modes: list[StreamMode] = (
             ["updates", "checkpoints", "messages"] if stream_tokens else ["updates", "checkpoints"]
         )
 
+        traced: list[BaseCallbackHandler] = [GraphSpans()] if self._traced else []
+
         def run() -> AsyncGenerator[Any, None]:
+            config: RunnableConfig = {**run_config, "callbacks": traced} if traced else run_config
             # (astream is an async generator; it is typed as a plain AsyncIterator.)
             return cast(
                 AsyncGenerator[Any, None],
-                held.graph.astream(graph_input, run_config, stream_mode=modes, durability="sync"),
+                held.graph.astream(graph_input, config, stream_mode=modes, durability="sync"),
             )
 
         return parts_of(run)

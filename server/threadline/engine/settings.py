@@ -24,3 +24,5 @@ class EngineSettings:
     """Turns of this process starting at once (None: any number)."""
     max_response_bytes: int
     """Largest response the transport may send: what carries messages is cut to fit it."""
+    traced: bool = False
+    """Whether turns make spans of their graph's nodes, model calls and tool calls (OpenTelemetry is set up)."""

@@ -28,6 +28,7 @@ from threadline.errors import PermissionDenied
 from threadline.transport.security import RPC_SCOPES, TURN_RPCS
 from threadline.transport.status_mapping import status_for
 from threadline.transport.telemetry import current_call
+from threadline.transport.tracing import turn_span
 from threadline_client.v1 import threadline_pb2 as pb
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -118,13 +119,16 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                     call.tenant, call.request_id = request_context.tenant, request_context.request_id
                 token = _current.set(request_context)
                 try:
-                    if self._quotas is None or rpc not in TURN_RPCS:
+                    if rpc not in TURN_RPCS:
                         return await behavior(request, context)
-                    self._quotas.admit(principal.tenant)
-                    try:
-                        return await behavior(request, context)
-                    finally:
-                        self._quotas.done(principal.tenant)
+                    with turn_span(request_context, getattr(request, "thread_id", "")):
+                        if self._quotas is None:
+                            return await behavior(request, context)
+                        self._quotas.admit(principal.tenant)
+                        try:
+                            return await behavior(request, context)
+                        finally:
+                            self._quotas.done(principal.tenant)
                 finally:
                     _current.reset(token)
 

@@ -2,9 +2,9 @@
 
 A JSON line is one object: `time` (ISO 8601, UTC), `level`, `logger`, `message`, a worker's
 `pid`, and, for a line written inside a call, the call's `rpc`, `tenant`, `thread_id` and
-`request_id` (telemetry.Call). An access-log line adds `grpc_method`, `grpc_code` and
-`duration_ms`. Objects come from python-json-logger, which also renders exceptions and any
-`extra` fields.
+`request_id` (telemetry.Call), and when traced its `trace_id` and `span_id`. An access-log
+line adds `grpc_method`, `grpc_code`, `duration_ms` and `peer`. Objects come from
+python-json-logger, which also renders exceptions and any `extra` fields.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
 from threadline.transport.telemetry import current_call
@@ -21,7 +22,8 @@ WORKER_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [worker %(process)d]: %
 
 
 class CallFields(logging.Filter):
-    """Adds the call being served (rpc, tenant, thread_id, request_id) to the records written inside it."""
+    """Adds the call being served (rpc, tenant, thread_id, request_id) and, when traced, the current
+    trace_id and span_id to the records written inside it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         call = current_call()
@@ -30,6 +32,12 @@ class CallFields(logging.Filter):
             record.tenant = call.tenant
             record.thread_id = call.thread_id
             record.request_id = call.request_id
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            record.trace_id = trace.format_trace_id(span.trace_id)
+            record.span_id = trace.format_span_id(span.span_id)
+        elif call is not None and call.trace_id:  # the access line, written as the call's span ends
+            record.trace_id = call.trace_id
         return True
 
 

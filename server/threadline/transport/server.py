@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -15,6 +16,7 @@ from multiprocessing.connection import Connection
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from opentelemetry.trace import Tracer
 
 from threadline import collector
 from threadline.auth.api_keys import ApiKeyFile
@@ -30,6 +32,7 @@ from threadline.transport.metrics import Metrics, in_multiprocess_mode, serve_me
 from threadline.transport.reflection import REFLECTION_SERVICES, enable_reflection
 from threadline.transport.servicer import ThreadlineServicer
 from threadline.transport.telemetry import TelemetryInterceptor
+from threadline.transport.tracing import start_tracing, stop_tracing
 from threadline_client.v1 import threadline_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
@@ -129,8 +132,10 @@ async def serve(
     stop = _stop_on_signals(loop)
     authenticator = await security.authenticator(settings)
     metrics = _metrics(settings)
-    server, health_servicer = await _grpc_server(settings, authenticator, metrics)
-    async with Engine.open(settings.engine) as engine, _metrics_endpoint(settings, metrics):
+    tracer = start_tracing()
+    server, health_servicer = await _grpc_server(settings, authenticator, metrics, tracer)
+    engine_settings = dataclasses.replace(settings.engine, traced=tracer is not None)
+    async with Engine.open(engine_settings) as engine, _metrics_endpoint(settings, metrics):
         pb_grpc.add_ThreadlineServiceServicer_to_server(ThreadlineServicer(engine), server)
         _listen(server, settings)
         await server.start()
@@ -156,6 +161,8 @@ async def serve(
         log.info("shutting down: NOT_SERVING, %.1fs grace for in-flight calls", settings.shutdown_grace_s)
         await health_servicer.enter_graceful_shutdown()
         await server.stop(settings.shutdown_grace_s)
+    if tracer is not None:
+        await asyncio.to_thread(stop_tracing)  # exports what is left
     log.info("stopped")
 
 
@@ -228,17 +235,17 @@ async def _metrics_endpoint(settings: Settings, metrics: Metrics | None) -> Asyn
 
 
 async def _grpc_server(
-    settings: Settings, authenticator: Authenticator, metrics: Metrics | None = None
+    settings: Settings, authenticator: Authenticator, metrics: Metrics | None = None, tracer: Tracer | None = None
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     """The gRPC server with its interceptors, health (NOT_SERVING until the engine is open) and reflection.
 
     Health needs no credentials (load balancers and orchestrators probe it); reflection follows
-    THREADLINE_REFLECTION. Telemetry, when on, is the outermost interceptor: it sees every call,
-    those refused by the RequestInterceptor too.
+    THREADLINE_REFLECTION. Telemetry (metrics, access log, server spans), when on, is the outermost
+    interceptor: it sees every call, those refused by the RequestInterceptor too.
     """
     interceptors: list[grpc.aio.ServerInterceptor] = []
-    if metrics is not None or settings.access_log:
-        interceptors.append(TelemetryInterceptor(metrics, access_log=settings.access_log))
+    if metrics is not None or settings.access_log or tracer is not None:
+        interceptors.append(TelemetryInterceptor(metrics, access_log=settings.access_log, tracer=tracer))
     interceptors.append(
         RequestInterceptor(
             authenticator,

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from threadline.errors import ThreadBusy
 from threadline.transport.metrics import GRPC_CODE_NAMES, Metrics
@@ -58,6 +61,8 @@ class Call:
     """time.perf_counter() at the call's start."""
     first_token_s: float | None = None
     """Seconds from the start to the first token a streamed turn sent; None: none sent."""
+    trace_id: str = ""
+    """The call's trace (32 hex digits), when traced."""
 
     @property
     def is_turn(self) -> bool:
@@ -96,9 +101,10 @@ class _CountingContext:
 class TelemetryInterceptor(grpc.aio.ServerInterceptor):
     """Records every call's metrics (when on) and writes its access-log line (when on)."""
 
-    def __init__(self, metrics: Metrics | None, *, access_log: bool) -> None:
+    def __init__(self, metrics: Metrics | None, *, access_log: bool, tracer: Tracer | None = None) -> None:
         self._metrics = metrics
         self._access_log = access_log
+        self._tracer = tracer
 
     async def intercept_service(
         self,
@@ -228,6 +234,8 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
             if streaming_turn:
                 metrics.open_streams.inc()
         token = _current_call.set(call)
+        span = None if self._tracer is None else self._server_span(call, context)
+        traced = None if span is None else otel_context.attach(trace.set_span_in_context(span))
         call.started_at = time.perf_counter()
         failure: BaseException | None = None
         try:
@@ -238,6 +246,9 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         finally:
             duration = time.perf_counter() - call.started_at
             code = _code_of(failure, context)
+            if span is not None and traced is not None:
+                _end_span(span, call, code)
+                otel_context.detach(traced)
             if metrics is not None:
                 if call.is_turn:
                     metrics.turns_in_flight.dec()
@@ -247,6 +258,19 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
             if self._access_log:
                 _log_access(call, code, duration)
             _current_call.reset(token)
+
+    def _server_span(self, call: Call, context: Context) -> Span:
+        """The call's server span, continuing the caller's trace (W3C traceparent in its metadata)."""
+        assert self._tracer is not None
+        carrier = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+        span = self._tracer.start_span(
+            f"{call.service}/{call.method}",
+            context=propagate.extract(carrier),
+            kind=SpanKind.SERVER,
+            attributes={"rpc.system": "grpc", "rpc.service": call.service, "rpc.method": call.method},
+        )
+        call.trace_id = trace.format_trace_id(span.get_span_context().trace_id)
+        return span
 
     def _record(self, metrics: Metrics, call: Call, code: grpc.StatusCode, duration: float) -> None:
         outcome = GRPC_CODE_NAMES.get(code, "Unknown")
@@ -275,10 +299,23 @@ def _code_of(failure: BaseException | None, context: Context) -> grpc.StatusCode
     return grpc.StatusCode.UNKNOWN
 
 
+def _end_span(span: Span, call: Call, code: grpc.StatusCode) -> None:
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if call.tenant:
+        span.set_attribute("threadline.tenant", call.tenant)
+    if call.thread_id:
+        span.set_attribute("threadline.thread_id", call.thread_id)
+    if code != grpc.StatusCode.OK:
+        if call.error is not None:
+            span.set_attribute("error.type", type(call.error).__name__)
+        span.set_status(Status(StatusCode.ERROR, GRPC_CODE_NAMES.get(code, "Unknown")))
+    span.end()
+
+
 def _log_access(call: Call, code: grpc.StatusCode, duration: float) -> None:
     name = GRPC_CODE_NAMES.get(code, "Unknown")
     access_log.info(
-        "/%s/%s %s %.1fms peer=%s tenant=%s thread_id=%s request_id=%s",
+        "/%s/%s %s %.1fms peer=%s tenant=%s thread_id=%s request_id=%s trace_id=%s",
         call.service,
         call.method,
         name,
@@ -287,6 +324,7 @@ def _log_access(call: Call, code: grpc.StatusCode, duration: float) -> None:
         call.tenant or "-",
         call.thread_id or "-",
         call.request_id or "-",
+        call.trace_id or "-",
         extra={
             "grpc_method": f"/{call.service}/{call.method}",
             "grpc_code": name,

@@ -1,0 +1,85 @@
+"""OpenTelemetry traces, configured only by the standard OTEL_* environment variables.
+
+With an OTLP endpoint set (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT;
+OTEL_SDK_DISABLED=true and OTEL_TRACES_EXPORTER=none turn it off again), `start_tracing` sets up
+the SDK: a batch span processor exporting over OTLP/HTTP (protobuf), the sampler of
+OTEL_TRACES_SAMPLER, and the resource of OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
+(service.name defaults to "threadline"). Without one nothing is set up: no span is made, nothing
+is exported, and calls pay nothing for tracing.
+
+The spans of a call: the server span (telemetry.TelemetryInterceptor; written here rather than
+taken from opentelemetry-instrumentation-grpc because that interceptor already observes the
+status every call ends with, aborted and refused calls included, so one wrapper serves metrics,
+access log and span), the turn beneath it (`turn_span`), and the graph's nodes, model calls and
+tool calls beneath that (engine.graph_spans, from LangChain's public callbacks).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, Tracer
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+from threadline.engine.context import RequestContext
+
+INSTRUMENTATION = "threadline"
+
+_tracer: Tracer | None = None
+_provider: TracerProvider | None = None
+
+
+def requested(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the OTEL_* environment asks for traces to be exported."""
+    environ = os.environ if environ is None else environ
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    if environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
+        return False
+    return bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
+def start_tracing() -> Tracer | None:
+    """Sets up the SDK and its exporter when the environment asks for traces; this process's tracer, or None."""
+    global _tracer, _provider
+    if not requested():
+        return None
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    defaults = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: "threadline"}
+    provider = TracerProvider(resource=Resource.create(defaults))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _provider, _tracer = provider, provider.get_tracer(INSTRUMENTATION)
+    return _tracer
+
+
+def stop_tracing() -> None:
+    """Exports the spans still buffered and stops the exporter (blocking: call it from a thread)."""
+    if _provider is not None:
+        _provider.shutdown()
+
+
+@contextmanager
+def turn_span(ctx: RequestContext, thread_id: str) -> Iterator[Span | None]:
+    """The span of a turn, beneath the call's, with its thread, request and tenant; None without tracing."""
+    if _tracer is None:
+        yield None
+        return
+    attributes = {
+        "threadline.rpc": ctx.rpc,
+        "threadline.tenant": ctx.tenant,
+        "threadline.thread_id": thread_id,
+        "threadline.request_id": ctx.request_id,
+    }
+    with _tracer.start_as_current_span("threadline.turn", attributes=attributes) as span:
+        yield span

@@ -1,0 +1,144 @@
+"""Traces of a real server, exported over OTLP/HTTP to a receiver of ours and decoded from protobuf."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from tests.model_server import ModelServer
+from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tests.support import ServerProcess, model_server_env
+from threadline_client import ThreadlineClient, ThreadlineError
+
+CALLER_TRACE_ID = 0x5B8AA5A2D2C872E8321CF37308D69DF2
+CALLER_SPAN_ID = 0x051581BF3CB55C13
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[ModelServer]:
+    """An OpenAI-compatible model of ours: arithmetic gets a calculator call, then the answer."""
+    with ModelServer() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def traced(
+    receiver: OtlpReceiver, model: ModelServer, tmp_path_factory: pytest.TempPathFactory, logs: Path
+) -> Iterator[ServerProcess]:
+    env = model_server_env(
+        model.base_url,
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_SERVICE_NAME="threadline-test",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+        THREADLINE_LOG_FORMAT="json",
+        THREADLINE_ACCESS_LOG="true",
+    )
+    url = f"sqlite:///{tmp_path_factory.mktemp('tracing') / 'threadline.db'}"
+    with ServerProcess(url, logs, env=env) as server:
+        yield server
+
+
+def _as_caller() -> object:
+    """Makes a span of the test's own (ids known) the active context, as a traced caller's would be."""
+    caller = SpanContext(CALLER_TRACE_ID, CALLER_SPAN_ID, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    return otel_context.attach(trace.set_span_in_context(NonRecordingSpan(caller)))
+
+
+def _spans_until(receiver: OtlpReceiver, trace_id: str, names: set[str], timeout: float = 20) -> list[ReceivedSpan]:
+    deadline = time.monotonic() + timeout
+    while True:
+        spans = receiver.of_trace(trace_id)
+        if names <= {s.name for s in spans} or time.monotonic() > deadline:
+            return spans
+        time.sleep(0.1)
+
+
+def test_a_streamed_tool_turn_continues_the_callers_trace(traced: ServerProcess, receiver: OtlpReceiver) -> None:
+    token = _as_caller()
+    try:
+        with ThreadlineClient(traced.address) as client:
+            events = list(client.stream_ask("What is 6*7?", request_id="traced-1"))
+            with pytest.raises(ThreadlineError):
+                client.history("no-such-thread")
+    finally:
+        otel_context.detach(token)  # type: ignore[arg-type]
+    thread_id = events[-1].final.thread_id
+    trace_id = f"{CALLER_TRACE_ID:032x}"
+    server_name = "threadline.v1.ThreadlineService/StreamAsk"
+    expected = {server_name, "threadline.turn", "node agent", "node tools", "execute_tool calculator"}
+    spans = _spans_until(receiver, trace_id, expected | {"threadline.v1.ThreadlineService/History"})
+    names = [s.name for s in spans]
+    assert expected <= set(names), names
+    by_id = {s.span_id: s for s in spans}
+
+    server = next(s for s in spans if s.name == server_name)
+    assert server.parent_span_id == f"{CALLER_SPAN_ID:016x}", "the caller's span is the server span's parent"
+    assert server.kind == Span.SPAN_KIND_SERVER and server.service == "threadline-test"
+    assert server.attributes["rpc.system"] == "grpc" and server.attributes["rpc.grpc.status_code"] == 0
+
+    turn = next(s for s in spans if s.name == "threadline.turn")
+    assert turn.parent_span_id == server.span_id
+    assert turn.attributes["threadline.request_id"] == "traced-1"
+    assert turn.attributes["threadline.tenant"] == "default"
+
+    nodes = [s for s in spans if s.name.startswith("node ")]
+    assert all(by_id[s.parent_span_id] is turn for s in nodes), "the graph's nodes are the turn's children"
+    assert [s.name for s in nodes].count("node agent") == 2, "model, tool, model"
+    tool = next(s for s in spans if s.name == "execute_tool calculator")
+    assert by_id[tool.parent_span_id].name == "node tools"
+    assert tool.attributes["gen_ai.operation.name"] == "execute_tool"
+    assert tool.attributes["gen_ai.tool.name"] == "calculator"
+    chats = [s for s in spans if s.attributes.get("gen_ai.operation.name") == "chat"]
+    assert len(chats) == 2, names
+    for chat in chats:
+        assert by_id[chat.parent_span_id].name == "node agent"
+        assert chat.attributes["gen_ai.request.model"] == "test-model"
+        assert chat.attributes["gen_ai.provider.name"] == "openai"
+
+    failed = next(s for s in spans if s.name == "threadline.v1.ThreadlineService/History")
+    assert failed.status_code == Status.STATUS_CODE_ERROR
+    assert failed.attributes["rpc.grpc.status_code"] == 5  # NOT_FOUND
+    assert failed.attributes["error.type"] == "NotFound"
+
+    access = _access_lines(traced, "StreamAsk")
+    assert access and access[-1]["trace_id"] == trace_id and access[-1]["thread_id"] == thread_id
+
+
+def test_a_model_call_records_the_providers_token_usage(traced: ServerProcess, receiver: OtlpReceiver) -> None:
+    with ThreadlineClient(traced.address) as client:
+        client.ask("Hello there", request_id="traced-usage")
+    turns: list[ReceivedSpan] = []
+    deadline = time.monotonic() + 20
+    while not turns and time.monotonic() < deadline:
+        turns = [s for s in receiver.spans if s.attributes.get("threadline.request_id") == "traced-usage"]
+        time.sleep(0.1)
+    assert turns, "the turn's span arrived"
+    spans = _spans_until(receiver, turns[0].trace_id, {"chat test-model"})
+    chat = next(s for s in spans if s.name == "chat test-model")
+    assert chat.attributes["gen_ai.usage.input_tokens"] > 0
+    assert chat.attributes["gen_ai.usage.output_tokens"] > 0
+
+
+def _access_lines(server: ServerProcess, rpc: str) -> list[dict[str, object]]:
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [json.loads(line) for line in server.log().splitlines() if line.strip()]
+        found = [line for line in lines if line["logger"] == "threadline.access" and line.get("rpc") == rpc]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
