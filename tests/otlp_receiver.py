@@ -35,6 +35,9 @@ class OtlpReceiver:
     """Accepts POST /v1/traces on a free loopback port, for as long as it is open (a context manager)."""
 
     spans: list[ReceivedSpan] = field(default_factory=list)
+    decode: bool = True
+    """False: only count the requests (a benchmark's receiver spends no CPU on decoding)."""
+    requests: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __enter__(self) -> OtlpReceiver:
@@ -48,7 +51,10 @@ class OtlpReceiver:
                 if self.path != "/v1/traces" or self.headers.get("Content-Type") != "application/x-protobuf":
                     self.send_error(404)
                     return
-                receiver._add(ExportTraceServiceRequest.FromString(body))
+                with receiver._lock:
+                    receiver.requests += 1
+                if receiver.decode:
+                    receiver._add(ExportTraceServiceRequest.FromString(body))
                 reply = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
