@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from wsgiref.simple_server import WSGIServer
 
@@ -64,6 +65,16 @@ TURN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60
 """Turn durations and time to first token, in seconds: model turns run from milliseconds to minutes."""
 
 _RPC = ("grpc_type", "grpc_service", "grpc_method")
+
+
+@dataclass(frozen=True)
+class RpcMetrics:
+    """One method's RPC series, looked up once per method rather than once per call."""
+
+    started: Counter
+    received: Counter
+    sent: Counter
+    handling: Histogram
 
 
 class Metrics:
@@ -185,6 +196,20 @@ class Metrics:
             registry=registry,
         )
         self._pool_totals = (0.0, 0)
+        self._rpcs: dict[tuple[str, str, str], RpcMetrics] = {}
+
+    def rpc(self, grpc_type: str, service: str, method: str) -> RpcMetrics:
+        """The series of one method (of the methods the server serves: a bounded set)."""
+        key = (grpc_type, service, method)
+        found = self._rpcs.get(key)
+        if found is None:
+            found = self._rpcs[key] = RpcMetrics(
+                self.started.labels(*key),
+                self.received.labels(*key),
+                self.sent.labels(*key),
+                self.handling.labels(*key),
+            )
+        return found
 
     def observe_pool(self, stats: PoolStats) -> None:
         """Records a sample of the pool's state (sampled once a second, with the storage probe)."""

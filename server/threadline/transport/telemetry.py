@@ -28,7 +28,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from threadline.errors import ThreadBusy
-from threadline.transport.metrics import GRPC_CODE_NAMES, Metrics
+from threadline.transport.metrics import GRPC_CODE_NAMES, Metrics, RpcMetrics
 from threadline.transport.security import TURN_RPCS
 from threadline_client.v1 import threadline_pb2 as pb
 
@@ -63,6 +63,8 @@ class Call:
     """Seconds from the start to the first token a streamed turn sent; None: none sent."""
     trace_id: str = ""
     """The call's trace (32 hex digits), when traced."""
+    series: RpcMetrics | None = None
+    """The method's RPC metrics, when metrics are on."""
 
     @property
     def is_turn(self) -> bool:
@@ -207,8 +209,8 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
     def _received(self, call: Call, request: Any) -> None:
         if not call.thread_id:
             call.thread_id = str(getattr(request, "thread_id", ""))
-        if self._metrics is not None:
-            self._metrics.received.labels(call.grpc_type, call.service, call.method).inc()
+        if call.series is not None:
+            call.series.received.inc()
 
     def _sent(self, call: Call, response: Any) -> None:
         if isinstance(response, _STREAM_RESPONSES):
@@ -219,8 +221,8 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
                 call.thread_id = response.final.thread_id
         elif not call.thread_id and isinstance(response, _TURN_RESPONSES):
             call.thread_id = response.turn.thread_id
-        if self._metrics is not None:
-            self._metrics.sent.labels(call.grpc_type, call.service, call.method).inc()
+        if call.series is not None:
+            call.series.sent.inc()
 
     @contextmanager
     def _observed(self, call: Call, context: Context) -> Iterator[Call]:
@@ -228,7 +230,8 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         metrics = self._metrics
         streaming_turn = call.is_turn and call.grpc_type == "server_stream"
         if metrics is not None:
-            metrics.started.labels(call.grpc_type, call.service, call.method).inc()
+            call.series = metrics.rpc(call.grpc_type, call.service, call.method)
+            call.series.started.inc()
             if call.is_turn:
                 metrics.turns_in_flight.inc()
             if streaming_turn:
@@ -276,7 +279,8 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         outcome = GRPC_CODE_NAMES.get(code, "Unknown")
         tenant = (call.tenant,) if metrics.tenant_label else ()
         metrics.handled.labels(call.grpc_type, call.service, call.method, outcome, *tenant).inc()
-        metrics.handling.labels(call.grpc_type, call.service, call.method).observe(duration)
+        if call.series is not None:
+            call.series.handling.observe(duration)
         if call.is_turn:
             metrics.turn_duration.labels(call.method, outcome, *tenant).observe(duration)
             if call.first_token_s is not None:
