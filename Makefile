@@ -67,7 +67,8 @@ dist: install
 bench: install
 	cd bench && ../$(BIN)/python ask_throughput.py && ../$(BIN)/python stream_latency.py \
 		&& ../$(BIN)/python thread_length.py && ../$(BIN)/python open_streams.py \
-		&& ../$(BIN)/python auth_cost.py && ../$(BIN)/python observability_cost.py && ../$(BIN)/python agent_server.py
+		&& ../$(BIN)/python auth_cost.py && ../$(BIN)/python observability_cost.py && ../$(BIN)/python cancelled_streams.py \
+		&& ../$(BIN)/python agent_server.py
 
 ## The LangGraph Agent Server (dev mode) for bench/agent_server.py, which `make bench` skips without it. A venv of
 ## its own: langgraph-api pins grpcio and protobuf below ours. The rest follows constraints.txt (same langgraph and
