@@ -686,6 +686,16 @@ class Engine:
                     continue
         return deleted
 
+    async def _head_and(
+        self, ctx: RequestContext, config: RunnableConfig, thread_id: str, checkpoint_id: str
+    ) -> tuple[CheckpointTuple, CheckpointTuple]:
+        """The thread's head, and its checkpoint_id ("" for the head); NOT_FOUND for either missing."""
+        head = await self._reads.head(config, thread_id)
+        item = await self._saver.aget_tuple(self._config(ctx, thread_id, checkpoint_id)) if checkpoint_id else head
+        if item is None:
+            raise checkpoint_not_found(checkpoint_id, thread_id)
+        return head, item
+
     async def get_state(self, ctx: RequestContext, thread_id: str, checkpoint_id: str = "") -> StateView:
         """The thread's full state at checkpoint_id ("" for the head)."""
         check_thread_id(thread_id)
@@ -694,10 +704,7 @@ class Engine:
         self._check_storage_up()
         config = self._config(ctx, thread_id)
         with translated_failures():
-            head = await self._reads.head(config, thread_id)
-            item = await self._saver.aget_tuple(self._config(ctx, thread_id, checkpoint_id)) if checkpoint_id else head
-            if item is None:
-                raise checkpoint_not_found(checkpoint_id, thread_id)
+            head, item = await self._head_and(ctx, config, thread_id, checkpoint_id)
             snapshot = await self._graph.aget_state(item.config)
             view = await self._reads.view(item, {})
         conversation = views_of(snapshot.values.get("messages", []))
@@ -739,10 +746,7 @@ class Engine:
         self._check_storage_up()
         config = self._config(ctx, thread_id)
         with translated_failures():
-            head = await self._reads.head(config, thread_id)
-            item = await self._saver.aget_tuple(self._config(ctx, thread_id, checkpoint_id)) if checkpoint_id else head
-            if item is None:
-                raise checkpoint_not_found(checkpoint_id, thread_id)
+            _, item = await self._head_and(ctx, config, thread_id, checkpoint_id)
             conversation = views_of(await self._reads.messages_at(item))
         ordered = conversation[::-1] if newest_first else conversation
         shown = page(ordered, offset, size, self._message_budget)
