@@ -68,6 +68,7 @@ bench: install
 	cd bench && ../$(BIN)/python ask_throughput.py && ../$(BIN)/python stream_latency.py \
 		&& ../$(BIN)/python thread_length.py && ../$(BIN)/python open_streams.py \
 		&& ../$(BIN)/python auth_cost.py && ../$(BIN)/python observability_cost.py && ../$(BIN)/python cancelled_streams.py \
+		&& ../$(BIN)/python stalled_streams.py \
 		&& ../$(BIN)/python agent_server.py
 
 ## The LangGraph Agent Server (dev mode) for bench/agent_server.py, which `make bench` skips without it. A venv of

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -87,14 +88,17 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         args: tuple[str, ...] = (),
         health_credentials: grpc.ChannelCredentials | None = None,
+        open_files: int | None = None,
     ):
-        """health_credentials: how the health checks that wait for SERVING connect (a TLS server needs them)."""
+        """health_credentials: how the health checks that wait for SERVING connect (a TLS server needs them).
+        open_files: the process's limit of open file descriptors (RLIMIT_NOFILE), when not inherited."""
         self.database_url = database_url
         self._health_credentials = health_credentials
         self.address = f"127.0.0.1:{free_port()}"
         self.log_path = log_dir / f"server-{self.address.replace(':', '_')}-{time.monotonic_ns()}.log"
         self._env = env if env is not None else server_env()
         self._args = args
+        self._open_files = open_files
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -104,9 +108,16 @@ class ServerProcess:
         self._log = self.log_path.open("ab")
         database = ("--database-url", self.database_url) if self.database_url else ()  # "": from the environment
         command = [sys.executable, "-m", "threadline", "serve", "--address", self.address, *database, *self._args]
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=self._env, cwd=ROOT)
+        self.process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, env=self._env, cwd=ROOT, preexec_fn=self._limits
+        )
         self.wait_serving()
         return self
+
+    def _limits(self) -> None:
+        """In the child, before it runs the server: its resource limits."""
+        if self._open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self._open_files, self._open_files))
 
     def wait_serving(self) -> None:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S

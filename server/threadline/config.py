@@ -150,6 +150,48 @@ class Settings:
         DEFAULT_MAX_MESSAGE_BYTES, "largest gRPC message received or sent", at_least=64 * 1024, at_most=2**31 - 1
     )
     max_query_chars: int = _setting(16_000, "longest query accepted", at_least=1, at_most=10_000_000)
+    stream_buffer_bytes: int = _setting(
+        1024 * 1024,
+        "most bytes of events one StreamAsk/StreamResume buffers for a reader that is behind; past it the "
+        "stream ends with RESOURCE_EXHAUSTED (STREAM_TOO_SLOW) and the turn goes on without it",
+        at_least=4096,
+        at_most=2**30,
+    )
+    stream_stall_timeout_s: float = _setting(
+        30.0,
+        "seconds a stream's reader may read nothing before the stream ends with RESOURCE_EXHAUSTED (STREAM_TOO_SLOW)",
+        above=0,
+        at_most=_HOUR,
+    )
+    max_concurrent_rpcs: int = _setting(
+        1000,
+        "calls one process serves at once (health checks aside); past it calls get RESOURCE_EXHAUSTED "
+        "(SERVER_OVERLOADED) with RetryInfo",
+        at_least=1,
+        at_most=1_000_000,
+    )
+    max_connections: int = _setting(
+        0,
+        "client connections one process accepts at once; 0: its open-file limit less a reserve of 256 for the "
+        "database, logs and files",
+        at_least=0,
+        at_most=1_000_000,
+    )
+    connection_idle_timeout_s: float = _setting(
+        600.0, "seconds a client connection with no call open stays open; 0: for ever", at_least=0, at_most=_YEAR
+    )
+    connection_max_age_s: float = _setting(
+        1800.0,
+        "seconds after which a client connection is asked to reconnect (spreads clients over new replicas); 0: never",
+        at_least=0,
+        at_most=_YEAR,
+    )
+    connection_max_age_grace_s: float = _setting(
+        300.0,
+        "seconds the calls of a connection past its maximum age get to finish before they are cancelled",
+        at_least=0,
+        at_most=_DAY,
+    )
     model_timeout_s: float = _setting(120.0, "upper bound of one model request", above=0, at_most=_DAY)
     model_max_retries: int = _setting(
         2, "retries langchain-openai makes on a failed model request", at_least=0, at_most=100

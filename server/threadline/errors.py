@@ -13,6 +13,8 @@
     ├── Unauthenticated              no valid credentials (reason TOKEN_EXPIRED for an expired JWT)
     ├── PermissionDenied             valid credentials without the RPC's scope
     ├── QuotaExceeded                the tenant is at one of its limits (retry after `retry_after_s`)
+    ├── Overloaded                   the server is at its concurrent-call limit (retry after `retry_after_s`)
+    ├── StreamTooSlow                a stream's reader fell behind; the turn went on without it
     └── ModelError                   the model endpoint failed
         ├── ModelUnavailable         unreachable or 5xx: retry later
         ├── ModelRateLimited         429: slow down
@@ -125,6 +127,25 @@ class QuotaExceeded(ThreadlineError):
         self.value = value
         self.description = description
         self.retry_after_s = retry_after_s
+
+
+class Overloaded(ThreadlineError):
+    """The server runs as many calls as it admits (THREADLINE_MAX_CONCURRENT_RPCS); retry after `retry_after_s`."""
+
+    reason = "SERVER_OVERLOADED"
+
+    def __init__(self, limit: int, retry_after_s: float):
+        super().__init__(
+            f"the server is at its limit of {limit} concurrent calls; retry in {retry_after_s:.1f}s",
+            metadata={"limit": str(limit)},
+        )
+        self.retry_after_s = retry_after_s
+
+
+class StreamTooSlow(ThreadlineError):
+    """A stream's reader fell behind its buffer or stopped reading; the turn ran on to its end without it."""
+
+    reason = "STREAM_TOO_SLOW"
 
 
 class ModelError(ThreadlineError):

@@ -106,6 +106,17 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     any step of an unfinished turn. ErrorInfo.metadata "before_checkpoint_id" names
     the checkpoint before that turn, when there is one.
     """
+    STREAM_TOO_SLOW: _ErrorReason.ValueType  # 24
+    """RESOURCE_EXHAUSTED, on StreamAsk and StreamResume: the reader fell more than
+    THREADLINE_STREAM_BUFFER_BYTES behind, or read nothing for
+    THREADLINE_STREAM_STALL_TIMEOUT_S. The turn did not wait for it: it ran to its
+    end and is stored; a retry with the same request_id returns it.
+    """
+    SERVER_OVERLOADED: _ErrorReason.ValueType  # 25
+    """RESOURCE_EXHAUSTED, on any RPC: the server runs as many calls as it admits
+    (THREADLINE_MAX_CONCURRENT_RPCS; ErrorInfo.metadata "limit"); nothing was done.
+    google.rpc.RetryInfo says when to retry (here or on another replica).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The `reason` of the `google.rpc.ErrorInfo` detail that a Threadline error
@@ -201,5 +212,16 @@ CHECKPOINT_MID_TURN: ErrorReason.ValueType  # 23
 turn paused for a human (the copy would drop the pause), or an Ask forking from
 any step of an unfinished turn. ErrorInfo.metadata "before_checkpoint_id" names
 the checkpoint before that turn, when there is one.
+"""
+STREAM_TOO_SLOW: ErrorReason.ValueType  # 24
+"""RESOURCE_EXHAUSTED, on StreamAsk and StreamResume: the reader fell more than
+THREADLINE_STREAM_BUFFER_BYTES behind, or read nothing for
+THREADLINE_STREAM_STALL_TIMEOUT_S. The turn did not wait for it: it ran to its
+end and is stored; a retry with the same request_id returns it.
+"""
+SERVER_OVERLOADED: ErrorReason.ValueType  # 25
+"""RESOURCE_EXHAUSTED, on any RPC: the server runs as many calls as it admits
+(THREADLINE_MAX_CONCURRENT_RPCS; ErrorInfo.metadata "limit"); nothing was done.
+google.rpc.RetryInfo says when to retry (here or on another replica).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

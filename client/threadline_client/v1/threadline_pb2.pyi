@@ -40,6 +40,12 @@ UPPER_SNAKE_CASE `reason`, one of the names listed by the ErrorReason enum
   RESOURCE_EXHAUSTED   reason TENANT_QUOTA_EXCEEDED on the turn RPCs (Ask, StreamAsk, Resume,
                        StreamResume): the tenant is at a per-tenant limit; google.rpc.QuotaFailure
                        and google.rpc.RetryInfo details say which limit and when to retry.
+  RESOURCE_EXHAUSTED   reason SERVER_OVERLOADED on any RPC: the server is at its limit of
+                       concurrent calls; nothing was done; google.rpc.RetryInfo says when to
+                       retry. (Health checks are never refused this way.)
+  RESOURCE_EXHAUSTED   reason STREAM_TOO_SLOW on StreamAsk and StreamResume: the reader fell
+                       behind the server's per-stream buffer or stopped reading; the turn ran on
+                       to its end and is stored (retry with the same request_id to get it).
 No caller mistake is ever answered with INTERNAL.
 
 Tenants: every thread belongs to the tenant of the credentials that created it
@@ -436,7 +442,9 @@ class TokenDelta(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     text: _builtins.str
-    """The text to append to what was received before for the same message_id."""
+    """The text to append to what was received before for the same message_id:
+    one token, or several consecutive ones when the reader is behind.
+    """
     message_id: _builtins.str
     """The id of the AI message being produced."""
     def __init__(

@@ -127,8 +127,17 @@ class ThreadlineServiceServicer:
         carrying the same Turn that Ask returns. The concatenated `token.text`
         deltas of the turn's last answer equal `final.answer`.
 
-        Errors: as Ask. An error after events were sent ends the stream with that
-        status; a turn cut short leaves the thread usable.
+        Backpressure: the turn never waits for its reader. What the server buffers
+        for one stream is bounded (THREADLINE_STREAM_BUFFER_BYTES); while the reader
+        is behind, consecutive tokens of one message are sent together in one
+        TokenDelta. A reader that falls further behind, or reads nothing for
+        THREADLINE_STREAM_STALL_TIMEOUT_S, gets RESOURCE_EXHAUSTED (STREAM_TOO_SLOW)
+        once the turn has ended; the turn itself is stored as if it had been read,
+        and a retry with its request_id returns it.
+
+        Errors: as Ask, and RESOURCE_EXHAUSTED (STREAM_TOO_SLOW). An error after
+        events were sent ends the stream with that status; a turn cut short leaves
+        the thread usable.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -237,7 +246,8 @@ class ThreadlineServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamResume(self, request, context):
-        """Resume, streamed like StreamAsk.
+        """Resume, streamed like StreamAsk (with its backpressure rule and
+        RESOURCE_EXHAUSTED STREAM_TOO_SLOW).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

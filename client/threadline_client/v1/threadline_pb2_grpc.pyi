@@ -40,6 +40,12 @@ UPPER_SNAKE_CASE `reason`, one of the names listed by the ErrorReason enum
   RESOURCE_EXHAUSTED   reason TENANT_QUOTA_EXCEEDED on the turn RPCs (Ask, StreamAsk, Resume,
                        StreamResume): the tenant is at a per-tenant limit; google.rpc.QuotaFailure
                        and google.rpc.RetryInfo details say which limit and when to retry.
+  RESOURCE_EXHAUSTED   reason SERVER_OVERLOADED on any RPC: the server is at its limit of
+                       concurrent calls; nothing was done; google.rpc.RetryInfo says when to
+                       retry. (Health checks are never refused this way.)
+  RESOURCE_EXHAUSTED   reason STREAM_TOO_SLOW on StreamAsk and StreamResume: the reader fell
+                       behind the server's per-stream buffer or stopped reading; the turn ran on
+                       to its end and is stored (retry with the same request_id to get it).
 No caller mistake is ever answered with INTERNAL.
 
 Tenants: every thread belongs to the tenant of the credentials that created it
@@ -116,8 +122,17 @@ class ThreadlineServiceStub:
     carrying the same Turn that Ask returns. The concatenated `token.text`
     deltas of the turn's last answer equal `final.answer`.
 
-    Errors: as Ask. An error after events were sent ends the stream with that
-    status; a turn cut short leaves the thread usable.
+    Backpressure: the turn never waits for its reader. What the server buffers
+    for one stream is bounded (THREADLINE_STREAM_BUFFER_BYTES); while the reader
+    is behind, consecutive tokens of one message are sent together in one
+    TokenDelta. A reader that falls further behind, or reads nothing for
+    THREADLINE_STREAM_STALL_TIMEOUT_S, gets RESOURCE_EXHAUSTED (STREAM_TOO_SLOW)
+    once the turn has ended; the turn itself is stored as if it had been read,
+    and a retry with its request_id returns it.
+
+    Errors: as Ask, and RESOURCE_EXHAUSTED (STREAM_TOO_SLOW). An error after
+    events were sent ends the stream with that status; a turn cut short leaves
+    the thread usable.
     """
     History: _grpc.UnaryUnaryMultiCallable[_threadline_pb2.HistoryRequest, _threadline_pb2.HistoryResponse]
     """Returns a thread's conversation and its checkpoints, newest first,
@@ -194,7 +209,9 @@ class ThreadlineServiceStub:
     thread), ABORTED (THREAD_BUSY), UNAVAILABLE, and the model errors of Ask.
     """
     StreamResume: _grpc.UnaryStreamMultiCallable[_threadline_pb2.StreamResumeRequest, _threadline_pb2.StreamResumeResponse]
-    """Resume, streamed like StreamAsk."""
+    """Resume, streamed like StreamAsk (with its backpressure rule and
+    RESOURCE_EXHAUSTED STREAM_TOO_SLOW).
+    """
 
 @_typing.type_check_only
 class ThreadlineServiceAsyncStub(ThreadlineServiceStub):
@@ -232,8 +249,17 @@ class ThreadlineServiceAsyncStub(ThreadlineServiceStub):
     carrying the same Turn that Ask returns. The concatenated `token.text`
     deltas of the turn's last answer equal `final.answer`.
 
-    Errors: as Ask. An error after events were sent ends the stream with that
-    status; a turn cut short leaves the thread usable.
+    Backpressure: the turn never waits for its reader. What the server buffers
+    for one stream is bounded (THREADLINE_STREAM_BUFFER_BYTES); while the reader
+    is behind, consecutive tokens of one message are sent together in one
+    TokenDelta. A reader that falls further behind, or reads nothing for
+    THREADLINE_STREAM_STALL_TIMEOUT_S, gets RESOURCE_EXHAUSTED (STREAM_TOO_SLOW)
+    once the turn has ended; the turn itself is stored as if it had been read,
+    and a retry with its request_id returns it.
+
+    Errors: as Ask, and RESOURCE_EXHAUSTED (STREAM_TOO_SLOW). An error after
+    events were sent ends the stream with that status; a turn cut short leaves
+    the thread usable.
     """
     History: _aio.UnaryUnaryMultiCallable[_threadline_pb2.HistoryRequest, _threadline_pb2.HistoryResponse]  # type: ignore[assignment]
     """Returns a thread's conversation and its checkpoints, newest first,
@@ -310,7 +336,9 @@ class ThreadlineServiceAsyncStub(ThreadlineServiceStub):
     thread), ABORTED (THREAD_BUSY), UNAVAILABLE, and the model errors of Ask.
     """
     StreamResume: _aio.UnaryStreamMultiCallable[_threadline_pb2.StreamResumeRequest, _threadline_pb2.StreamResumeResponse]  # type: ignore[assignment]
-    """Resume, streamed like StreamAsk."""
+    """Resume, streamed like StreamAsk (with its backpressure rule and
+    RESOURCE_EXHAUSTED STREAM_TOO_SLOW).
+    """
 
 class ThreadlineServiceServicer(metaclass=_abc_1.ABCMeta):
     """The Threadline agent service."""
@@ -357,8 +385,17 @@ class ThreadlineServiceServicer(metaclass=_abc_1.ABCMeta):
         carrying the same Turn that Ask returns. The concatenated `token.text`
         deltas of the turn's last answer equal `final.answer`.
 
-        Errors: as Ask. An error after events were sent ends the stream with that
-        status; a turn cut short leaves the thread usable.
+        Backpressure: the turn never waits for its reader. What the server buffers
+        for one stream is bounded (THREADLINE_STREAM_BUFFER_BYTES); while the reader
+        is behind, consecutive tokens of one message are sent together in one
+        TokenDelta. A reader that falls further behind, or reads nothing for
+        THREADLINE_STREAM_STALL_TIMEOUT_S, gets RESOURCE_EXHAUSTED (STREAM_TOO_SLOW)
+        once the turn has ended; the turn itself is stored as if it had been read,
+        and a retry with its request_id returns it.
+
+        Errors: as Ask, and RESOURCE_EXHAUSTED (STREAM_TOO_SLOW). An error after
+        events were sent ends the stream with that status; a turn cut short leaves
+        the thread usable.
         """
 
     @_abc_1.abstractmethod
@@ -483,6 +520,8 @@ class ThreadlineServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _threadline_pb2.StreamResumeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_threadline_pb2.StreamResumeResponse], _abc.AsyncIterator[_threadline_pb2.StreamResumeResponse]]:
-        """Resume, streamed like StreamAsk."""
+        """Resume, streamed like StreamAsk (with its backpressure rule and
+        RESOURCE_EXHAUSTED STREAM_TOO_SLOW).
+        """
 
 def add_ThreadlineServiceServicer_to_server(servicer: ThreadlineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from contextvars import ContextVar
 from typing import Any, cast
 
@@ -25,6 +25,7 @@ from threadline.auth.principals import Principal
 from threadline.auth.quotas import TenantQuotas
 from threadline.engine.context import RequestContext
 from threadline.errors import PermissionDenied
+from threadline.transport.overload import CallLimit
 from threadline.transport.security import RPC_SCOPES, TURN_RPCS
 from threadline.transport.status_mapping import status_for
 from threadline.transport.telemetry import current_call
@@ -56,12 +57,15 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         quotas: TenantQuotas | None = None,
         *,
         authenticated_services: frozenset[str] = frozenset(),
+        call_limit: CallLimit | None = None,
     ) -> None:
         """Args:
         authenticator: Verifies credentials; None: open mode.
         quotas: Per-tenant turn limits; None: none.
         authenticated_services: Other services (reflection) whose calls need valid credentials.
+        call_limit: How many ThreadlineService calls run at once; None: no limit.
         """
+        self._calls = call_limit
         self._authenticator = authenticator or Authenticator()
         self._quotas = quotas if quotas is not None and quotas.active else None
         self._authenticated_services = authenticated_services
@@ -110,29 +114,34 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
 
         async def serve(request: Message, context: Context) -> Any:
             async with reported_errors(context):
-                principal = await self._authenticator.authenticate(_authorization(context))
-                if RPC_SCOPES[rpc] not in principal.scopes:
-                    raise PermissionDenied(RPC_SCOPES[rpc].value)
-                request_context = _request_context(rpc, request, context, principal)
-                call = current_call()
-                if call is not None:
-                    call.tenant, call.request_id = request_context.tenant, request_context.request_id
-                token = _current.set(request_context)
-                try:
-                    if rpc not in TURN_RPCS:
-                        return await behavior(request, context)
-                    with turn_span(request_context, getattr(request, "thread_id", "")):
-                        if self._quotas is None:
-                            return await behavior(request, context)
-                        self._quotas.admit(principal.tenant)
-                        try:
-                            return await behavior(request, context)
-                        finally:
-                            self._quotas.done(principal.tenant)
-                finally:
-                    _current.reset(token)
+                with self._calls.admitted() if self._calls is not None else nullcontext():
+                    return await self._serve_admitted(rpc, behavior, request, context)
 
         return serve
+
+    async def _serve_admitted(self, rpc: str, behavior: Behavior, request: Message, context: Context) -> Any:
+        """One admitted call: authenticated, authorized, within its tenant's quota, in its RequestContext."""
+        principal = await self._authenticator.authenticate(_authorization(context))
+        if RPC_SCOPES[rpc] not in principal.scopes:
+            raise PermissionDenied(RPC_SCOPES[rpc].value)
+        request_context = _request_context(rpc, request, context, principal)
+        call = current_call()
+        if call is not None:
+            call.tenant, call.request_id = request_context.tenant, request_context.request_id
+        token = _current.set(request_context)
+        try:
+            if rpc not in TURN_RPCS:
+                return await behavior(request, context)
+            with turn_span(request_context, getattr(request, "thread_id", "")):
+                if self._quotas is None:
+                    return await behavior(request, context)
+                self._quotas.admit(principal.tenant)
+                try:
+                    return await behavior(request, context)
+                finally:
+                    self._quotas.done(principal.tenant)
+        finally:
+            _current.reset(token)
 
     def _authenticated_stream(self, behavior: StreamBehavior) -> StreamBehavior:
         """A stream-stream behavior (reflection) that runs only for a caller with valid credentials."""

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import resource
 import signal
 from collections.abc import AsyncIterator
 from multiprocessing.connection import Connection
@@ -29,8 +30,10 @@ from threadline.transport import security
 from threadline.transport.interceptors import SERVICE_NAME, RequestInterceptor
 from threadline.transport.log_format import configure_logging
 from threadline.transport.metrics import Metrics, in_multiprocess_mode, serve_metrics
+from threadline.transport.overload import CallLimit
 from threadline.transport.reflection import REFLECTION_SERVICES, enable_reflection
 from threadline.transport.servicer import ThreadlineServicer
+from threadline.transport.stream_writer import StreamLimits
 from threadline.transport.telemetry import TelemetryInterceptor
 from threadline.transport.tracing import start_tracing, stop_tracing
 from threadline_client.v1 import threadline_pb2_grpc as pb_grpc
@@ -41,6 +44,10 @@ __all__ = ["configure_logging", "run", "serve"]
 
 
 def _options(settings: Settings) -> list[tuple[str, int]]:
+    """gRPC core's options: message sizes, connection limits and lifetimes, its queue of new calls."""
+    # Core cancels (bare CANCELLED) the calls it queued for the application beyond its pending
+    # limit (1000 by default); a burst must reach CallLimit instead, which refuses with a reason.
+    pending = max(PENDING_CALLS_FLOOR, 4 * settings.max_concurrent_rpcs)
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -48,7 +55,40 @@ def _options(settings: Settings) -> list[tuple[str, int]]:
         # sharing it; workers share it on purpose (the supervisor checked that nobody
         # else listens there before starting them).
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+        ("grpc.server.max_pending_requests", pending),
+        ("grpc.server.max_pending_requests_hard_limit", pending),
+        ("grpc.max_allowed_incoming_connections", max_connections(settings)),
+        *_lifetime_options(settings),
     ]
+
+
+PENDING_CALLS_FLOOR = 10_000
+
+CONNECTIONS_FD_RESERVE = 256
+"""File descriptors kept back from client connections: the database pool, log files, the metrics endpoint."""
+
+
+def max_connections(settings: Settings) -> int:
+    """THREADLINE_MAX_CONNECTIONS, or (0) the open-file limit less the reserve: accepting never runs out of fds."""
+    if settings.max_connections:
+        return settings.max_connections
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1_000_000
+    return max(1, soft - CONNECTIONS_FD_RESERVE)
+
+
+def _lifetime_options(settings: Settings) -> list[tuple[str, int]]:
+    """Idle timeout and maximum age of client connections (0 in a setting: gRPC's default, for ever)."""
+    options = []
+    if settings.connection_idle_timeout_s:
+        options.append(("grpc.max_connection_idle_ms", round(settings.connection_idle_timeout_s * 1000)))
+    if settings.connection_max_age_s:
+        options += [
+            ("grpc.max_connection_age_ms", round(settings.connection_max_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", round(settings.connection_max_age_grace_s * 1000)),
+        ]
+    return options
 
 
 STORAGE_CHECK_INTERVAL_S = 1.0
@@ -64,7 +104,11 @@ def _link(path: str) -> str:
 
 def log_runtime_stats() -> None:
     """On SIGUSR1: how many asyncio tasks and open sockets the process has (to spot leaks)."""
-    fds = os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else []
+    try:
+        fds = os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else []
+    except OSError as exc:  # out of file descriptors (EMFILE) is when this is wanted most
+        log.info("runtime stats: tasks=%d fds=? (%s)", len(asyncio.all_tasks()), exc.strerror)
+        return
     sockets = sum(1 for fd in fds if _link(f"/proc/self/fd/{fd}").startswith("socket:"))
     log.info("runtime stats: tasks=%d fds=%d sockets=%d", len(asyncio.all_tasks()), len(fds), sockets)
 
@@ -136,7 +180,8 @@ async def serve(
     server, health_servicer = await _grpc_server(settings, authenticator, metrics, tracer)
     engine_settings = dataclasses.replace(settings.engine, traced=tracer is not None)
     async with Engine.open(engine_settings) as engine, _metrics_endpoint(settings, metrics):
-        pb_grpc.add_ThreadlineServiceServicer_to_server(ThreadlineServicer(engine), server)
+        streams = StreamLimits(settings.stream_buffer_bytes, settings.stream_stall_timeout_s)
+        pb_grpc.add_ThreadlineServiceServicer_to_server(ThreadlineServicer(engine, streams), server)
         _listen(server, settings)
         await server.start()
         collector.settle_after_startup()
@@ -251,6 +296,7 @@ async def _grpc_server(
             authenticator,
             security.quotas(settings),
             authenticated_services=REFLECTION_SERVICES if settings.reflection == "authenticated" else frozenset(),
+            call_limit=CallLimit(settings.max_concurrent_rpcs),
         )
     )
     server = grpc.aio.server(options=_options(settings), interceptors=interceptors)

@@ -6,48 +6,26 @@ mapping of errors to statuses live in transport.interceptors. What is left here 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
 from typing import Any
 
 import grpc
 
 from threadline.engine.engine import Engine
-from threadline.engine.views import TurnEvent
 from threadline.transport import convert
 from threadline.transport.interceptors import current_request
+from threadline.transport.stream_writer import StreamLimits, write_turn
 from threadline_client.v1 import threadline_pb2 as pb
 from threadline_client.v1 import threadline_pb2_grpc as pb_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-async def _stream(
-    turn: AsyncGenerator[TurnEvent, None], context: Context, message: type[convert.StreamMessage]
-) -> None:
-    """Writes a turn's events to a server-streaming call.
-
-    A coroutine that writes, rather than an async generator that yields, so that a
-    cancellation arrives in the handler's own task and aclosing() ends the turn in the
-    task (and context) it started in; a suspended generator would be finalized later
-    from another task, where the turn's context variables and locks are not its own.
-    """
-    async with aclosing(turn):
-        async for event in turn:
-            try:
-                await context.write(convert.stream_event(event, message))
-            except Exception as exc:
-                # grpc.aio fails a write (with an error type of its own) once the call is over: the
-                # caller cancelled or went away. Nobody is left to tell; the turn ends as cancelled.
-                raise asyncio.CancelledError("the stream's caller is gone") from exc
-
-
 class ThreadlineServicer(pb_grpc.ThreadlineServiceServicer):
     """The threadline.v1.ThreadlineService implementation (served behind transport.interceptors)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, streams: StreamLimits) -> None:
         self._engine = engine
+        self._streams = streams
 
     async def Ask(self, request: pb.AskRequest, context: Context) -> pb.AskResponse:
         result = await self._engine.ask(
@@ -63,6 +41,7 @@ class ThreadlineServicer(pb_grpc.ThreadlineServiceServicer):
     async def StreamAsk(self, request: pb.StreamAskRequest, context: Context) -> None:  # type: ignore[override]
         # The turn runs inside this handler's task, so a client that goes away or a passed
         # deadline cancels the graph run itself (and its model stream): nothing is left running.
+        # A slow reader does not slow it: stream_writer buffers, within limits, for the reader.
         turn = self._engine.stream_ask(
             current_request(),
             request.thread_id,
@@ -70,7 +49,7 @@ class ThreadlineServicer(pb_grpc.ThreadlineServiceServicer):
             request.checkpoint_id,
             abandon_interrupt=request.abandon_interrupt,
         )
-        await _stream(turn, context, pb.StreamAskResponse)
+        await write_turn(turn, context, pb.StreamAskResponse, self._streams)
 
     async def History(self, request: pb.HistoryRequest, context: Context) -> pb.HistoryResponse:
         page = await self._engine.history(
@@ -122,4 +101,4 @@ class ThreadlineServicer(pb_grpc.ThreadlineServiceServicer):
     async def StreamResume(self, request: pb.StreamResumeRequest, context: Context) -> None:  # type: ignore[override]
         decision = convert.decision(request.decision)
         turn = self._engine.stream_resume(current_request(), request.thread_id, request.interrupt_id, decision)
-        await _stream(turn, context, pb.StreamResumeResponse)
+        await write_turn(turn, context, pb.StreamResumeResponse, self._streams)

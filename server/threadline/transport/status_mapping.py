@@ -44,6 +44,8 @@ _CODES: tuple[tuple[type[errors.ThreadlineError], grpc.StatusCode], ...] = (
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.StreamTooSlow, grpc.StatusCode.RESOURCE_EXHAUSTED),
 )
 
 
@@ -67,6 +69,8 @@ def status_for(exc: BaseException) -> grpc.Status:
     details = [_packed(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))]
     if isinstance(exc, errors.QuotaExceeded):
         details += _quota_details(exc)
+    if isinstance(exc, errors.Overloaded):
+        details.append(_retry_info(exc.retry_after_s))
     status = status_pb2.Status(code=code.value[0], message=message, details=details)
     return rpc_status.to_status(status)
 
@@ -82,6 +86,11 @@ def _quota_details(exc: errors.QuotaExceeded) -> list[any_pb2.Any]:
     violation = error_details_pb2.QuotaFailure.Violation(
         subject=f"tenant:{exc.tenant}", description=exc.description, quota_id=exc.limit, quota_value=exc.value
     )
+    return [_packed(error_details_pb2.QuotaFailure(violations=[violation])), _retry_info(exc.retry_after_s)]
+
+
+def _retry_info(after_s: float) -> any_pb2.Any:
+    """google.rpc.RetryInfo: when the call may be retried."""
     retry = error_details_pb2.RetryInfo()
-    retry.retry_delay.FromTimedelta(dt.timedelta(seconds=exc.retry_after_s))
-    return [_packed(error_details_pb2.QuotaFailure(violations=[violation])), _packed(retry)]
+    retry.retry_delay.FromTimedelta(dt.timedelta(seconds=after_s))
+    return _packed(retry)
