@@ -105,6 +105,17 @@ async def _expire_idle_threads(engine: Engine, ttl_s: float, interval_s: float) 
             log.info("retention: deleted %d thread(s) idle for more than %gs", deleted, ttl_s)
 
 
+async def _list_unlisted_threads(engine: Engine) -> None:
+    """At start-up: rows of the thread list that a killed process (or an older version) left missing or behind."""
+    try:
+        listed = await engine.list_unlisted_threads()
+    except ThreadlineError as exc:
+        log.warning("could not check the thread list against the checkpoints: %s", exc.message)
+        return
+    if listed:
+        log.info("thread list: %d thread(s) whose row was missing or behind their checkpoints listed", listed)
+
+
 def _supervisor_gone(stop: asyncio.Event) -> None:
     if not stop.is_set():
         log.warning("the supervisor is gone: stopping")
@@ -136,6 +147,7 @@ async def serve(
     server, health_servicer = await _grpc_server(settings, authenticator, metrics, tracer)
     engine_settings = dataclasses.replace(settings.engine, traced=tracer is not None)
     async with Engine.open(engine_settings) as engine, _metrics_endpoint(settings, metrics):
+        await _list_unlisted_threads(engine)
         pb_grpc.add_ThreadlineServiceServicer_to_server(ThreadlineServicer(engine), server)
         _listen(server, settings)
         await server.start()
