@@ -97,6 +97,8 @@ log = logging.getLogger(__name__)
 
 RECURSION_LIMIT = 50
 STORAGE_PROBE_TIMEOUT_S = 2.0
+HOLDS_END_TIMEOUT_S = 10.0
+"""Longest the engine waits, as it closes, for holds still in use to end (cancelled turns let go of their threads)."""
 _PROBE_FAILURES: tuple[type[BaseException], ...] = (TimeoutError, *STORAGE_ERRORS)
 _UNWRITABLE: tuple[type[BaseException], ...] = (StaleRunError, *STORAGE_ERRORS)
 """Failures after which a turn's hold cannot write (the database is down, or the hold was taken over)."""
@@ -128,6 +130,9 @@ class Engine:
         self._message_budget = max_response_bytes - RESPONSE_MARGIN_BYTES
         self._starts = TurnStarts(max_starting_turns)
         self._storage_down_since: float | None = None
+        self._holds_in_use = 0
+        self._no_holds_in_use = asyncio.Event()
+        self._no_holds_in_use.set()
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
         """Who this process is in the audit trail."""
 
@@ -139,7 +144,7 @@ class Engine:
             open_graph_builder(settings.agent) as builder,
             open_storage(settings.database_url, settings.storage) as storage,
         ):
-            yield cls(
+            engine = cls(
                 builder.compile(checkpointer=storage.saver),
                 storage,
                 max_query_chars=settings.max_query_chars,
@@ -149,14 +154,43 @@ class Engine:
                 max_response_bytes=settings.max_response_bytes,
                 traced=settings.traced,
             )
+            try:
+                yield engine
+            finally:
+                # Turns the server cancelled as it stopped may still be ending: their last writes and
+                # the release of their threads need the storage, which closes after this.
+                await engine.holds_ended(HOLDS_END_TIMEOUT_S)
+
+    async def holds_ended(self, timeout_s: float) -> bool:
+        """Waits (at most timeout_s) until no turn, Rewind, delete or repair holds or waits for a thread.
+
+        Returns:
+            Whether none does (False: the wait timed out, which is logged).
+        """
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._no_holds_in_use.wait()
+        except TimeoutError:
+            log.warning(
+                "%d hold(s) on threads still in use after %gs; closing storage anyway", self._holds_in_use, timeout_s
+            )
+            return False
+        return True
 
     @asynccontextmanager
     async def _holding(
         self, thread: ThreadKey, *, wait: bool, deadline: float | None, step_aside: StepAside = nullcontext
     ) -> AsyncIterator[ThreadHold]:
-        """The storage's hold on the thread."""
-        async with self._storage.locks.hold(thread, wait=wait, deadline=deadline, step_aside=step_aside) as hold:
-            yield hold
+        """The storage's hold on the thread, counted from the wait for it to its release (holds_ended)."""
+        self._holds_in_use += 1
+        self._no_holds_in_use.clear()
+        try:
+            async with self._storage.locks.hold(thread, wait=wait, deadline=deadline, step_aside=step_aside) as hold:
+                yield hold
+        finally:
+            self._holds_in_use -= 1
+            if not self._holds_in_use:
+                self._no_holds_in_use.set()
 
     async def check_storage(self) -> bool:
         """Probes the database; while it is down, calls fail at once instead of waiting on it.

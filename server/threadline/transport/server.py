@@ -173,6 +173,8 @@ async def serve(
         log.info("shutting down: NOT_SERVING, %.1fs grace for in-flight calls", settings.shutdown_grace_s)
         await health_servicer.enter_graceful_shutdown()
         await server.stop(settings.shutdown_grace_s)
+        # Calls still running were cancelled; the engine waits, as it closes, for their threads to be let go.
+        await asyncio.gather(*background, return_exceptions=True)
     if tracer is not None:
         await asyncio.to_thread(stop_tracing)  # exports what is left
     log.info("stopped")
