@@ -194,7 +194,9 @@ class PostgresThreadRegistry:
         created_at: dt.datetime,
     ) -> None:
         row = (tenant, thread_id, title.encode(), turn_count, created_at, updated_at, head_checkpoint_id)
-        await self._write(tenant, thread_id, _REFRESH.format(p="%s"), row, may_wait=True)
+        # Sent now, with what the turn left waiting: a turn cut short refreshes its row as it ends,
+        # and its caller may be cancelled again before the writes of its release are sent.
+        await self._write(tenant, thread_id, _REFRESH.format(p="%s"), row, may_wait=False)
 
     async def page(self, tenant: str, *, limit: int, after: Cursor | None) -> list[ThreadRow]:
         at, last = after if after is not None else (_now(), "")
