@@ -97,8 +97,9 @@ log = logging.getLogger(__name__)
 
 RECURSION_LIMIT = 50
 STORAGE_PROBE_TIMEOUT_S = 2.0
-HOLDS_END_TIMEOUT_S = 10.0
-"""Longest the engine waits, as it closes, for holds still in use to end (cancelled turns let go of their threads)."""
+HOLDS_END_TIMEOUT_S = 5.0
+"""Longest the engine waits, as it closes, for holds still in use to end (cancelled turns let go of their
+threads): well within the margin a worker's supervisor gives it past the grace (workers.WORKER_STOP_MARGIN_S)."""
 _PROBE_FAILURES: tuple[type[BaseException], ...] = (TimeoutError, *STORAGE_ERRORS)
 _UNWRITABLE: tuple[type[BaseException], ...] = (StaleRunError, *STORAGE_ERRORS)
 """Failures after which a turn's hold cannot write (the database is down, or the hold was taken over)."""
