@@ -689,14 +689,15 @@ class Engine:
                     await until_done(asyncio.ensure_future(self._refresh_row(held, key)))
                 raise
 
-    async def _refresh_row(self, held: _Held, key: ThreadKey, created_at: dt.datetime | None = None) -> None:
-        """Makes the thread's registry row show its head (removes it if the thread has none); a failure is logged."""
+    async def _refresh_row(self, held: _Held, key: ThreadKey, created_at: dt.datetime | None = None) -> bool:
+        """Makes the thread's registry row show its head (removes it if the thread has none); a failure is
+        logged. Returns whether it got through."""
         config: RunnableConfig = {"configurable": {"thread_id": key.storage_id, "checkpoint_ns": ""}}
         try:
             head = await held.saver.aget_tuple(config)
             if head is None:
                 await held.registry.forget(key.tenant, key.thread_id)
-                return
+                return True
             title, turn_count = _title_and_turns(await held.reads.messages_at(head))
             at = parse_ts(head.checkpoint["ts"])
             await held.registry.refresh(
@@ -710,6 +711,8 @@ class Engine:
             )
         except Exception as exc:
             log.warning("could not bring thread %s's row in the thread list up to date: %s", key, exc)
+            return False
+        return True
 
     async def list_unlisted_threads(self, batch: int = 500) -> int:
         """Lists every thread that has a checkpoint but no registry row, or a row naming another head
@@ -718,7 +721,7 @@ class Engine:
         A thread busy with a turn is skipped: the turn writes its row as it ends.
 
         Returns:
-            How many rows were written.
+            How many threads were brought up to date.
         """
         listed, after = 0, ""
         with translated_failures():
@@ -729,8 +732,7 @@ class Engine:
                         key = ThreadKey.parse(thread.storage_id)
                         async with self._holding(key, wait=False, deadline=None) as hold:
                             created = checkpoint_time(thread.first_checkpoint_id)
-                            await self._refresh_row(self._held(hold), key, created)
-                        listed += 1
+                            listed += await self._refresh_row(self._held(hold), key, created)
                     except ThreadBusy:
                         continue
         return listed

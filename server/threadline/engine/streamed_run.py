@@ -69,7 +69,7 @@ async def parts_of(run: Callable[[], AsyncGenerator[Part, None]]) -> AsyncGenera
         await until_done(reader)
 
 
-async def until_done(task: asyncio.Task[None]) -> None:
+async def until_done(task: asyncio.Task[Any]) -> None:
     """Waits for the task to end, even through cancellations of the waiting task (re-raised after)."""
     cancelled = False
     while not task.done():
