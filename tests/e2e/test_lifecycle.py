@@ -8,10 +8,16 @@ import sys
 import threading
 from pathlib import Path
 
+import grpc
+import psycopg
 import pytest
 
+from tests.conftest import BACKENDS, database_url
 from tests.support import ROOT, ServerProcess, server_env
 from threadline_client import ThreadlineClient, pb
+from threadline_client.v1.threadline_pb2_grpc import ThreadlineServiceStub
+
+STREAMS_AT_SIGTERM = 30
 
 
 def test_sigterm_lets_an_in_flight_stream_finish_then_exits_cleanly(tmp_path: Path, logs: Path) -> None:
@@ -107,3 +113,40 @@ def test_passwords_in_the_database_url_never_reach_the_log(postgres_url: str, tm
             server.stop()
         log = server.log()
         assert "hunter2" not in log and "***" in log
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sigterm_lets_go_of_every_thread_before_the_database_closes(
+    backend: str, tmp_path: Path, logs: Path, request: pytest.FixtureRequest
+) -> None:
+    """Streams still running when the grace period ends are cancelled; their turns end and release their
+    threads (their last writes and registry rows stored) before the storage closes, quietly."""
+    url = database_url(backend, tmp_path, request, fresh=True)
+    slow = server_env(THREADLINE_OFFLINE_TOKEN_DELAY_MS="100", THREADLINE_SHUTDOWN_GRACE_S="0.5")
+    server = ServerProcess(url, logs, env=slow).start()
+    threads = [f"sigterm-{i}" for i in range(STREAMS_AT_SIGTERM)]
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = ThreadlineServiceStub(channel)
+            calls = [
+                stub.StreamAsk(pb.StreamAskRequest(thread_id=t, query="tell me a long story " * 20)) for t in threads
+            ]
+            for call in calls:
+                assert next(call).HasField("token")  # every turn runs, holding its thread
+            server.signal(signal.SIGTERM)
+            assert server.wait(timeout=30) == 0
+    finally:
+        server.stop()
+    log = server.log()
+    assert "stopped" in log and "Traceback" not in log
+    assert "could not" not in log and "already closed" not in log and "still in use" not in log, log[-3000:]
+    if backend == "postgres":
+        with psycopg.connect(url) as conn:
+            held = conn.execute("SELECT count(*) FROM threadline_thread_holders").fetchone()
+        assert held == (0,), "a thread was left held"
+    with ServerProcess(url, logs) as again, ThreadlineClient(again.address) as client:
+        listed = {t.thread_id: t for t in client.list_threads(page_size=100).threads}
+        for thread in threads:
+            assert listed[thread].head_checkpoint_id == client.history(thread, page_size=1).head_checkpoint_id
+            assert client.ask("My name is Ada.", thread_id=thread, timeout=10).answer
+    assert "thread(s) whose row was missing" not in again.log(), "rows were left behind at shutdown"

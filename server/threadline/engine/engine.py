@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -35,6 +36,7 @@ from threadline.engine.identifiers import (
     check_request_id,
     check_thread_id,
     checkpoint_id_at,
+    checkpoint_time,
     decode_messages_token,
     decode_page_token,
     decode_threads_token,
@@ -51,10 +53,11 @@ from threadline.engine.snapshots import (
     id_of,
     index_of,
     interrupt_view,
+    parse_ts,
     snapshot_turn,
     turn_result,
 )
-from threadline.engine.streamed_run import Part, parts_of
+from threadline.engine.streamed_run import Part, parts_of, until_done
 from threadline.engine.turn_kinds import QUESTION_KINDS, RESUME_KINDS, TurnKind
 from threadline.engine.turn_starts import Admission, TurnStarts
 from threadline.engine.views import (
@@ -80,7 +83,7 @@ from threadline.storage import audit
 from threadline.storage.audit import recording
 from threadline.storage.contract import STORAGE_ERRORS, PoolStats, Storage
 from threadline.storage.thread_keys import ThreadKey
-from threadline.storage.thread_locks import StepAside, ThreadHold
+from threadline.storage.thread_locks import StaleRunError, StepAside, ThreadHold
 from threadline.storage.thread_registry import ThreadRegistry
 from threadline.storage.urls import open_storage
 
@@ -94,7 +97,12 @@ log = logging.getLogger(__name__)
 
 RECURSION_LIMIT = 50
 STORAGE_PROBE_TIMEOUT_S = 2.0
+HOLDS_END_TIMEOUT_S = 5.0
+"""Longest the engine waits, as it closes, for holds still in use to end (cancelled turns let go of their
+threads): well within the margin a worker's supervisor gives it past the grace (workers.WORKER_STOP_MARGIN_S)."""
 _PROBE_FAILURES: tuple[type[BaseException], ...] = (TimeoutError, *STORAGE_ERRORS)
+_UNWRITABLE: tuple[type[BaseException], ...] = (StaleRunError, *STORAGE_ERRORS)
+"""Failures after which a turn's hold cannot write (the database is down, or the hold was taken over)."""
 
 
 class Engine:
@@ -123,6 +131,9 @@ class Engine:
         self._message_budget = max_response_bytes - RESPONSE_MARGIN_BYTES
         self._starts = TurnStarts(max_starting_turns)
         self._storage_down_since: float | None = None
+        self._holds_in_use = 0
+        self._no_holds_in_use = asyncio.Event()
+        self._no_holds_in_use.set()
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
         """Who this process is in the audit trail."""
 
@@ -134,7 +145,7 @@ class Engine:
             open_graph_builder(settings.agent) as builder,
             open_storage(settings.database_url, settings.storage) as storage,
         ):
-            yield cls(
+            engine = cls(
                 builder.compile(checkpointer=storage.saver),
                 storage,
                 max_query_chars=settings.max_query_chars,
@@ -144,6 +155,43 @@ class Engine:
                 max_response_bytes=settings.max_response_bytes,
                 traced=settings.traced,
             )
+            try:
+                yield engine
+            finally:
+                # Turns the server cancelled as it stopped may still be ending: their last writes and
+                # the release of their threads need the storage, which closes after this.
+                await engine.holds_ended(HOLDS_END_TIMEOUT_S)
+
+    async def holds_ended(self, timeout_s: float) -> bool:
+        """Waits (at most timeout_s) until no turn, Rewind, delete or repair holds or waits for a thread.
+
+        Returns:
+            Whether none does (False: the wait timed out, which is logged).
+        """
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._no_holds_in_use.wait()
+        except TimeoutError:
+            log.warning(
+                "%d hold(s) on threads still in use after %gs; closing storage anyway", self._holds_in_use, timeout_s
+            )
+            return False
+        return True
+
+    @asynccontextmanager
+    async def _holding(
+        self, thread: ThreadKey, *, wait: bool, deadline: float | None, step_aside: StepAside = nullcontext
+    ) -> AsyncIterator[ThreadHold]:
+        """The storage's hold on the thread, counted from the wait for it to its release (holds_ended)."""
+        self._holds_in_use += 1
+        self._no_holds_in_use.clear()
+        try:
+            async with self._storage.locks.hold(thread, wait=wait, deadline=deadline, step_aside=step_aside) as hold:
+                yield hold
+        finally:
+            self._holds_in_use -= 1
+            if not self._holds_in_use:
+                self._no_holds_in_use.set()
 
     async def check_storage(self) -> bool:
         """Probes the database; while it is down, calls fail at once instead of waiting on it.
@@ -628,9 +676,66 @@ class Engine:
         """Holds the thread against other turns (on any replica) for the block: what the block
         reads and writes the thread through."""
         key = ThreadKey.parse(config["configurable"]["thread_id"])
-        locks = self._storage.locks
-        async with locks.hold(key, wait=self._wait_when_busy, deadline=ctx.deadline, step_aside=step_aside) as hold:
-            yield self._held(hold)
+        async with self._holding(key, wait=self._wait_when_busy, deadline=ctx.deadline, step_aside=step_aside) as hold:
+            held = self._held(hold)
+            try:
+                yield held
+            except BaseException as exc:
+                if hold.wrote and not isinstance(exc, _UNWRITABLE):
+                    # A block that wrote and did not finish (a cancel, a deadline, a failure) left the thread
+                    # at a head its registry row may not name: the row follows it before the thread is let go,
+                    # through any number of cancellations meanwhile. (With the database down or the hold lost,
+                    # it cannot: the thread's next turn, or the next start-up, writes it.)
+                    await until_done(asyncio.ensure_future(self._refresh_row(held, key)))
+                raise
+
+    async def _refresh_row(self, held: _Held, key: ThreadKey, created_at: dt.datetime | None = None) -> bool:
+        """Makes the thread's registry row show its head (removes it if the thread has none); a failure is
+        logged. Returns whether it got through."""
+        config: RunnableConfig = {"configurable": {"thread_id": key.storage_id, "checkpoint_ns": ""}}
+        try:
+            head = await held.saver.aget_tuple(config)
+            if head is None:
+                await held.registry.forget(key.tenant, key.thread_id)
+                return True
+            title, turn_count = _title_and_turns(await held.reads.messages_at(head))
+            at = parse_ts(head.checkpoint["ts"])
+            await held.registry.refresh(
+                key.tenant,
+                key.thread_id,
+                title=title,
+                turn_count=turn_count,
+                head_checkpoint_id=id_of(head),
+                updated_at=at,
+                created_at=created_at or at,
+            )
+        except Exception as exc:
+            log.warning("could not bring thread %s's row in the thread list up to date: %s", key, exc)
+            return False
+        return True
+
+    async def list_unlisted_threads(self, batch: int = 500) -> int:
+        """Lists every thread that has a checkpoint but no registry row, or a row naming another head
+        (a process killed mid-turn; a version that did not refresh rows of unfinished turns).
+
+        A thread busy with a turn is skipped: the turn writes its row as it ends.
+
+        Returns:
+            How many threads were brought up to date.
+        """
+        listed, after = 0, ""
+        with translated_failures():
+            while found := await self._storage.unlisted_threads(after, batch):
+                for thread in found:
+                    after = thread.storage_id
+                    try:
+                        key = ThreadKey.parse(thread.storage_id)
+                        async with self._holding(key, wait=False, deadline=None) as hold:
+                            created = checkpoint_time(thread.first_checkpoint_id)
+                            listed += await self._refresh_row(self._held(hold), key, created)
+                    except ThreadBusy:
+                        continue
+        return listed
 
     def _held(self, hold: ThreadHold) -> _Held:
         # LangGraph's public copy of a compiled graph, on the hold's saver: the run writes through the hold.
@@ -674,7 +779,7 @@ class Engine:
                 config: RunnableConfig = {"configurable": {"thread_id": key, "checkpoint_ns": ""}}
                 try:
                     thread = ThreadKey.parse(key)
-                    async with self._storage.locks.hold(thread, wait=False, deadline=None) as hold:
+                    async with self._holding(thread, wait=False, deadline=None) as hold:
                         head = await hold.saver.aget_tuple(config)
                         if head is None or id_of(head) >= cutoff:
                             continue
@@ -808,16 +913,24 @@ class _Held:
     registry: ThreadRegistry
 
 
+def _title_and_turns(messages: list[BaseMessage]) -> tuple[str, int]:
+    """A thread's title (its first question, whitespace folded, 80 characters) and turn count (its
+    questions), as of the conversation at its head: a question cut short before it was stored counts
+    no turn, one stored counts (the turn was asked), answered or not."""
+    questions = [m for m in messages if isinstance(m, HumanMessage)]
+    title = " ".join(text_of(questions[0]).split())[:80] if questions else ""
+    return title, len(questions)
+
+
 async def _note_activity(
     held: _Held, ctx: RequestContext, thread_id: str, messages: list[BaseMessage], head_checkpoint_id: str
 ) -> None:
-    questions = [m for m in messages if isinstance(m, HumanMessage)]
-    title = " ".join(text_of(questions[0]).split())[:80] if questions else ""
+    title, turn_count = _title_and_turns(messages)
     await held.registry.record(
         ctx.tenant,
         thread_id,
         title=title,
-        turn_count=len(questions),
+        turn_count=turn_count,
         head_checkpoint_id=head_checkpoint_id,
     )
 

@@ -80,6 +80,13 @@ def checkpoint_id_at(unix_time: float) -> str:
     return f"{stamp >> 28:08x}-{(stamp >> 12) & 0xFFFF:04x}-6{stamp & 0x0FFF:03x}-0000-000000000000"
 
 
+def checkpoint_time(checkpoint_id: str) -> dt.datetime:
+    """When LangGraph wrote the checkpoint with this id (UUIDv6: its time is in its first 15 hex digits)."""
+    digits = checkpoint_id.replace("-", "")
+    stamp = (int(digits[:12], 16) << 12) | int(digits[13:16], 16)
+    return dt.datetime.fromtimestamp((stamp - 0x01B21DD213814000) / 10_000_000, dt.UTC)
+
+
 # Page tokens name the tenant they were issued to ("o", a digest of its id), so a token passed
 # by another tenant is as meaningless as a made-up one. Tokens without it were issued before
 # tenants had credentials, to the one tenant of open mode.

@@ -66,10 +66,10 @@ async def parts_of(run: Callable[[], AsyncGenerator[Part, None]]) -> AsyncGenera
             yield item
     finally:
         reader.cancel()
-        await _until_done(reader)
+        await until_done(reader)
 
 
-async def _until_done(task: asyncio.Task[None]) -> None:
+async def until_done(task: asyncio.Task[Any]) -> None:
     """Waits for the task to end, even through cancellations of the waiting task (re-raised after)."""
     cancelled = False
     while not task.done():

@@ -19,7 +19,7 @@ from threadline.storage import audit
 from threadline.storage.hot_states import HotStates, HotStatesSaverMixin
 from threadline.storage.settings import StorageSettings
 from threadline.storage.thread_locks import LocalThreadLocks, ThreadLocks
-from threadline.storage.thread_registry import ThreadRegistry
+from threadline.storage.thread_registry import ThreadRegistry, UnlistedThread
 
 STORAGE_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.OperationalError,
@@ -82,6 +82,11 @@ class Storage(Protocol):
 
     async def idle_threads(self, cutoff: str, limit: int) -> list[str]:
         """Storage thread ids (at most limit) whose newest checkpoint id is older than cutoff."""
+        ...
+
+    async def unlisted_threads(self, after: str, limit: int) -> list[UnlistedThread]:
+        """Threads (at most limit, storage ids after `after`, in order) with a checkpoint but no registry
+        row, or whose row names another head than their newest root checkpoint."""
         ...
 
     async def headers(self, config: RunnableConfig, before: RunnableConfig | None, limit: int) -> list[CheckpointTuple]:

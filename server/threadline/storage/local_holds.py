@@ -37,6 +37,8 @@ class LocalHold:
     """The thread held: a tenant's, or one named as the checkpoint tables name it."""
     registry: ThreadRegistry
     released: bool = False
+    wrote: bool = False
+    """Whether a checkpoint write went through the hold."""
     saver: LocallyHeldSaver = field(init=False)
 
     @property
@@ -99,6 +101,7 @@ class LocallyHeldSaver(BaseCheckpointSaver[str]):
             raise StaleRunError(f"the turn's hold on thread {hold.thread_key!r} has ended; its write is refused")
         if str(thread_id) != hold.thread_key:
             raise UnheldWriteError(f"a turn holding {hold.thread_key!r} wrote thread {thread_id!r}; refused")
+        hold.wrote = True
         yield
 
     async def aput(

@@ -21,7 +21,7 @@ from threadline.storage.contract import (
 from threadline.storage.hot_states import HotStatesSaverMixin
 from threadline.storage.local_holds import LocalHolds, LocallyHeldSaver
 from threadline.storage.settings import StorageSettings
-from threadline.storage.thread_registry import MemoryThreadRegistry
+from threadline.storage.thread_registry import MemoryThreadRegistry, UnlistedThread
 
 
 class AuditedMemorySaver(HotStatesSaverMixin, AuditedSaverMixin, InMemorySaver):
@@ -33,6 +33,7 @@ class MemoryStorage(ListedBySaver):
     """Storage in this process's memory."""
 
     memory: AuditedMemorySaver
+    rows: MemoryThreadRegistry
 
     async def ping(self) -> None:
         """Memory is up while the process is."""
@@ -41,6 +42,16 @@ class MemoryStorage(ListedBySaver):
         """Threads whose newest root checkpoint id is older than cutoff."""
         spaces_of = self.memory.storage.items()
         return [thread for thread, spaces in spaces_of if spaces.get("") and max(spaces[""]) < cutoff][:limit]
+
+    async def unlisted_threads(self, after: str, limit: int) -> list[UnlistedThread]:
+        """Threads whose registry row is missing or behind their newest root checkpoint."""
+        listed = self.rows.heads()
+        found = [
+            UnlistedThread(thread, max(spaces[""]), min(spaces[""]))
+            for thread, spaces in sorted(self.memory.storage.items())
+            if thread > after and "/" in thread and spaces.get("") and listed.get(thread) != max(spaces[""])
+        ]
+        return found[:limit]
 
 
 @asynccontextmanager
@@ -51,4 +62,4 @@ async def open_memory(settings: StorageSettings) -> AsyncIterator[Storage]:
     locks = local_locks(settings)
     saver = LocallyHeldSaver(memory, locks)
     registry = MemoryThreadRegistry()
-    yield MemoryStorage(saver, LocalHolds(locks, saver, registry), registry, hot, memory)
+    yield MemoryStorage(saver, LocalHolds(locks, saver, registry), registry, hot, memory, registry)

@@ -22,7 +22,7 @@ from threadline.storage.hot_states import HotStates, HotStatesSaverMixin
 from threadline.storage.postgres_pool import IdleConnectionCheck, Pool, open_pool
 from threadline.storage.postgres_saver import HEAD_SQL, PostgresSaver
 from threadline.storage.settings import StorageSettings
-from threadline.storage.thread_registry import PostgresThreadRegistry
+from threadline.storage.thread_registry import UNLISTED_THREADS_PG, PostgresThreadRegistry, UnlistedThread
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,12 @@ class PostgresStorage:
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(IDLE_THREADS_SQL.format(param="%s"), (cutoff, limit))).fetchall()
             return [str(row["thread_id"]) for row in rows]
+
+    async def unlisted_threads(self, after: str, limit: int) -> list[UnlistedThread]:
+        """Threads whose registry row is missing or behind their newest root checkpoint."""
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(UNLISTED_THREADS_PG, (after, limit))).fetchall()
+            return [UnlistedThread(str(row["thread_id"]), str(row["head"]), str(row["first"])) for row in rows]
 
     async def headers(self, config: RunnableConfig, before: RunnableConfig | None, limit: int) -> list[CheckpointTuple]:
         """The thread's newest checkpoints without their blobs or pending writes."""

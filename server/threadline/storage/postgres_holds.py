@@ -123,6 +123,8 @@ class Hold:
     token: uuid.UUID
     pool: Pool
     released: bool = False
+    wrote: bool = False
+    """Whether a write of the turn went through the hold."""
     # Whether the row may exist: from sending the take until it is known not taken or deleted.
     maybe_taken: bool = False
     writes: DeferredWrites = field(default_factory=DeferredWrites)
@@ -163,6 +165,7 @@ class Hold:
         if thread_id != self.thread_key:
             raise UnheldWriteError(f"a turn holding {self.thread_key!r} wrote thread {thread_id!r}; refused")
         self.head = None  # the turn writes: the head read with its take may be outdated
+        self.wrote = True
         if may_wait:
             self.writes.add(statements, self._send)
         else:

@@ -29,7 +29,7 @@ from threadline.storage.contract import (
 from threadline.storage.hot_states import HotStatesSaverMixin
 from threadline.storage.local_holds import LocalHolds, LocallyHeldSaver
 from threadline.storage.settings import StorageSettings
-from threadline.storage.thread_registry import SqliteThreadRegistry
+from threadline.storage.thread_registry import UNLISTED_THREADS_SQLITE, SqliteThreadRegistry, UnlistedThread
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,11 @@ class SqliteStorage(ListedBySaver):
         """Threads whose newest root checkpoint id is older than cutoff."""
         async with self.conn.execute(IDLE_THREADS_SQL.format(param="?"), (cutoff, limit)) as cursor:
             return [str(row[0]) for row in await cursor.fetchall()]
+
+    async def unlisted_threads(self, after: str, limit: int) -> list[UnlistedThread]:
+        """Threads whose registry row is missing or behind their newest root checkpoint."""
+        async with self.conn.execute(UNLISTED_THREADS_SQLITE, (after, limit)) as cursor:
+            return [UnlistedThread(str(row[0]), str(row[1]), str(row[2])) for row in await cursor.fetchall()]
 
 
 @asynccontextmanager

@@ -53,6 +53,11 @@ class ThreadHold(Protocol):
         """The thread registry, for the turn's row."""
         ...
 
+    @property
+    def wrote(self) -> bool:
+        """Whether a checkpoint write went through this hold (the thread may have moved since it was taken)."""
+        ...
+
 
 class ThreadLocks(Protocol):
     """Serializes the turns of each thread."""

@@ -5,6 +5,11 @@ each turn (and Rewind) also upserts a small row here, in the same database, thro
 the turn's hold (`ThreadHold.registry`): on PostgreSQL the row is fenced like the
 checkpoints it summarizes, and goes with them.
 
+A turn that wrote and did not finish (cancelled, cut by its deadline, failed) refreshes
+its row before it lets the thread go (`refresh`); a process that starts lists the threads
+whose row is missing or names another head than their newest checkpoint (`UNLISTED_THREADS_SQL`:
+a crash, a version before rows were refreshed so), so every thread with a checkpoint is listed.
+
 A title is any string the caller sent, NUL included. PostgreSQL's text type cannot hold
 NUL, so there the title is stored as its UTF-8 bytes (bytea); SQLite's text holds any
 string as it is.
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import aiosqlite
 
@@ -37,6 +42,15 @@ class ThreadRow:
     head_checkpoint_id: str
 
 
+class UnlistedThread(NamedTuple):
+    """A thread whose row is missing or names another head than its newest root checkpoint."""
+
+    storage_id: str
+    """The thread as the checkpoint tables name it ("tenant/thread_id")."""
+    head_checkpoint_id: str
+    first_checkpoint_id: str
+
+
 Cursor = tuple[dt.datetime, str]
 """(updated_at, thread_id) of the last thread of a page: the next page starts after it."""
 
@@ -51,6 +65,20 @@ class ThreadRegistry(Protocol):
         self, tenant: str, thread_id: str, *, title: str, turn_count: int, head_checkpoint_id: str
     ) -> None:
         """Notes activity on a thread (creating its row, with this title, on first sight)."""
+
+    async def refresh(
+        self,
+        tenant: str,
+        thread_id: str,
+        *,
+        title: str,
+        turn_count: int,
+        head_checkpoint_id: str,
+        updated_at: dt.datetime,
+        created_at: dt.datetime,
+    ) -> None:
+        """Makes the thread's row show this head, unless it shows it already (then the row is left as
+        it is); a missing row is created with this title and created_at."""
 
     async def page(self, tenant: str, *, limit: int, after: Cursor | None) -> list[ThreadRow]:
         """The tenant's threads, newest activity first, starting after the cursor."""
@@ -101,6 +129,23 @@ VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})
 ON CONFLICT (tenant, thread_id) DO UPDATE SET
     turn_count = excluded.turn_count, updated_at = excluded.updated_at, head_checkpoint_id = excluded.head_checkpoint_id
 """
+# The same upsert, leaving a row that names this head already untouched (its time too).
+_REFRESH = _UPSERT + "WHERE threadline_threads.head_checkpoint_id <> excluded.head_checkpoint_id\n"
+# Threads (storage ids "tenant/thread_id", after a keyset cursor) whose newest root checkpoint
+# is not the head their row names, or that have no row: (thread_id, head, first checkpoint id).
+UNLISTED_THREADS_SQL = """
+SELECT c.thread_id, c.head, c.first FROM (
+    SELECT thread_id, max(checkpoint_id) AS head, min(checkpoint_id) AS first FROM checkpoints
+    WHERE checkpoint_ns = '' AND thread_id > {p} AND {find}(thread_id, '/') > 0
+    GROUP BY thread_id
+) c LEFT JOIN threadline_threads t
+    ON t.tenant = substr(c.thread_id, 1, {find}(c.thread_id, '/') - 1)
+    AND t.thread_id = substr(c.thread_id, {find}(c.thread_id, '/') + 1)
+WHERE t.head_checkpoint_id IS NULL OR t.head_checkpoint_id <> c.head
+ORDER BY c.thread_id LIMIT {p}
+"""
+UNLISTED_THREADS_PG = UNLISTED_THREADS_SQL.format(p="%s", find="strpos")
+UNLISTED_THREADS_SQLITE = UNLISTED_THREADS_SQL.format(p="?", find="instr")
 _PAGE = """
 SELECT thread_id, title, turn_count, created_at, updated_at, head_checkpoint_id FROM threadline_threads
 WHERE tenant = {p} AND ({p} OR updated_at < {p} OR (updated_at = {p} AND thread_id > {p}))
@@ -137,6 +182,22 @@ class PostgresThreadRegistry:
         # Inside a turn the row goes with the turn's release, with what its run wrote, in one round trip.
         await self._write(tenant, thread_id, _UPSERT.format(p="%s"), row, may_wait=True)
 
+    async def refresh(
+        self,
+        tenant: str,
+        thread_id: str,
+        *,
+        title: str,
+        turn_count: int,
+        head_checkpoint_id: str,
+        updated_at: dt.datetime,
+        created_at: dt.datetime,
+    ) -> None:
+        row = (tenant, thread_id, title.encode(), turn_count, created_at, updated_at, head_checkpoint_id)
+        # Sent now, with what the turn left waiting: a turn cut short refreshes its row as it ends,
+        # and its caller may be cancelled again before the writes of its release are sent.
+        await self._write(tenant, thread_id, _REFRESH.format(p="%s"), row, may_wait=False)
+
     async def page(self, tenant: str, *, limit: int, after: Cursor | None) -> list[ThreadRow]:
         at, last = after if after is not None else (_now(), "")
         async with self._pool.connection() as conn:
@@ -171,6 +232,21 @@ class SqliteThreadRegistry:
         await self._conn.execute(
             _UPSERT.format(p="?"), (tenant, thread_id, title, turn_count, now, now, head_checkpoint_id)
         )
+        await self._conn.commit()
+
+    async def refresh(
+        self,
+        tenant: str,
+        thread_id: str,
+        *,
+        title: str,
+        turn_count: int,
+        head_checkpoint_id: str,
+        updated_at: dt.datetime,
+        created_at: dt.datetime,
+    ) -> None:
+        row = (tenant, thread_id, title, turn_count, _stamp(created_at), _stamp(updated_at), head_checkpoint_id)
+        await self._conn.execute(_REFRESH.format(p="?"), row)
         await self._conn.commit()
 
     async def page(self, tenant: str, *, limit: int, after: Cursor | None) -> list[ThreadRow]:
@@ -219,6 +295,35 @@ class MemoryThreadRegistry:
             head_checkpoint_id,
         )
 
+    async def refresh(
+        self,
+        tenant: str,
+        thread_id: str,
+        *,
+        title: str,
+        turn_count: int,
+        head_checkpoint_id: str,
+        updated_at: dt.datetime,
+        created_at: dt.datetime,
+    ) -> None:
+        known = self._rows.get((tenant, thread_id))
+        if known is not None and known.head_checkpoint_id == head_checkpoint_id:
+            return
+        self._rows[(tenant, thread_id)] = ThreadRow(
+            thread_id,
+            known.title if known else title,
+            turn_count,
+            known.created_at if known else created_at,
+            updated_at,
+            head_checkpoint_id,
+        )
+
+    def heads(self) -> dict[str, str]:
+        """The head each row names, by storage thread id ("tenant/thread_id")."""
+        return {
+            ThreadKey(tenant, thread).storage_id: row.head_checkpoint_id for (tenant, thread), row in self._rows.items()
+        }
+
     async def page(self, tenant: str, *, limit: int, after: Cursor | None) -> list[ThreadRow]:
         rows = sorted(
             (row for (owner, _), row in self._rows.items() if owner == tenant),
@@ -231,6 +336,11 @@ class MemoryThreadRegistry:
 
     async def forget(self, tenant: str, thread_id: str) -> None:
         self._rows.pop((tenant, thread_id), None)
+
+
+def _stamp(at: dt.datetime) -> str:
+    """A time as the SQLite table holds it: ISO 8601 in UTC with microseconds (so text order is time order)."""
+    return at.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
 def _summary(row: dict[str, Any]) -> ThreadRow:

@@ -149,6 +149,17 @@ async def _expire_idle_threads(engine: Engine, ttl_s: float, interval_s: float) 
             log.info("retention: deleted %d thread(s) idle for more than %gs", deleted, ttl_s)
 
 
+async def _list_unlisted_threads(engine: Engine) -> None:
+    """At start-up: rows of the thread list that a killed process (or an older version) left missing or behind."""
+    try:
+        listed = await engine.list_unlisted_threads()
+    except ThreadlineError as exc:
+        log.warning("could not check the thread list against the checkpoints: %s", exc.message)
+        return
+    if listed:
+        log.info("thread list: %d thread(s) whose row was missing or behind their checkpoints listed", listed)
+
+
 def _supervisor_gone(stop: asyncio.Event) -> None:
     if not stop.is_set():
         log.warning("the supervisor is gone: stopping")
@@ -180,6 +191,7 @@ async def serve(
     server, health_servicer = await _grpc_server(settings, authenticator, metrics, tracer)
     engine_settings = dataclasses.replace(settings.engine, traced=tracer is not None)
     async with Engine.open(engine_settings) as engine, _metrics_endpoint(settings, metrics):
+        await _list_unlisted_threads(engine)
         streams = StreamLimits(settings.stream_buffer_bytes, settings.stream_stall_timeout_s)
         pb_grpc.add_ThreadlineServiceServicer_to_server(ThreadlineServicer(engine, streams), server)
         _listen(server, settings)
@@ -206,6 +218,8 @@ async def serve(
         log.info("shutting down: NOT_SERVING, %.1fs grace for in-flight calls", settings.shutdown_grace_s)
         await health_servicer.enter_graceful_shutdown()
         await server.stop(settings.shutdown_grace_s)
+        # Calls still running were cancelled; the engine waits, as it closes, for their threads to be let go.
+        await asyncio.gather(*background, return_exceptions=True)
     if tracer is not None:
         await asyncio.to_thread(stop_tracing)  # exports what is left
     log.info("stopped")
