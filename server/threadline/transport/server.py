@@ -135,7 +135,7 @@ async def serve(
     tracer = start_tracing()
     server, health_servicer = await _grpc_server(settings, authenticator, metrics, tracer)
     engine_settings = dataclasses.replace(settings.engine, traced=tracer is not None)
-    async with Engine.open(engine_settings) as engine, _metrics_endpoint(settings, metrics):
+    async with Engine.open(engine_settings, observer=metrics) as engine, _metrics_endpoint(settings, metrics):
         pb_grpc.add_ThreadlineServiceServicer_to_server(ThreadlineServicer(engine), server)
         _listen(server, settings)
         await server.start()
