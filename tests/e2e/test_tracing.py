@@ -68,7 +68,10 @@ def _spans_until(receiver: OtlpReceiver, trace_id: str, names: set[str], timeout
         time.sleep(0.1)
 
 
-def test_a_streamed_tool_turn_continues_the_callers_trace(traced: ServerProcess, receiver: OtlpReceiver) -> None:
+def test_a_streamed_tool_turn_continues_the_callers_trace(
+    traced: ServerProcess, receiver: OtlpReceiver, model: ModelServer
+) -> None:
+    first_request = len(model.requests)
     token = _as_caller()
     try:
         with ThreadlineClient(traced.address) as client:
@@ -80,7 +83,14 @@ def test_a_streamed_tool_turn_continues_the_callers_trace(traced: ServerProcess,
     thread_id = events[-1].final.thread_id
     trace_id = f"{CALLER_TRACE_ID:032x}"
     server_name = "threadline.v1.ThreadlineService/StreamAsk"
-    expected = {server_name, "threadline.turn", "node agent", "node tools", "execute_tool calculator"}
+    expected = {
+        server_name,
+        "threadline.turn",
+        "threadline.hold_wait",
+        "node agent",
+        "node tools",
+        "execute_tool calculator",
+    }
     spans = _spans_until(receiver, trace_id, expected | {"threadline.v1.ThreadlineService/History"})
     names = [s.name for s in spans]
     assert expected <= set(names), names
@@ -96,7 +106,10 @@ def test_a_streamed_tool_turn_continues_the_callers_trace(traced: ServerProcess,
     assert turn.attributes["threadline.request_id"] == "traced-1"
     assert turn.attributes["threadline.tenant"] == "default"
 
+    [wait] = [s for s in spans if s.name == "threadline.hold_wait"]
+    assert wait.parent_span_id == turn.span_id and wait.attributes["threadline.thread_busy"] is False
     nodes = [s for s in spans if s.name.startswith("node ")]
+    assert all(s.start_time_unix_nano >= wait.end_time_unix_nano for s in nodes), "the graph runs once held"
     assert all(by_id[s.parent_span_id] is turn for s in nodes), "the graph's nodes are the turn's children"
     assert [s.name for s in nodes].count("node agent") == 2, "model, tool, model"
     tool = next(s for s in spans if s.name == "execute_tool calculator")
@@ -109,6 +122,15 @@ def test_a_streamed_tool_turn_continues_the_callers_trace(traced: ServerProcess,
         assert by_id[chat.parent_span_id].name == "node agent"
         assert chat.attributes["gen_ai.request.model"] == "test-model"
         assert chat.attributes["gen_ai.provider.name"] == "openai"
+    # Streamed requests too carry the provider's usage: what the model server reported, request by request.
+    records = model.requests[first_request:]
+    assert len(records) == 2 and all(r.stream and r.usage is not None for r in records)
+    reported = [(r.usage["prompt_tokens"], r.usage["completion_tokens"]) for r in records if r.usage is not None]
+    traced_usage = [
+        (chat.attributes["gen_ai.usage.input_tokens"], chat.attributes["gen_ai.usage.output_tokens"])
+        for chat in sorted(chats, key=lambda span: span.start_time_unix_nano)
+    ]
+    assert traced_usage == reported
 
     failed = next(s for s in spans if s.name == "threadline.v1.ThreadlineService/History")
     assert failed.status_code == Status.STATUS_CODE_ERROR
