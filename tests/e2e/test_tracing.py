@@ -20,6 +20,7 @@ from threadline_client import ThreadlineClient, ThreadlineError
 
 CALLER_TRACE_ID = 0x5B8AA5A2D2C872E8321CF37308D69DF2
 CALLER_SPAN_ID = 0x051581BF3CB55C13
+POSTGRES_CALLER_TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +54,9 @@ def traced(
         yield server
 
 
-def _as_caller() -> object:
+def _as_caller(trace_id: int = CALLER_TRACE_ID) -> object:
     """Makes a span of the test's own (ids known) the active context, as a traced caller's would be."""
-    caller = SpanContext(CALLER_TRACE_ID, CALLER_SPAN_ID, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    caller = SpanContext(trace_id, CALLER_SPAN_ID, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
     return otel_context.attach(trace.set_span_in_context(NonRecordingSpan(caller)))
 
 
@@ -164,3 +165,49 @@ def _access_lines(server: ServerProcess, rpc: str) -> list[dict[str, object]]:
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.1)
+
+
+def test_postgresql_statements_are_spans_of_the_turn(
+    receiver: OtlpReceiver, model: ModelServer, fresh_postgres_url: str, logs: Path
+) -> None:
+    env = model_server_env(
+        model.base_url,
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+        OTEL_SERVICE_NAME="threadline-postgres",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    )
+    with ServerProcess(fresh_postgres_url, logs, env=env) as server:
+        serving_since = time.time_ns()
+        time.sleep(1.5)  # the storage probe runs once a second: it must make no trace of its own
+        token = _as_caller(POSTGRES_CALLER_TRACE_ID)
+        try:
+            with ThreadlineClient(server.address) as client:
+                client.ask("Hello there", request_id="traced-postgres")
+        finally:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        trace_id = f"{POSTGRES_CALLER_TRACE_ID:032x}"
+        _spans_until(receiver, trace_id, {"threadline.turn", "threadline.hold_wait"})
+        time.sleep(0.5)  # the last statements (the turn's writes, its release) end after the call's span
+    spans = receiver.of_trace(trace_id)
+    by_id = {s.span_id: s for s in spans}
+
+    def ancestors(span: ReceivedSpan) -> list[str]:
+        names = []
+        while span.parent_span_id in by_id:
+            span = by_id[span.parent_span_id]
+            names.append(span.name)
+        return names
+
+    statements = [s for s in spans if s.attributes.get("db.system") == "postgresql"]
+    assert statements, [s.name for s in spans]
+    assert all("threadline.turn" in ancestors(s) for s in statements), "every statement is the turn's"
+    take = [s for s in statements if by_id[s.parent_span_id].name == "threadline.hold_wait"]
+    assert take, "the statements taking the hold are the wait's"
+    assert all(s.kind == Span.SPAN_KIND_CLIENT and "db.statement" in s.attributes for s in statements)
+    # The take and the read of the head go in one round trip; the pool's check of a connection is an empty statement.
+    assert {s.name for s in take} >= {"INSERT", "SELECT"}
+    assert any("threadline_thread_holders" in s.attributes["db.statement"] for s in take)
+    assert "Hello there" not in " ".join(str(s.attributes.get("db.statement")) for s in statements), "no values"
+    # (Startup's migrations, outside any call, are traces of their own.)
+    roots = [s for s in receiver.spans if s.service == "threadline-postgres" and s.trace_id != trace_id]
+    assert not [s for s in roots if s.start_time_unix_nano > serving_since], "the storage probe makes no trace"
