@@ -194,6 +194,11 @@ def test_one_scrape_counts_every_worker(fresh_postgres_url: str, logs: Path) -> 
     assert total(samples, "threadline_storage_up") == 1
     assert total(samples, "threadline_turns_in_flight") == 0
     assert total(samples, "threadline_db_pool_max_connections") == 2 * 10, "both workers' pools (10 each)"
+    # The engine's measurements too, from both workers' files: one offline model request per Ask.
+    ok = {"model": "threadline-offline", "outcome": "ok"}
+    assert total(samples, "threadline_model_requests_total", **ok) == connections
+    assert total(samples, "threadline_model_request_duration_seconds_count", **ok) == connections
+    assert total(samples, "threadline_checkpoint_bytes_written_total") > 0
 
 
 def test_the_dashboard_and_alerts_name_only_exported_metrics(observed: tuple[ServerProcess, str]) -> None:

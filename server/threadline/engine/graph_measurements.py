@@ -28,6 +28,24 @@ class GraphMeasurements(BaseCallbackHandler):
 
     run_inline = True
 
+    # Only model and tool events are wanted: LangChain does not call this handler for the others
+    # (every node and every runnable inside it is a chain run).
+    @property
+    def ignore_chain(self) -> bool:
+        return True
+
+    @property
+    def ignore_retriever(self) -> bool:
+        return True
+
+    @property
+    def ignore_retry(self) -> bool:
+        return True
+
+    @property
+    def ignore_custom_event(self) -> bool:
+        return True
+
     def __init__(self, observer: TurnObserver, tenant: str) -> None:
         self._observer = observer
         self._tenant = tenant

@@ -141,7 +141,8 @@ class GraphSpans(BaseCallbackHandler):
 def model_name(callback_kwargs: dict[str, Any], metadata: dict[str, Any] | None) -> str:
     """The model a chat model run calls, from its invocation parameters (or LangSmith's metadata)."""
     params = callback_kwargs.get("invocation_params") or {}
-    return str(params.get("model") or params.get("model_name") or (metadata or {}).get("ls_model_name") or "")
+    named = params.get("model") or params.get("model_name") or (metadata or {}).get("ls_model_name")
+    return str(named or params.get("_type") or "")  # a model without a name: its LangChain type
 
 
 def usage_of(response: LLMResult) -> tuple[int, int] | None:
