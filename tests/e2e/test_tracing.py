@@ -211,3 +211,27 @@ def test_postgresql_statements_are_spans_of_the_turn(
     # (Startup's migrations, outside any call, are traces of their own.)
     roots = [s for s in receiver.spans if s.service == "threadline-postgres" and s.trace_id != trace_id]
     assert not [s for s in roots if s.start_time_unix_nano > serving_since], "the storage probe makes no trace"
+
+
+def test_the_standard_variable_leaves_postgresql_statements_untraced(
+    receiver: OtlpReceiver, model: ModelServer, fresh_postgres_url: str, logs: Path
+) -> None:
+    env = model_server_env(
+        model.base_url,
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+        OTEL_BSP_SCHEDULE_DELAY="100",
+        OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="psycopg",
+    )
+    trace_id = 0x1C0FFEE51DE4ADD0B1E55ED0C0FFEE00
+    with ServerProcess(fresh_postgres_url, logs, env=env) as server:
+        token = _as_caller(trace_id)
+        try:
+            with ThreadlineClient(server.address) as client:
+                client.ask("Hello there")
+        finally:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        _spans_until(receiver, f"{trace_id:032x}", {"threadline.turn", "threadline.hold_wait", "node agent"})
+        time.sleep(0.5)
+    names = {s.name for s in receiver.of_trace(f"{trace_id:032x}")}
+    assert {"threadline.turn", "threadline.hold_wait", "node agent"} <= names, names
+    assert not [s for s in receiver.of_trace(f"{trace_id:032x}") if "db.system" in s.attributes]

@@ -15,7 +15,8 @@ tool calls beneath that (engine.graph_spans, from LangChain's public callbacks),
 for its thread's hold (engine.hold_waits), and each PostgreSQL statement
 (opentelemetry-instrumentation-psycopg: every connection opened after `start_tracing`, the pool's
 too, gets its traced cursor factory; the once-a-second storage probe runs with instrumentation
-suppressed, `untraced()`, so it makes no trace of its own).
+suppressed, `untraced()`, so it makes no trace of its own). As with opentelemetry-instrument,
+OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=psycopg leaves the statements untraced.
 """
 
 from __future__ import annotations
@@ -63,12 +64,19 @@ def start_tracing() -> Tracer | None:
     provider = TracerProvider(resource=Resource.create(defaults))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
-    from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+    if "psycopg" not in _disabled_instrumentations():
+        from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 
-    # Before the storage opens: connections opened from now on trace their statements.
-    PsycopgInstrumentor().instrument(tracer_provider=provider)
+        # Before the storage opens: connections opened from now on trace their statements.
+        PsycopgInstrumentor().instrument(tracer_provider=provider)
     _provider, _tracer = provider, provider.get_tracer(INSTRUMENTATION)
     return _tracer
+
+
+def _disabled_instrumentations() -> set[str]:
+    """OTEL_PYTHON_DISABLED_INSTRUMENTATIONS (comma-separated), the variable opentelemetry-instrument reads."""
+    listed = os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
+    return {name.strip() for name in listed.split(",") if name.strip()}
 
 
 def stop_tracing() -> None:
