@@ -235,6 +235,7 @@ class RequestRecord:
     completed: bool = False  # the whole response ([DONE] or the full body) went out
     cancelled: bool = False  # the client closed the connection before the response was complete
     cancelled_at: float | None = None  # when the server noticed
+    usage: dict[str, int] | None = None  # the usage the response reported (a stream: only when asked for)
 
     @property
     def stream(self) -> bool:
@@ -442,6 +443,7 @@ class ModelServer:
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": _finish_reason(reply)}],
             "usage": _usage(record.body, len(deltas)),
         }
+        self._note_usage(record, completion["usage"])
         self._note_write(record, last=True)
         return web.json_response(completion)
 
@@ -470,7 +472,9 @@ class ModelServer:
             final = _choice({} if deltas else role | {"content": ""}, _finish_reason(reply))
             await self._write(response, record, {**head, "choices": [final]})
             if (record.body.get("stream_options") or {}).get("include_usage"):
-                await self._write(response, record, {**head, "choices": [], "usage": _usage(record.body, len(deltas))})
+                usage = _usage(record.body, len(deltas))
+                self._note_usage(record, usage)
+                await self._write(response, record, {**head, "choices": [], "usage": usage})
             await self._write(response, record, "[DONE]", last=True)
         except ConnectionResetError:
             # aiohttp refuses to write to a closing transport: the client hung up between our awaits.
@@ -493,6 +497,10 @@ class ModelServer:
             record.completed = last
             self._changed.notify_all()
 
+    def _note_usage(self, record: RequestRecord, usage: dict[str, int]) -> None:
+        with self._changed:
+            record.usage = dict(usage)
+
     def _note_cancelled(self, record: RequestRecord) -> None:
         with self._changed:
             record.cancelled, record.cancelled_at, record.completed = True, time.monotonic(), False
@@ -503,7 +511,9 @@ class ModelServer:
 
 
 def _copy(record: RequestRecord) -> RequestRecord:
-    return dataclasses.replace(record, chunk_times=list(record.chunk_times))
+    return dataclasses.replace(
+        record, chunk_times=list(record.chunk_times), usage=None if record.usage is None else dict(record.usage)
+    )
 
 
 def _wrong_key() -> FailureReply:

@@ -28,6 +28,8 @@ class ReceivedSpan:
     attributes: dict[str, Any]
     status_code: int
     service: str
+    start_time_unix_nano: int = 0
+    end_time_unix_nano: int = 0
 
 
 @dataclass
@@ -104,6 +106,8 @@ def _received(span: Span, service: str) -> ReceivedSpan:
         attributes={a.key: _value(a.value) for a in span.attributes},
         status_code=span.status.code,
         service=service,
+        start_time_unix_nano=span.start_time_unix_nano,
+        end_time_unix_nano=span.end_time_unix_nano,
     )
 
 

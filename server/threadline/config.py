@@ -213,7 +213,9 @@ class Settings:
         "", "host:port serving Prometheus metrics at /metrics, unauthenticated (empty: no metrics)"
     )
     metrics_tenant_label: bool = _setting(
-        False, "label handled calls and turns with the caller's tenant (one series per tenant: mind the cardinality)"
+        False,
+        "label handled calls, turns, model and tool calls, busy waits and interrupts with the caller's tenant "
+        "(one series per tenant: mind the cardinality)",
     )
     api_keys_file: str = _setting(
         "", "file of API keys' hashes: lines TENANT SHA256_HEX [SCOPES [LABEL]] (`threadline keys new` makes one)"

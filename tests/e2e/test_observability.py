@@ -18,8 +18,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.credentials import Key, api_key
-from tests.support import ROOT, ServerProcess, free_port, server_env
-from threadline_client import ThreadlineClient, ThreadlineError
+from tests.model_server import ModelServer, RequestRecord, failure, text, tool_call
+from tests.support import ROOT, ServerProcess, free_port, model_server_env, server_env
+from threadline_client import ThreadlineClient, ThreadlineError, pb
 
 SERVICE = "threadline.v1.ThreadlineService"
 KIT = ROOT / "deploy" / "observability"
@@ -193,6 +194,11 @@ def test_one_scrape_counts_every_worker(fresh_postgres_url: str, logs: Path) -> 
     assert total(samples, "threadline_storage_up") == 1
     assert total(samples, "threadline_turns_in_flight") == 0
     assert total(samples, "threadline_db_pool_max_connections") == 2 * 10, "both workers' pools (10 each)"
+    # The engine's measurements too, from both workers' files: one offline model request per Ask.
+    ok = {"model": "threadline-offline", "outcome": "ok"}
+    assert total(samples, "threadline_model_requests_total", **ok) == connections
+    assert total(samples, "threadline_model_request_duration_seconds_count", **ok) == connections
+    assert total(samples, "threadline_checkpoint_bytes_written_total") > 0
 
 
 def test_the_dashboard_and_alerts_name_only_exported_metrics(observed: tuple[ServerProcess, str]) -> None:
@@ -228,3 +234,95 @@ def _worker_pids(server: ServerProcess, timeout: float = 60.0) -> set[int]:
             return {int(pid) for pid in found.group(1).split(", ")}
         time.sleep(0.1)
     raise TimeoutError(f"the workers did not all serve within {timeout}s:\n{server.log()}")
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[ModelServer]:
+    """An OpenAI-compatible model of ours, whose responses report their usage (streamed ones when asked)."""
+    with ModelServer() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def modelled(
+    model: ModelServer, tmp_path_factory: pytest.TempPathFactory, logs: Path
+) -> Iterator[tuple[ServerProcess, str]]:
+    """A server on the local model with metrics on; current_time waits for a human's approval."""
+    metrics_address = f"127.0.0.1:{free_port()}"
+    env = model_server_env(
+        model.base_url,
+        THREADLINE_METRICS_ADDRESS=metrics_address,
+        THREADLINE_APPROVAL_TOOLS="current_time",
+        THREADLINE_MODEL_MAX_RETRIES="0",
+    )
+    url = f"sqlite:///{tmp_path_factory.mktemp('observability-model') / 'threadline.db'}"
+    with ServerProcess(url, logs, env=env) as server:
+        yield server, metrics_address
+
+
+def _usage_of(records: list[RequestRecord], kind: str) -> float:
+    return sum(record.usage[kind] for record in records if record.usage is not None)
+
+
+def test_model_tool_interrupt_and_checkpoint_metrics(modelled: tuple[ServerProcess, str], model: ModelServer) -> None:
+    server, metrics_address = modelled
+    before, first_request = scrape(metrics_address), len(model.requests)
+    with ThreadlineClient(server.address) as client:
+        streamed = list(client.stream_ask("What is 6*7?"))  # model (a calculator call), calculator, model
+        assert streamed[-1].final.messages[-1].text == "The answer is 42."
+        client.ask("What is 1/0?")  # the calculator fails: the model reads its error and answers
+        model.script(tool_call("current_time"))
+        paused = client.ask("What time is it?")  # model (a call waiting for approval): paused
+        assert len(paused.interrupts) == 1
+        client.resume(paused.thread_id, paused.interrupts[0].interrupt_id, pb.ResumeDecision(approve=pb.Approval()))
+        model.script(failure(400, "The model refused."))
+        with pytest.raises(ThreadlineError):
+            client.ask("Fail please")
+    records = model.requests[first_request:]
+    calls = {"before": before, "after": scrape(metrics_address)}
+
+    assert len(records) == 7
+    ok = {"model": "test-model", "outcome": "ok"}
+    assert delta(calls, "threadline_model_requests_total", **ok) == 6
+    assert delta(calls, "threadline_model_requests_total", model="test-model", outcome="error") == 1
+    assert delta(calls, "threadline_model_request_duration_seconds_count", **ok) == 6
+    assert delta(calls, "threadline_model_request_duration_seconds_sum", **ok) > 0
+    # The provider's usage, streamed responses' included: what the model server reported, to the token.
+    assert all(record.usage is not None for record in records[:-1]), "every answered request reported usage"
+    assert records[0].stream and records[0].body["stream_options"] == {"include_usage": True}
+    for kind, reported in (("input", "prompt_tokens"), ("output", "completion_tokens")):
+        tokens = delta(calls, "threadline_model_tokens_total", model="test-model", type=kind)
+        assert tokens == _usage_of(records, reported) > 0, kind
+    assert delta(calls, "threadline_tool_calls_total", tool="calculator", outcome="ok") == 1
+    assert delta(calls, "threadline_tool_calls_total", tool="calculator", outcome="error") == 1
+    assert delta(calls, "threadline_tool_calls_total", tool="current_time", outcome="ok") == 1
+    assert delta(calls, "threadline_tool_calls_total") == 3
+    assert delta(calls, "threadline_interrupts_created_total") == 1
+    assert delta(calls, "threadline_interrupts_resumed_total") == 1
+    assert delta(calls, "threadline_checkpoint_bytes_written_total") > 0
+    assert delta(calls, "threadline_busy_wait_seconds_count") == 0, "no turn found its thread busy"
+
+
+def test_a_turn_waiting_for_its_busy_thread_is_measured(
+    modelled: tuple[ServerProcess, str], model: ModelServer
+) -> None:
+    server, metrics_address = modelled
+    with ThreadlineClient(server.address) as client:
+        thread = client.ask("Hello").thread_id
+        before = scrape(metrics_address)
+        first_request = len(model.requests)
+        model.script(text(["slow "] * 10))
+        model.token_delay_s = 0.1  # the first turn holds the thread for about a second
+        try:
+            with ThreadPoolExecutor(2) as pool:
+                first = pool.submit(client.ask, "Take your time", thread_id=thread)
+                model.wait_for_requests(first_request + 1)  # the first turn holds the thread: it called the model
+                second = pool.submit(client.ask, "And then?", thread_id=thread)
+                first.result(timeout=30), second.result(timeout=30)
+        finally:
+            model.token_delay_s = 0.0
+    calls = {"before": before, "after": scrape(metrics_address)}
+    assert delta(calls, "threadline_busy_wait_seconds_count", rpc="Ask", outcome="held") == 1
+    assert delta(calls, "threadline_busy_wait_seconds_count") == 1
+    assert delta(calls, "threadline_busy_wait_seconds_sum", rpc="Ask") >= 0.3, "it waited for the slow turn"
+    assert delta(calls, "threadline_busy_rejections_total") == 0

@@ -20,6 +20,7 @@ from threadline_client import ThreadlineClient, ThreadlineError
 
 CALLER_TRACE_ID = 0x5B8AA5A2D2C872E8321CF37308D69DF2
 CALLER_SPAN_ID = 0x051581BF3CB55C13
+POSTGRES_CALLER_TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +54,9 @@ def traced(
         yield server
 
 
-def _as_caller() -> object:
+def _as_caller(trace_id: int = CALLER_TRACE_ID) -> object:
     """Makes a span of the test's own (ids known) the active context, as a traced caller's would be."""
-    caller = SpanContext(CALLER_TRACE_ID, CALLER_SPAN_ID, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    caller = SpanContext(trace_id, CALLER_SPAN_ID, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
     return otel_context.attach(trace.set_span_in_context(NonRecordingSpan(caller)))
 
 
@@ -68,7 +69,10 @@ def _spans_until(receiver: OtlpReceiver, trace_id: str, names: set[str], timeout
         time.sleep(0.1)
 
 
-def test_a_streamed_tool_turn_continues_the_callers_trace(traced: ServerProcess, receiver: OtlpReceiver) -> None:
+def test_a_streamed_tool_turn_continues_the_callers_trace(
+    traced: ServerProcess, receiver: OtlpReceiver, model: ModelServer
+) -> None:
+    first_request = len(model.requests)
     token = _as_caller()
     try:
         with ThreadlineClient(traced.address) as client:
@@ -80,7 +84,14 @@ def test_a_streamed_tool_turn_continues_the_callers_trace(traced: ServerProcess,
     thread_id = events[-1].final.thread_id
     trace_id = f"{CALLER_TRACE_ID:032x}"
     server_name = "threadline.v1.ThreadlineService/StreamAsk"
-    expected = {server_name, "threadline.turn", "node agent", "node tools", "execute_tool calculator"}
+    expected = {
+        server_name,
+        "threadline.turn",
+        "threadline.hold_wait",
+        "node agent",
+        "node tools",
+        "execute_tool calculator",
+    }
     spans = _spans_until(receiver, trace_id, expected | {"threadline.v1.ThreadlineService/History"})
     names = [s.name for s in spans]
     assert expected <= set(names), names
@@ -96,7 +107,10 @@ def test_a_streamed_tool_turn_continues_the_callers_trace(traced: ServerProcess,
     assert turn.attributes["threadline.request_id"] == "traced-1"
     assert turn.attributes["threadline.tenant"] == "default"
 
+    [wait] = [s for s in spans if s.name == "threadline.hold_wait"]
+    assert wait.parent_span_id == turn.span_id and wait.attributes["threadline.thread_busy"] is False
     nodes = [s for s in spans if s.name.startswith("node ")]
+    assert all(s.start_time_unix_nano >= wait.end_time_unix_nano for s in nodes), "the graph runs once held"
     assert all(by_id[s.parent_span_id] is turn for s in nodes), "the graph's nodes are the turn's children"
     assert [s.name for s in nodes].count("node agent") == 2, "model, tool, model"
     tool = next(s for s in spans if s.name == "execute_tool calculator")
@@ -109,6 +123,15 @@ def test_a_streamed_tool_turn_continues_the_callers_trace(traced: ServerProcess,
         assert by_id[chat.parent_span_id].name == "node agent"
         assert chat.attributes["gen_ai.request.model"] == "test-model"
         assert chat.attributes["gen_ai.provider.name"] == "openai"
+    # Streamed requests too carry the provider's usage: what the model server reported, request by request.
+    records = model.requests[first_request:]
+    assert len(records) == 2 and all(r.stream and r.usage is not None for r in records)
+    reported = [(r.usage["prompt_tokens"], r.usage["completion_tokens"]) for r in records if r.usage is not None]
+    traced_usage = [
+        (chat.attributes["gen_ai.usage.input_tokens"], chat.attributes["gen_ai.usage.output_tokens"])
+        for chat in sorted(chats, key=lambda span: span.start_time_unix_nano)
+    ]
+    assert traced_usage == reported
 
     failed = next(s for s in spans if s.name == "threadline.v1.ThreadlineService/History")
     assert failed.status_code == Status.STATUS_CODE_ERROR
@@ -142,3 +165,73 @@ def _access_lines(server: ServerProcess, rpc: str) -> list[dict[str, object]]:
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.1)
+
+
+def test_postgresql_statements_are_spans_of_the_turn(
+    receiver: OtlpReceiver, model: ModelServer, fresh_postgres_url: str, logs: Path
+) -> None:
+    env = model_server_env(
+        model.base_url,
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+        OTEL_SERVICE_NAME="threadline-postgres",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    )
+    with ServerProcess(fresh_postgres_url, logs, env=env) as server:
+        serving_since = time.time_ns()
+        time.sleep(1.5)  # the storage probe runs once a second: it must make no trace of its own
+        token = _as_caller(POSTGRES_CALLER_TRACE_ID)
+        try:
+            with ThreadlineClient(server.address) as client:
+                client.ask("Hello there", request_id="traced-postgres")
+        finally:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        trace_id = f"{POSTGRES_CALLER_TRACE_ID:032x}"
+        _spans_until(receiver, trace_id, {"threadline.turn", "threadline.hold_wait"})
+        time.sleep(0.5)  # the last statements (the turn's writes, its release) end after the call's span
+    spans = receiver.of_trace(trace_id)
+    by_id = {s.span_id: s for s in spans}
+
+    def ancestors(span: ReceivedSpan) -> list[str]:
+        names = []
+        while span.parent_span_id in by_id:
+            span = by_id[span.parent_span_id]
+            names.append(span.name)
+        return names
+
+    statements = [s for s in spans if s.attributes.get("db.system") == "postgresql"]
+    assert statements, [s.name for s in spans]
+    assert all("threadline.turn" in ancestors(s) for s in statements), "every statement is the turn's"
+    take = [s for s in statements if by_id[s.parent_span_id].name == "threadline.hold_wait"]
+    assert take, "the statements taking the hold are the wait's"
+    assert all(s.kind == Span.SPAN_KIND_CLIENT and "db.statement" in s.attributes for s in statements)
+    # The take and the read of the head go in one round trip; the pool's check of a connection is an empty statement.
+    assert {s.name for s in take} >= {"INSERT", "SELECT"}
+    assert any("threadline_thread_holders" in s.attributes["db.statement"] for s in take)
+    assert "Hello there" not in " ".join(str(s.attributes.get("db.statement")) for s in statements), "no values"
+    # (Startup's migrations, outside any call, are traces of their own.)
+    roots = [s for s in receiver.spans if s.service == "threadline-postgres" and s.trace_id != trace_id]
+    assert not [s for s in roots if s.start_time_unix_nano > serving_since], "the storage probe makes no trace"
+
+
+def test_the_standard_variable_leaves_postgresql_statements_untraced(
+    receiver: OtlpReceiver, model: ModelServer, fresh_postgres_url: str, logs: Path
+) -> None:
+    env = model_server_env(
+        model.base_url,
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+        OTEL_BSP_SCHEDULE_DELAY="100",
+        OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="psycopg",
+    )
+    trace_id = 0x1C0FFEE51DE4ADD0B1E55ED0C0FFEE00
+    with ServerProcess(fresh_postgres_url, logs, env=env) as server:
+        token = _as_caller(trace_id)
+        try:
+            with ThreadlineClient(server.address) as client:
+                client.ask("Hello there")
+        finally:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        _spans_until(receiver, f"{trace_id:032x}", {"threadline.turn", "threadline.hold_wait", "node agent"})
+        time.sleep(0.5)
+    names = {s.name for s in receiver.of_trace(f"{trace_id:032x}")}
+    assert {"threadline.turn", "threadline.hold_wait", "node agent"} <= names, names
+    assert not [s for s in receiver.of_trace(f"{trace_id:032x}") if "db.system" in s.attributes]

@@ -103,6 +103,7 @@ def test_streamed_tokens_arrive_one_by_one(server: ModelServer) -> None:
     # n tokens, the finish chunk and [DONE]; no usage chunk was asked for.
     assert record.stream and record.completed and len(record.chunk_times) == n + 2
     assert "stream_options" not in record.body
+    assert record.usage is None, "no usage was sent"
 
 
 def test_the_stream_is_server_sent_events_ending_in_done(server: ModelServer) -> None:
@@ -134,6 +135,7 @@ def test_stream_usage_is_reported_when_asked_for(server: ModelServer) -> None:
     assert (message.usage_metadata["input_tokens"], message.usage_metadata["output_tokens"]) == (3, 4)
     assert message.usage_metadata["total_tokens"] == 7
     assert server.requests[0].body["stream_options"] == {"include_usage": True}
+    assert server.requests[0].usage == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
 
 
 @pytest.mark.parametrize("streaming", [False, True])

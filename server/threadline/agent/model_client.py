@@ -58,6 +58,10 @@ async def open_chat_model(settings: AgentSettings) -> AsyncIterator[BaseChatMode
             timeout=settings.timeout_s,
             max_retries=settings.max_retries,
             http_async_client=http_client,
+            # The usage chunk (stream_options.include_usage) on streamed answers too: the tokens of
+            # every request reach metrics and spans. langchain-openai asks for it by itself only
+            # from OpenAI's own URL with its own client; vLLM, Ollama and llama.cpp send it too.
+            stream_usage=True,
             **_stream_chunk_timeout(),
         )
         yield chat_model

@@ -29,7 +29,9 @@ from threadline.agent.message_text import text_of
 from threadline.engine.checkpoint_reads import COPY_NODE, CheckpointReads, checkpoint_not_found
 from threadline.engine.context import RequestContext
 from threadline.engine.failures import translated_failures
+from threadline.engine.graph_measurements import GraphMeasurements
 from threadline.engine.graph_spans import GraphSpans
+from threadline.engine.hold_waits import measured_wait
 from threadline.engine.identifiers import (
     check_checkpoint_id,
     check_query,
@@ -47,6 +49,7 @@ from threadline.engine.identifiers import (
 )
 from threadline.engine.message_pages import RESPONSE_MARGIN_BYTES, bounded_turn, newest_that_fit, page
 from threadline.engine.messages import views_of
+from threadline.engine.observer import TurnObserver
 from threadline.engine.settings import EngineSettings
 from threadline.engine.snapshots import (
     events_of,
@@ -119,9 +122,11 @@ class Engine:
         max_starting_turns: int | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         traced: bool = False,
+        observer: TurnObserver | None = None,
     ) -> None:
         self._graph = graph
         self._traced = traced
+        self._observer = observer
         self._storage = storage
         self._saver = storage.saver
         self._reads = CheckpointReads(graph, storage.saver, storage.hot)
@@ -139,11 +144,21 @@ class Engine:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, settings: EngineSettings) -> AsyncIterator[Engine]:
-        """Builds the graph, opens the checkpointer, and closes both on exit."""
+    async def open(cls, settings: EngineSettings, *, observer: TurnObserver | None = None) -> AsyncIterator[Engine]:
+        """Builds the graph, opens the checkpointer, and closes both on exit.
+
+        Args:
+            settings: The engine's settings and its layers'.
+            observer: What hears of the turns' model requests, tool calls, waits and interrupts
+                (metrics), and of the bytes of checkpoints written; None: nobody.
+        """
         async with (
             open_graph_builder(settings.agent) as builder,
-            open_storage(settings.database_url, settings.storage) as storage,
+            open_storage(
+                settings.database_url,
+                settings.storage,
+                on_serialized=None if observer is None else observer.checkpoint_bytes_written,
+            ) as storage,
         ):
             engine = cls(
                 builder.compile(checkpointer=storage.saver),
@@ -154,6 +169,7 @@ class Engine:
                 max_starting_turns=settings.max_starting_turns,
                 max_response_bytes=settings.max_response_bytes,
                 traced=settings.traced,
+                observer=observer,
             )
             try:
                 yield engine
@@ -373,7 +389,7 @@ class Engine:
         thread_key = str(config["configurable"]["thread_id"])
         last: tuple[str, list[BaseMessage]] | None = None
         interrupted = False
-        parts = self._graph_parts(held, run_config, graph_input, stream_tokens)
+        parts = self._graph_parts(ctx, held, run_config, graph_input, stream_tokens)
         # The call's deadline bounds the whole run: model requests and tools are cancelled
         # with it (their HTTP streams closed), not left running.
         async with _deadline(ctx), aclosing(parts):
@@ -384,12 +400,16 @@ class Engine:
                     continue
                 if mode == "updates" and isinstance(payload, dict) and "__interrupt__" in payload:
                     interrupted = True
+                    if self._observer is not None:
+                        self._observer.interrupts_created(tenant=ctx.tenant, count=len(payload["__interrupt__"]))
                 for event in events_of(mode, payload):
                     yield event
+        if isinstance(graph_input, Command) and self._observer is not None:
+            self._observer.interrupt_resumed(tenant=ctx.tenant)
         yield await self._finished_turn(ctx, held, thread_id, config, None if interrupted else last, first_new)
 
     def _graph_parts(
-        self, held: _Held, run_config: RunnableConfig, graph_input: Any, stream_tokens: bool
+        self, ctx: RequestContext, held: _Held, run_config: RunnableConfig, graph_input: Any, stream_tokens: bool
     ) -> AsyncGenerator[Part, None]:
         """The run's (stream mode, payload) parts, in a task of its own (streamed_run).
 
@@ -410,16 +430,19 @@ class Engine:
 
         A streamed turn's tokens are LangGraph's stream_mode "messages" parts (without
         subgraphs: the root graph's models only). When traced, the run carries the callback that
-        makes its spans (graph_spans).
+        makes its spans (graph_spans); with an observer, the one that measures its model and tool
+        calls (graph_measurements).
         """
         modes: list[StreamMode] = (
             ["updates", "checkpoints", "messages"] if stream_tokens else ["updates", "checkpoints"]
         )
 
-        traced: list[BaseCallbackHandler] = [GraphSpans()] if self._traced else []
+        callbacks: list[BaseCallbackHandler] = [GraphSpans()] if self._traced else []
+        if self._observer is not None:
+            callbacks.append(GraphMeasurements(self._observer, ctx.tenant))
 
         def run() -> AsyncGenerator[Any, None]:
-            config: RunnableConfig = {**run_config, "callbacks": traced} if traced else run_config
+            config: RunnableConfig = {**run_config, "callbacks": callbacks} if callbacks else run_config
             # (astream is an async generator; it is typed as a plain AsyncIterator.)
             return cast(
                 AsyncGenerator[Any, None],
@@ -663,11 +686,19 @@ class Engine:
     async def _started(
         self, ctx: RequestContext, config: RunnableConfig, kind: TurnKind
     ) -> AsyncIterator[tuple[Admission, _Held]]:
-        """A turn's place among those starting (turn_starts), then its hold on the thread."""
+        """A turn's place among those starting (turn_starts), then its hold on the thread.
+
+        The wait for the hold is measured (hold_waits): a span when traced, and, for a turn that
+        found its thread busy, how long it waited (the observer).
+        """
         async with self._starts.admitted(deadline=ctx.deadline, rpc=kind) as admission:
             self._check_storage_up()  # the database may have gone down while the turn waited for its place
-            async with self._hold(ctx, config, step_aside=admission.stepped_aside) as held:
-                yield admission, held
+            async with measured_wait(
+                admission.stepped_aside, traced=self._traced, observer=self._observer, tenant=ctx.tenant, rpc=ctx.rpc
+            ) as wait:
+                async with self._hold(ctx, config, step_aside=wait.step_aside) as held:
+                    wait.held()
+                    yield admission, held
 
     @asynccontextmanager
     async def _hold(

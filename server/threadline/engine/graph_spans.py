@@ -97,8 +97,7 @@ class GraphSpans(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        params = kwargs.get("invocation_params") or {}
-        model = str(params.get("model") or params.get("model_name") or (metadata or {}).get("ls_model_name") or "")
+        model = model_name(kwargs, metadata)
         attributes: dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.request.model": model}
         provider = (metadata or {}).get("ls_provider")
         if provider:
@@ -108,8 +107,10 @@ class GraphSpans(BaseCallbackHandler):
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         span = self._spans.get(run_id)
         if span is not None:
-            for attribute, value in _usage(response).items():
-                span.set_attribute(attribute, value)
+            usage = usage_of(response)
+            if usage is not None:
+                span.set_attribute("gen_ai.usage.input_tokens", usage[0])
+                span.set_attribute("gen_ai.usage.output_tokens", usage[1])
         self._end(run_id)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -137,15 +138,20 @@ class GraphSpans(BaseCallbackHandler):
         self._end(run_id, error)
 
 
-def _usage(response: LLMResult) -> dict[str, int]:
-    """The GenAI usage attributes of a model response, from LangChain's usage_metadata when the provider sent it."""
+def model_name(callback_kwargs: dict[str, Any], metadata: dict[str, Any] | None) -> str:
+    """The model a chat model run calls, from its invocation parameters (or LangSmith's metadata)."""
+    params = callback_kwargs.get("invocation_params") or {}
+    named = params.get("model") or params.get("model_name") or (metadata or {}).get("ls_model_name")
+    return str(named or params.get("_type") or "")  # a model without a name: its LangChain type
+
+
+def usage_of(response: LLMResult) -> tuple[int, int] | None:
+    """(input tokens, output tokens) of a model response, from LangChain's usage_metadata; None when the
+    provider reported no usage (a stream without stream_options.include_usage, for one)."""
     for generations in response.generations:
         for generation in generations:
             if isinstance(generation, ChatGeneration):
                 usage = getattr(generation.message, "usage_metadata", None)
                 if usage:
-                    return {
-                        "gen_ai.usage.input_tokens": int(usage.get("input_tokens", 0)),
-                        "gen_ai.usage.output_tokens": int(usage.get("output_tokens", 0)),
-                    }
-    return {}
+                    return int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+    return None

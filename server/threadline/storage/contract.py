@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import aiosqlite
 import psycopg
@@ -144,14 +144,41 @@ def with_hot_states(saver: HotStatesSaverMixin, settings: StorageSettings) -> Ho
     return saver.hot_states
 
 
-def safe_serializer() -> JsonPlusSerializer:
+Serialized = Callable[[int], None]
+"""Told the size in bytes of each value a saver serialized to write (a channel value, a task's write)."""
+
+
+class MeasuredSerializer(JsonPlusSerializer):
+    """JsonPlusSerializer telling `on_serialized` the size of everything it serializes.
+
+    Savers serialize only to write (channel values, task writes; SQLite the whole checkpoint),
+    so the sizes add up to the checkpoint bytes written, whatever the backend. LangGraph's
+    `with_allowlist` clones the serializer with copy.copy: the clone keeps the callback.
+    """
+
+    def __init__(self, on_serialized: Serialized, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.on_serialized = on_serialized
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        kind, data = super().dumps_typed(obj)
+        self.on_serialized(len(data))
+        return kind, data
+
+
+def safe_serializer(on_serialized: Serialized | None = None) -> JsonPlusSerializer:
     """A serializer that never unpickles and revives only LangGraph's allow-listed types.
 
     Without an explicit allowlist JsonPlusSerializer imports and calls any type named
     in a stored checkpoint (the CVE-2026-28277 class), so one write to the database
     would become code execution on every replica.
+
+    Args:
+        on_serialized: Told the size of every value serialized (checkpoint bytes written); None: nobody.
     """
-    return JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
+    if on_serialized is None:
+        return JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
+    return MeasuredSerializer(on_serialized, pickle_fallback=False, allowed_msgpack_modules=None)
 
 
 def local_locks(settings: StorageSettings) -> LocalThreadLocks:

@@ -13,6 +13,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from threadline.storage.audit import AuditedSaverMixin
 from threadline.storage.contract import (
     ListedBySaver,
+    Serialized,
     Storage,
     local_locks,
     safe_serializer,
@@ -55,9 +56,9 @@ class MemoryStorage(ListedBySaver):
 
 
 @asynccontextmanager
-async def open_memory(settings: StorageSettings) -> AsyncIterator[Storage]:
+async def open_memory(settings: StorageSettings, *, on_serialized: Serialized | None = None) -> AsyncIterator[Storage]:
     """Storage in this process's memory."""
-    memory = AuditedMemorySaver(serde=safe_serializer())
+    memory = AuditedMemorySaver(serde=safe_serializer(on_serialized))
     hot = with_hot_states(memory, settings)
     locks = local_locks(settings)
     saver = LocallyHeldSaver(memory, locks)

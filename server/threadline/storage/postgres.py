@@ -17,7 +17,14 @@ from threadline.errors import StorageUnavailable
 from threadline.redaction import redact
 from threadline.storage import postgres_holds
 from threadline.storage.audit import AuditedSaverMixin
-from threadline.storage.contract import IDLE_THREADS_SQL, PoolStats, Storage, safe_serializer, with_hot_states
+from threadline.storage.contract import (
+    IDLE_THREADS_SQL,
+    PoolStats,
+    Serialized,
+    Storage,
+    safe_serializer,
+    with_hot_states,
+)
 from threadline.storage.hot_states import HotStates, HotStatesSaverMixin
 from threadline.storage.postgres_pool import IdleConnectionCheck, Pool, open_pool
 from threadline.storage.postgres_saver import HEAD_SQL, PostgresSaver
@@ -87,10 +94,12 @@ class PostgresStorage:
 
 
 @asynccontextmanager
-async def open_postgres(url: str, settings: StorageSettings) -> AsyncIterator[Storage]:
+async def open_postgres(
+    url: str, settings: StorageSettings, *, on_serialized: Serialized | None = None
+) -> AsyncIterator[Storage]:
     """Storage in the PostgreSQL database at url: tables set up, pool and owner session open until exit."""
     async with _pool(url, settings) as pool:
-        saver = PooledPostgresSaver(pool, serde=safe_serializer())
+        saver = PooledPostgresSaver(pool, serde=safe_serializer(on_serialized))
         await saver.setup()
         registry = PostgresThreadRegistry(pool)
         await registry.setup()

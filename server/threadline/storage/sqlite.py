@@ -21,6 +21,7 @@ from threadline.storage.audit import AuditedSaverMixin
 from threadline.storage.contract import (
     IDLE_THREADS_SQL,
     ListedBySaver,
+    Serialized,
     Storage,
     local_locks,
     safe_serializer,
@@ -71,7 +72,9 @@ class SqliteStorage(ListedBySaver):
 
 
 @asynccontextmanager
-async def open_sqlite(url: str, settings: StorageSettings) -> AsyncIterator[Storage]:
+async def open_sqlite(
+    url: str, settings: StorageSettings, *, on_serialized: Serialized | None = None
+) -> AsyncIterator[Storage]:
     if not url.startswith("sqlite:///") or url == "sqlite:///":
         raise ConfigurationError(f"THREADLINE_DATABASE_URL: expected sqlite:///PATH, got {url!r}")
     path = Path(url.removeprefix("sqlite:///"))
@@ -81,7 +84,7 @@ async def open_sqlite(url: str, settings: StorageSettings) -> AsyncIterator[Stor
     async with aiosqlite.connect(path) as conn:
         # WAL lets History read while a turn writes.
         await conn.execute("PRAGMA journal_mode=WAL")
-        sqlite_saver = AuditedSqliteSaver(conn, serde=safe_serializer())
+        sqlite_saver = AuditedSqliteSaver(conn, serde=safe_serializer(on_serialized))
         await sqlite_saver.setup()
         await conn.execute(SQLITE_REQUEST_INDEX_SQL)
         await conn.commit()

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from threadline.errors import ConfigurationError
 from threadline.redaction import redact
-from threadline.storage.contract import Storage
+from threadline.storage.contract import Serialized, Storage
 from threadline.storage.memory import open_memory
 from threadline.storage.postgres import open_postgres
 from threadline.storage.settings import StorageSettings
@@ -21,17 +21,22 @@ from threadline.storage.sqlite import open_sqlite
 
 
 @asynccontextmanager
-async def open_storage(url: str, settings: StorageSettings) -> AsyncIterator[Storage]:
-    """Opens (and sets up the tables of) the storage named by url; closes it on exit."""
+async def open_storage(
+    url: str, settings: StorageSettings, *, on_serialized: Serialized | None = None
+) -> AsyncIterator[Storage]:
+    """Opens (and sets up the tables of) the storage named by url; closes it on exit.
+
+    on_serialized is told the size of every value the saver serializes to write (contract.MeasuredSerializer).
+    """
     scheme = urlsplit(url).scheme
     if scheme == "memory":
-        async with open_memory(settings) as storage:
+        async with open_memory(settings, on_serialized=on_serialized) as storage:
             yield storage
     elif scheme == "sqlite":
-        async with open_sqlite(url, settings) as storage:
+        async with open_sqlite(url, settings, on_serialized=on_serialized) as storage:
             yield storage
     elif scheme in ("postgres", "postgresql"):
-        async with open_postgres(url, settings) as storage:
+        async with open_postgres(url, settings, on_serialized=on_serialized) as storage:
             yield storage
     else:
         raise ConfigurationError(

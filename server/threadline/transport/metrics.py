@@ -34,6 +34,7 @@ from prometheus_client import (
 )
 
 from threadline import __version__
+from threadline.engine.observer import ModelOutcome, ToolOutcome, WaitOutcome
 from threadline.storage.contract import PoolStats
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -63,6 +64,10 @@ HANDLING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 """go-grpc-prometheus's handling-time buckets (Prometheus' DefBuckets), in seconds."""
 TURN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 """Turn durations and time to first token, in seconds: model turns run from milliseconds to minutes."""
+MODEL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+"""Model request durations, in seconds: from a short completion to a long streamed answer."""
+WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+"""Waits for a busy thread, in seconds: as long as the turn ahead runs, up to THREADLINE_BUSY_WAIT_MAX_S."""
 
 _RPC = ("grpc_type", "grpc_service", "grpc_method")
 
@@ -151,6 +156,58 @@ class Metrics:
             ("rpc", *tenant),
             registry=registry,
         )
+        self.busy_waits = Histogram(
+            "threadline_busy_wait_seconds",
+            "Time turns that found their thread busy with another turn waited for it; outcome: held (the turn "
+            "ran) or gave_up (refused: also in threadline_busy_rejections_total, or cancelled).",
+            ("rpc", "outcome", *tenant),
+            buckets=WAIT_BUCKETS,
+            registry=registry,
+        )
+        self.model_requests = Counter(
+            "threadline_model_requests_total",
+            "Model (chat completion) requests the graphs made, by model and outcome: ok, error or cancelled.",
+            ("model", "outcome", *tenant),
+            registry=registry,
+        )
+        self.model_duration = Histogram(
+            "threadline_model_request_duration_seconds",
+            "Time a model request took, from its start to its whole answer (or its failure), by model and outcome.",
+            ("model", "outcome", *tenant),
+            buckets=MODEL_BUCKETS,
+            registry=registry,
+        )
+        self.model_tokens = Counter(
+            "threadline_model_tokens_total",
+            "Tokens of model requests as the provider's usage reports them, by model and type: input or output.",
+            ("model", "type", *tenant),
+            registry=registry,
+        )
+        self.tool_calls = Counter(
+            "threadline_tool_calls_total",
+            "Tool calls the graphs made, by tool and outcome: ok, error (raised or returned an error result), "
+            "cancelled or interrupted (paused for a human inside the tool).",
+            ("tool", "outcome", *tenant),
+            registry=registry,
+        )
+        self.created_interrupts = Counter(
+            "threadline_interrupts_created_total",
+            "Interrupts turns paused on, waiting for a human (one per pending interrupt).",
+            tenant,
+            registry=registry,
+        )
+        self.resumed_interrupts = Counter(
+            "threadline_interrupts_resumed_total",
+            "Interrupts a Resume answered, whose run then finished (paused again or answered).",
+            tenant,
+            registry=registry,
+        )
+        self.checkpoint_bytes = Counter(
+            "threadline_checkpoint_bytes_written_total",
+            "Bytes the checkpointer serialized to write: channel values and tasks' pending writes (with SQLite "
+            "the whole checkpoint); a checkpoint's small JSON header in PostgreSQL is not counted.",
+            registry=registry,
+        )
         self.storage_up = Gauge(
             "threadline_storage_up",
             "1 while the checkpoint database answers the health probe, 0 while it does not "
@@ -210,6 +267,56 @@ class Metrics:
                 self.handling.labels(*key),
             )
         return found
+
+    def _tenant(self, tenant: str) -> tuple[str, ...]:
+        return (tenant,) if self.tenant_label else ()
+
+    # The engine's TurnObserver (engine.observer): what its turns did.
+
+    def model_request(
+        self,
+        *,
+        tenant: str,
+        model: str,
+        outcome: ModelOutcome,
+        duration_s: float,
+        input_tokens: int | None,
+        output_tokens: int | None,
+    ) -> None:
+        """One model request ended, with the provider's usage (None: none reported)."""
+        labels = (model, outcome, *self._tenant(tenant))
+        self.model_requests.labels(*labels).inc()
+        self.model_duration.labels(*labels).observe(duration_s)
+        if input_tokens is not None:
+            self.model_tokens.labels(model, "input", *self._tenant(tenant)).inc(input_tokens)
+        if output_tokens is not None:
+            self.model_tokens.labels(model, "output", *self._tenant(tenant)).inc(output_tokens)
+
+    def tool_call(self, *, tenant: str, tool: str, outcome: ToolOutcome) -> None:
+        """One tool call ended."""
+        self.tool_calls.labels(tool, outcome, *self._tenant(tenant)).inc()
+
+    def busy_wait(self, *, tenant: str, rpc: str, outcome: WaitOutcome, waited_s: float) -> None:
+        """A turn waited waited_s for its busy thread."""
+        self.busy_waits.labels(rpc, outcome, *self._tenant(tenant)).observe(waited_s)
+
+    def interrupts_created(self, *, tenant: str, count: int) -> None:
+        """A turn paused on count interrupts."""
+        if self.tenant_label:
+            self.created_interrupts.labels(tenant).inc(count)
+        else:
+            self.created_interrupts.inc(count)
+
+    def interrupt_resumed(self, *, tenant: str) -> None:
+        """A Resume answered an interrupt."""
+        if self.tenant_label:
+            self.resumed_interrupts.labels(tenant).inc()
+        else:
+            self.resumed_interrupts.inc()
+
+    def checkpoint_bytes_written(self, nbytes: int) -> None:
+        """The checkpointer serialized nbytes to write."""
+        self.checkpoint_bytes.inc(nbytes)
 
     def observe_pool(self, stats: PoolStats) -> None:
         """Records a sample of the pool's state (sampled once a second, with the storage probe)."""

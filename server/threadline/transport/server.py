@@ -35,7 +35,7 @@ from threadline.transport.reflection import REFLECTION_SERVICES, enable_reflecti
 from threadline.transport.servicer import ThreadlineServicer
 from threadline.transport.stream_writer import StreamLimits
 from threadline.transport.telemetry import TelemetryInterceptor
-from threadline.transport.tracing import start_tracing, stop_tracing
+from threadline.transport.tracing import start_tracing, stop_tracing, untraced
 from threadline_client.v1 import threadline_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,8 @@ async def _watch_storage(
     """
     serving = True
     while True:
-        up = await engine.check_storage()
+        with untraced():  # once a second: no trace of its own
+            up = await engine.check_storage()
         if metrics is not None:
             metrics.storage_up.set(1 if up else 0)
             pool = engine.pool_stats()
@@ -190,7 +191,7 @@ async def serve(
     tracer = start_tracing()
     server, health_servicer = await _grpc_server(settings, authenticator, metrics, tracer)
     engine_settings = dataclasses.replace(settings.engine, traced=tracer is not None)
-    async with Engine.open(engine_settings) as engine, _metrics_endpoint(settings, metrics):
+    async with Engine.open(engine_settings, observer=metrics) as engine, _metrics_endpoint(settings, metrics):
         await _list_unlisted_threads(engine)
         streams = StreamLimits(settings.stream_buffer_bytes, settings.stream_stall_timeout_s)
         pb_grpc.add_ThreadlineServiceServicer_to_server(ThreadlineServicer(engine, streams), server)

@@ -11,14 +11,19 @@ The spans of a call: the server span (telemetry.TelemetryInterceptor; written he
 taken from opentelemetry-instrumentation-grpc because that interceptor already observes the
 status every call ends with, aborted and refused calls included, so one wrapper serves metrics,
 access log and span), the turn beneath it (`turn_span`), and the graph's nodes, model calls and
-tool calls beneath that (engine.graph_spans, from LangChain's public callbacks).
+tool calls beneath that (engine.graph_spans, from LangChain's public callbacks), the turn's wait
+for its thread's hold (engine.hold_waits), and each PostgreSQL statement
+(opentelemetry-instrumentation-psycopg: every connection opened after `start_tracing`, the pool's
+too, gets its traced cursor factory; the once-a-second storage probe runs with instrumentation
+suppressed, `untraced()`, so it makes no trace of its own). As with opentelemetry-instrument,
+OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=psycopg leaves the statements untraced.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
@@ -59,14 +64,34 @@ def start_tracing() -> Tracer | None:
     provider = TracerProvider(resource=Resource.create(defaults))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
+    if "psycopg" not in _disabled_instrumentations():
+        from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+
+        # Before the storage opens: connections opened from now on trace their statements.
+        PsycopgInstrumentor().instrument(tracer_provider=provider)
     _provider, _tracer = provider, provider.get_tracer(INSTRUMENTATION)
     return _tracer
+
+
+def _disabled_instrumentations() -> set[str]:
+    """OTEL_PYTHON_DISABLED_INSTRUMENTATIONS (comma-separated), the variable opentelemetry-instrument reads."""
+    listed = os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
+    return {name.strip() for name in listed.split(",") if name.strip()}
 
 
 def stop_tracing() -> None:
     """Exports the spans still buffered and stops the exporter (blocking: call it from a thread)."""
     if _provider is not None:
         _provider.shutdown()
+
+
+def untraced() -> AbstractContextManager[None]:
+    """A block whose instrumented calls (PostgreSQL statements) make no spans: background probes."""
+    if _tracer is None:
+        return nullcontext()
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    return suppress_instrumentation()
 
 
 @contextmanager

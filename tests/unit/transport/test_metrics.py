@@ -51,3 +51,31 @@ def test_every_status_code_has_its_go_grpc_name() -> None:
 
 def _names() -> tuple[str, ...]:
     return ("grpc_type", "grpc_service", "grpc_method", "grpc_code")
+
+
+def test_what_turns_did_is_recorded_with_a_tenant_only_when_asked_for() -> None:
+    for tenant_label in (False, True):
+        registry = CollectorRegistry()
+        metrics = Metrics(tenant_label=tenant_label, registry=registry)
+        tenant = {"tenant": "acme"} if tenant_label else {}
+        metrics.model_request(tenant="acme", model="m", outcome="ok", duration_s=0.5, input_tokens=7, output_tokens=3)
+        metrics.model_request(
+            tenant="acme", model="m", outcome="error", duration_s=0.1, input_tokens=None, output_tokens=None
+        )
+        metrics.tool_call(tenant="acme", tool="calculator", outcome="ok")
+        metrics.busy_wait(tenant="acme", rpc="Ask", outcome="held", waited_s=0.2)
+        metrics.interrupts_created(tenant="acme", count=2)
+        metrics.interrupt_resumed(tenant="acme")
+        metrics.checkpoint_bytes_written(100)
+        metrics.checkpoint_bytes_written(20)
+        value = registry.get_sample_value
+        assert value("threadline_model_requests_total", {"model": "m", "outcome": "ok", **tenant}) == 1
+        assert value("threadline_model_requests_total", {"model": "m", "outcome": "error", **tenant}) == 1
+        assert value("threadline_model_request_duration_seconds_sum", {"model": "m", "outcome": "ok", **tenant}) == 0.5
+        assert value("threadline_model_tokens_total", {"model": "m", "type": "input", **tenant}) == 7
+        assert value("threadline_model_tokens_total", {"model": "m", "type": "output", **tenant}) == 3
+        assert value("threadline_tool_calls_total", {"tool": "calculator", "outcome": "ok", **tenant}) == 1
+        assert value("threadline_busy_wait_seconds_count", {"rpc": "Ask", "outcome": "held", **tenant}) == 1
+        assert value("threadline_interrupts_created_total", tenant) == 2
+        assert value("threadline_interrupts_resumed_total", tenant) == 1
+        assert value("threadline_checkpoint_bytes_written_total", {}) == 120
