@@ -104,11 +104,15 @@ class ThreadlineServiceStub:
     tool call left unanswered. The unfinished attempt stays readable in History as
     an abandoned branch, as after a Rewind.
 
-    Errors: INVALID_ARGUMENT (empty or oversized query, bad thread_id or
-    request_id syntax, a request_id reused with another query), ABORTED
-    (THREAD_BUSY), UNAVAILABLE (database or model unreachable),
-    RESOURCE_EXHAUSTED (model rate limit), FAILED_PRECONDITION (model rejected
-    the credentials; REQUEST_SUPERSEDED), DEADLINE_EXCEEDED, CANCELLED.
+    Errors: INVALID_ARGUMENT (empty or oversized query, bad thread_id,
+    request_id or checkpoint_id syntax, a request_id reused with another
+    query), NOT_FOUND (CHECKPOINT_NOT_FOUND: the checkpoint_id to fork from is
+    not in the thread), ABORTED (THREAD_BUSY), UNAVAILABLE (STORAGE_UNAVAILABLE,
+    THREAD_HOLD_LOST, MODEL_UNAVAILABLE), RESOURCE_EXHAUSTED (MODEL_RATE_LIMITED,
+    STEP_LIMIT_EXCEEDED, an answer over the message size limit),
+    FAILED_PRECONDITION (MODEL_REJECTED_CREDENTIALS, MODEL_REJECTED_REQUEST,
+    REQUEST_SUPERSEDED, THREAD_INTERRUPTED, CHECKPOINT_MID_TURN: a fork from
+    inside a turn), DEADLINE_EXCEEDED, CANCELLED.
     """
     StreamAsk: _grpc.UnaryStreamMultiCallable[_threadline_pb2.StreamAskRequest, _threadline_pb2.StreamAskResponse]
     """Runs one turn like Ask, streaming what happens as it happens: text tokens
@@ -194,7 +198,10 @@ class ThreadlineServiceStub:
     thread), ABORTED (THREAD_BUSY), UNAVAILABLE, and the model errors of Ask.
     """
     StreamResume: _grpc.UnaryStreamMultiCallable[_threadline_pb2.StreamResumeRequest, _threadline_pb2.StreamResumeResponse]
-    """Resume, streamed like StreamAsk."""
+    """Resume, streamed like StreamAsk.
+
+    Errors: as Resume.
+    """
 
 @_typing.type_check_only
 class ThreadlineServiceAsyncStub(ThreadlineServiceStub):
@@ -220,11 +227,15 @@ class ThreadlineServiceAsyncStub(ThreadlineServiceStub):
     tool call left unanswered. The unfinished attempt stays readable in History as
     an abandoned branch, as after a Rewind.
 
-    Errors: INVALID_ARGUMENT (empty or oversized query, bad thread_id or
-    request_id syntax, a request_id reused with another query), ABORTED
-    (THREAD_BUSY), UNAVAILABLE (database or model unreachable),
-    RESOURCE_EXHAUSTED (model rate limit), FAILED_PRECONDITION (model rejected
-    the credentials; REQUEST_SUPERSEDED), DEADLINE_EXCEEDED, CANCELLED.
+    Errors: INVALID_ARGUMENT (empty or oversized query, bad thread_id,
+    request_id or checkpoint_id syntax, a request_id reused with another
+    query), NOT_FOUND (CHECKPOINT_NOT_FOUND: the checkpoint_id to fork from is
+    not in the thread), ABORTED (THREAD_BUSY), UNAVAILABLE (STORAGE_UNAVAILABLE,
+    THREAD_HOLD_LOST, MODEL_UNAVAILABLE), RESOURCE_EXHAUSTED (MODEL_RATE_LIMITED,
+    STEP_LIMIT_EXCEEDED, an answer over the message size limit),
+    FAILED_PRECONDITION (MODEL_REJECTED_CREDENTIALS, MODEL_REJECTED_REQUEST,
+    REQUEST_SUPERSEDED, THREAD_INTERRUPTED, CHECKPOINT_MID_TURN: a fork from
+    inside a turn), DEADLINE_EXCEEDED, CANCELLED.
     """
     StreamAsk: _aio.UnaryStreamMultiCallable[_threadline_pb2.StreamAskRequest, _threadline_pb2.StreamAskResponse]  # type: ignore[assignment]
     """Runs one turn like Ask, streaming what happens as it happens: text tokens
@@ -310,7 +321,10 @@ class ThreadlineServiceAsyncStub(ThreadlineServiceStub):
     thread), ABORTED (THREAD_BUSY), UNAVAILABLE, and the model errors of Ask.
     """
     StreamResume: _aio.UnaryStreamMultiCallable[_threadline_pb2.StreamResumeRequest, _threadline_pb2.StreamResumeResponse]  # type: ignore[assignment]
-    """Resume, streamed like StreamAsk."""
+    """Resume, streamed like StreamAsk.
+
+    Errors: as Resume.
+    """
 
 class ThreadlineServiceServicer(metaclass=_abc_1.ABCMeta):
     """The Threadline agent service."""
@@ -339,11 +353,15 @@ class ThreadlineServiceServicer(metaclass=_abc_1.ABCMeta):
         tool call left unanswered. The unfinished attempt stays readable in History as
         an abandoned branch, as after a Rewind.
 
-        Errors: INVALID_ARGUMENT (empty or oversized query, bad thread_id or
-        request_id syntax, a request_id reused with another query), ABORTED
-        (THREAD_BUSY), UNAVAILABLE (database or model unreachable),
-        RESOURCE_EXHAUSTED (model rate limit), FAILED_PRECONDITION (model rejected
-        the credentials; REQUEST_SUPERSEDED), DEADLINE_EXCEEDED, CANCELLED.
+        Errors: INVALID_ARGUMENT (empty or oversized query, bad thread_id,
+        request_id or checkpoint_id syntax, a request_id reused with another
+        query), NOT_FOUND (CHECKPOINT_NOT_FOUND: the checkpoint_id to fork from is
+        not in the thread), ABORTED (THREAD_BUSY), UNAVAILABLE (STORAGE_UNAVAILABLE,
+        THREAD_HOLD_LOST, MODEL_UNAVAILABLE), RESOURCE_EXHAUSTED (MODEL_RATE_LIMITED,
+        STEP_LIMIT_EXCEEDED, an answer over the message size limit),
+        FAILED_PRECONDITION (MODEL_REJECTED_CREDENTIALS, MODEL_REJECTED_REQUEST,
+        REQUEST_SUPERSEDED, THREAD_INTERRUPTED, CHECKPOINT_MID_TURN: a fork from
+        inside a turn), DEADLINE_EXCEEDED, CANCELLED.
         """
 
     @_abc_1.abstractmethod
@@ -483,6 +501,9 @@ class ThreadlineServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _threadline_pb2.StreamResumeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_threadline_pb2.StreamResumeResponse], _abc.AsyncIterator[_threadline_pb2.StreamResumeResponse]]:
-        """Resume, streamed like StreamAsk."""
+        """Resume, streamed like StreamAsk.
+
+        Errors: as Resume.
+        """
 
 def add_ThreadlineServiceServicer_to_server(servicer: ThreadlineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
