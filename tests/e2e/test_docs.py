@@ -111,13 +111,37 @@ def _command_lines(script: str) -> Iterator[list[str]]:
                 command.append(word)
 
 
-def _check_threadline_command(words: list[str], where: Block) -> None:
+def _parse(argv: list[str]) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of the CLI's parser on argv; 0 when it parses without exiting."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            cli.parser().parse_args(words[1:])
+            cli.parser().parse_args(argv)
         except SystemExit as exc:
-            assert exc.code == 0, f"{where}: `{shlex.join(words)}` does not parse:\n{err.getvalue()}"
+            return int(exc.code or 0), out.getvalue(), err.getvalue()
+    return 0, out.getvalue(), err.getvalue()
+
+
+def _help_of(words: list[str]) -> str:
+    """The --help text of the (sub)command a command line runs: `keys new`, `ask`, or the root."""
+    for prefix in (words[1:3], words[1:2], []):
+        if prefix and prefix[0].startswith("-"):
+            continue
+        code, out, _ = _parse([*prefix, "--help"])
+        if code == 0:
+            return out
+    raise AssertionError(f"no help for {words}")
+
+
+def _check_threadline_command(words: list[str], where: Block) -> None:
+    """The line parses, and names each flag in full (argparse would also take an abbreviation)."""
+    code, _, err = _parse(words[1:])
+    assert code == 0, f"{where}: `{shlex.join(words)}` does not parse:\n{err}"
+    flags = set(re.findall(r"--[\w-]+", _help_of(words)))
+    for word in words[1:]:
+        flag = word.split("=", 1)[0]
+        if flag.startswith("--") and flag != "--help":
+            assert flag in flags, f"{where}: `{shlex.join(words)}`: {flag} is not a flag of that command"
 
 
 def _makefile_targets() -> set[str]:
