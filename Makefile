@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install node-example run test fuzz lint typecheck buf proto-baseline proto dist bench bench-agent-server-venv clean
+.PHONY: install node-example run test fuzz lint typecheck buf proto-baseline proto docs dist bench bench-agent-server-venv clean
 
 $(STAMP): pyproject.toml client/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -92,6 +92,10 @@ bench-agent-server-venv: $(AGENT_SERVER_STAMP)
 ## Regenerate the committed gRPC code from protos/.
 proto: install
 	$(BIN)/python scripts/generate_proto.py
+
+## Regenerate the reference pages docs/configuration.md (from config.py) and docs/errors.md (from protos/).
+docs: install
+	$(BIN)/python scripts/generate_docs.py
 
 clean:
 	rm -rf $(VENV) $(AGENT_SERVER_VENV) examples/node/node_modules .pytest_cache .mypy_cache .ruff_cache build dist client/build client/dist

@@ -107,13 +107,13 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     the checkpoint before that turn, when there is one.
     """
     STREAM_TOO_SLOW: _ErrorReason.ValueType  # 24
-    """RESOURCE_EXHAUSTED, on StreamAsk and StreamResume: the reader fell more than
+    """RESOURCE_EXHAUSTED: on StreamAsk and StreamResume, the reader fell more than
     THREADLINE_STREAM_BUFFER_BYTES behind, or read nothing for
     THREADLINE_STREAM_STALL_TIMEOUT_S. The turn did not wait for it: it ran to its
     end and is stored; a retry with the same request_id returns it.
     """
     SERVER_OVERLOADED: _ErrorReason.ValueType  # 25
-    """RESOURCE_EXHAUSTED, on any RPC: the server runs as many calls as it admits
+    """RESOURCE_EXHAUSTED: on any RPC, the server runs as many calls as it admits
     (THREADLINE_MAX_CONCURRENT_RPCS; ErrorInfo.metadata "limit"); nothing was done.
     google.rpc.RetryInfo says when to retry (here or on another replica).
     """
@@ -214,13 +214,13 @@ any step of an unfinished turn. ErrorInfo.metadata "before_checkpoint_id" names
 the checkpoint before that turn, when there is one.
 """
 STREAM_TOO_SLOW: ErrorReason.ValueType  # 24
-"""RESOURCE_EXHAUSTED, on StreamAsk and StreamResume: the reader fell more than
+"""RESOURCE_EXHAUSTED: on StreamAsk and StreamResume, the reader fell more than
 THREADLINE_STREAM_BUFFER_BYTES behind, or read nothing for
 THREADLINE_STREAM_STALL_TIMEOUT_S. The turn did not wait for it: it ran to its
 end and is stored; a retry with the same request_id returns it.
 """
 SERVER_OVERLOADED: ErrorReason.ValueType  # 25
-"""RESOURCE_EXHAUSTED, on any RPC: the server runs as many calls as it admits
+"""RESOURCE_EXHAUSTED: on any RPC, the server runs as many calls as it admits
 (THREADLINE_MAX_CONCURRENT_RPCS; ErrorInfo.metadata "limit"); nothing was done.
 google.rpc.RetryInfo says when to retry (here or on another replica).
 """

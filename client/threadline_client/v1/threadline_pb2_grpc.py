@@ -111,11 +111,15 @@ class ThreadlineServiceServicer:
         tool call left unanswered. The unfinished attempt stays readable in History as
         an abandoned branch, as after a Rewind.
 
-        Errors: INVALID_ARGUMENT (empty or oversized query, bad thread_id or
-        request_id syntax, a request_id reused with another query), ABORTED
-        (THREAD_BUSY), UNAVAILABLE (database or model unreachable),
-        RESOURCE_EXHAUSTED (model rate limit), FAILED_PRECONDITION (model rejected
-        the credentials; REQUEST_SUPERSEDED), DEADLINE_EXCEEDED, CANCELLED.
+        Errors: INVALID_ARGUMENT (empty or oversized query, bad thread_id,
+        request_id or checkpoint_id syntax, a request_id reused with another
+        query), NOT_FOUND (CHECKPOINT_NOT_FOUND: the checkpoint_id to fork from is
+        not in the thread), ABORTED (THREAD_BUSY), UNAVAILABLE (STORAGE_UNAVAILABLE,
+        THREAD_HOLD_LOST, MODEL_UNAVAILABLE), RESOURCE_EXHAUSTED (MODEL_RATE_LIMITED,
+        STEP_LIMIT_EXCEEDED, an answer over the message size limit),
+        FAILED_PRECONDITION (MODEL_REJECTED_CREDENTIALS, MODEL_REJECTED_REQUEST,
+        REQUEST_SUPERSEDED, THREAD_INTERRUPTED, CHECKPOINT_MID_TURN: a fork from
+        inside a turn), DEADLINE_EXCEEDED, CANCELLED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -246,8 +250,9 @@ class ThreadlineServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamResume(self, request, context):
-        """Resume, streamed like StreamAsk (with its backpressure rule and
-        RESOURCE_EXHAUSTED STREAM_TOO_SLOW).
+        """Resume, streamed like StreamAsk, with the same backpressure rule.
+
+        Errors: as Resume, and RESOURCE_EXHAUSTED (STREAM_TOO_SLOW).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

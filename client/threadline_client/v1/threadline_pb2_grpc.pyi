@@ -110,11 +110,15 @@ class ThreadlineServiceStub:
     tool call left unanswered. The unfinished attempt stays readable in History as
     an abandoned branch, as after a Rewind.
 
-    Errors: INVALID_ARGUMENT (empty or oversized query, bad thread_id or
-    request_id syntax, a request_id reused with another query), ABORTED
-    (THREAD_BUSY), UNAVAILABLE (database or model unreachable),
-    RESOURCE_EXHAUSTED (model rate limit), FAILED_PRECONDITION (model rejected
-    the credentials; REQUEST_SUPERSEDED), DEADLINE_EXCEEDED, CANCELLED.
+    Errors: INVALID_ARGUMENT (empty or oversized query, bad thread_id,
+    request_id or checkpoint_id syntax, a request_id reused with another
+    query), NOT_FOUND (CHECKPOINT_NOT_FOUND: the checkpoint_id to fork from is
+    not in the thread), ABORTED (THREAD_BUSY), UNAVAILABLE (STORAGE_UNAVAILABLE,
+    THREAD_HOLD_LOST, MODEL_UNAVAILABLE), RESOURCE_EXHAUSTED (MODEL_RATE_LIMITED,
+    STEP_LIMIT_EXCEEDED, an answer over the message size limit),
+    FAILED_PRECONDITION (MODEL_REJECTED_CREDENTIALS, MODEL_REJECTED_REQUEST,
+    REQUEST_SUPERSEDED, THREAD_INTERRUPTED, CHECKPOINT_MID_TURN: a fork from
+    inside a turn), DEADLINE_EXCEEDED, CANCELLED.
     """
     StreamAsk: _grpc.UnaryStreamMultiCallable[_threadline_pb2.StreamAskRequest, _threadline_pb2.StreamAskResponse]
     """Runs one turn like Ask, streaming what happens as it happens: text tokens
@@ -209,8 +213,9 @@ class ThreadlineServiceStub:
     thread), ABORTED (THREAD_BUSY), UNAVAILABLE, and the model errors of Ask.
     """
     StreamResume: _grpc.UnaryStreamMultiCallable[_threadline_pb2.StreamResumeRequest, _threadline_pb2.StreamResumeResponse]
-    """Resume, streamed like StreamAsk (with its backpressure rule and
-    RESOURCE_EXHAUSTED STREAM_TOO_SLOW).
+    """Resume, streamed like StreamAsk, with the same backpressure rule.
+
+    Errors: as Resume, and RESOURCE_EXHAUSTED (STREAM_TOO_SLOW).
     """
 
 @_typing.type_check_only
@@ -237,11 +242,15 @@ class ThreadlineServiceAsyncStub(ThreadlineServiceStub):
     tool call left unanswered. The unfinished attempt stays readable in History as
     an abandoned branch, as after a Rewind.
 
-    Errors: INVALID_ARGUMENT (empty or oversized query, bad thread_id or
-    request_id syntax, a request_id reused with another query), ABORTED
-    (THREAD_BUSY), UNAVAILABLE (database or model unreachable),
-    RESOURCE_EXHAUSTED (model rate limit), FAILED_PRECONDITION (model rejected
-    the credentials; REQUEST_SUPERSEDED), DEADLINE_EXCEEDED, CANCELLED.
+    Errors: INVALID_ARGUMENT (empty or oversized query, bad thread_id,
+    request_id or checkpoint_id syntax, a request_id reused with another
+    query), NOT_FOUND (CHECKPOINT_NOT_FOUND: the checkpoint_id to fork from is
+    not in the thread), ABORTED (THREAD_BUSY), UNAVAILABLE (STORAGE_UNAVAILABLE,
+    THREAD_HOLD_LOST, MODEL_UNAVAILABLE), RESOURCE_EXHAUSTED (MODEL_RATE_LIMITED,
+    STEP_LIMIT_EXCEEDED, an answer over the message size limit),
+    FAILED_PRECONDITION (MODEL_REJECTED_CREDENTIALS, MODEL_REJECTED_REQUEST,
+    REQUEST_SUPERSEDED, THREAD_INTERRUPTED, CHECKPOINT_MID_TURN: a fork from
+    inside a turn), DEADLINE_EXCEEDED, CANCELLED.
     """
     StreamAsk: _aio.UnaryStreamMultiCallable[_threadline_pb2.StreamAskRequest, _threadline_pb2.StreamAskResponse]  # type: ignore[assignment]
     """Runs one turn like Ask, streaming what happens as it happens: text tokens
@@ -336,8 +345,9 @@ class ThreadlineServiceAsyncStub(ThreadlineServiceStub):
     thread), ABORTED (THREAD_BUSY), UNAVAILABLE, and the model errors of Ask.
     """
     StreamResume: _aio.UnaryStreamMultiCallable[_threadline_pb2.StreamResumeRequest, _threadline_pb2.StreamResumeResponse]  # type: ignore[assignment]
-    """Resume, streamed like StreamAsk (with its backpressure rule and
-    RESOURCE_EXHAUSTED STREAM_TOO_SLOW).
+    """Resume, streamed like StreamAsk, with the same backpressure rule.
+
+    Errors: as Resume, and RESOURCE_EXHAUSTED (STREAM_TOO_SLOW).
     """
 
 class ThreadlineServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -367,11 +377,15 @@ class ThreadlineServiceServicer(metaclass=_abc_1.ABCMeta):
         tool call left unanswered. The unfinished attempt stays readable in History as
         an abandoned branch, as after a Rewind.
 
-        Errors: INVALID_ARGUMENT (empty or oversized query, bad thread_id or
-        request_id syntax, a request_id reused with another query), ABORTED
-        (THREAD_BUSY), UNAVAILABLE (database or model unreachable),
-        RESOURCE_EXHAUSTED (model rate limit), FAILED_PRECONDITION (model rejected
-        the credentials; REQUEST_SUPERSEDED), DEADLINE_EXCEEDED, CANCELLED.
+        Errors: INVALID_ARGUMENT (empty or oversized query, bad thread_id,
+        request_id or checkpoint_id syntax, a request_id reused with another
+        query), NOT_FOUND (CHECKPOINT_NOT_FOUND: the checkpoint_id to fork from is
+        not in the thread), ABORTED (THREAD_BUSY), UNAVAILABLE (STORAGE_UNAVAILABLE,
+        THREAD_HOLD_LOST, MODEL_UNAVAILABLE), RESOURCE_EXHAUSTED (MODEL_RATE_LIMITED,
+        STEP_LIMIT_EXCEEDED, an answer over the message size limit),
+        FAILED_PRECONDITION (MODEL_REJECTED_CREDENTIALS, MODEL_REJECTED_REQUEST,
+        REQUEST_SUPERSEDED, THREAD_INTERRUPTED, CHECKPOINT_MID_TURN: a fork from
+        inside a turn), DEADLINE_EXCEEDED, CANCELLED.
         """
 
     @_abc_1.abstractmethod
@@ -520,8 +534,9 @@ class ThreadlineServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _threadline_pb2.StreamResumeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_threadline_pb2.StreamResumeResponse], _abc.AsyncIterator[_threadline_pb2.StreamResumeResponse]]:
-        """Resume, streamed like StreamAsk (with its backpressure rule and
-        RESOURCE_EXHAUSTED STREAM_TOO_SLOW).
+        """Resume, streamed like StreamAsk, with the same backpressure rule.
+
+        Errors: as Resume, and RESOURCE_EXHAUSTED (STREAM_TOO_SLOW).
         """
 
 def add_ThreadlineServiceServicer_to_server(servicer: ThreadlineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -18,8 +18,9 @@ What that changes, and the bounds on it:
   after it came, with whatever came since. A turn whose steps take longer than that (any
   real model) sends each step's checkpoint with the task writes before it, a moment late.
 * A replica killed in that window loses that much of a turn's progress: the turn was not
-  answered yet, and its retry reruns those steps (README, Durability). The step after a
-  checkpoint starts before the checkpoint is stored, as with LangGraph's durability "async".
+  answered yet, and its retry reruns those steps (docs/architecture.md, "What survives a
+  crash"). The step after a checkpoint starts before the checkpoint is stored, as with
+  LangGraph's durability "async".
 * A read of the saver inside the turn sends them first, so the turn reads its own writes.
   A turn that failed or was cancelled sends what is left before its release; if that fails
   too, it is only logged (the caller sees the turn's own error).
