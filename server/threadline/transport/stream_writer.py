@@ -55,7 +55,8 @@ class _Tokens:
 
     def __init__(self, message_id: str) -> None:
         self.message_id = message_id
-        self.pieces: list[str] = []
+        self.text = bytearray()
+        """Their text, UTF-8 encoded: a byte per ASCII character, not a string object per token."""
 
 
 class _Outbox(Generic[StreamMessage]):
@@ -83,8 +84,9 @@ class _Outbox(Generic[StreamMessage]):
                 last = _Tokens(event.message_id)
                 self._items.append(last)
                 self._bytes += len(event.message_id) + 8
-            last.pieces.append(event.text)
-            self._bytes += len(event.text.encode())
+            piece = event.text.encode()
+            last.text += piece
+            self._bytes += len(piece)
         else:
             message = convert.stream_event(event, self._message)
             self._items.append(message)
@@ -108,9 +110,8 @@ class _Outbox(Generic[StreamMessage]):
         if not isinstance(item, _Tokens):
             self._bytes -= item.ByteSize()
             return item
-        text = "".join(item.pieces)
-        self._bytes -= len(text.encode()) + len(item.message_id) + 8
-        return self._message(token=pb.TokenDelta(text=text, message_id=item.message_id))
+        self._bytes -= len(item.text) + len(item.message_id) + 8
+        return self._message(token=pb.TokenDelta(text=item.text.decode(), message_id=item.message_id))
 
 
 class _CallerGone(Exception):
