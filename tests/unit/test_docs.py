@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,10 @@ PAGES = ("configuration.md", "errors.md")
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("docs")
-    subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)], check=True, cwd=ROOT)
+    shutil.copy(ROOT / "README.md", out / "README.md")
+    subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out), "--readme", str(out / "README.md")], check=True, cwd=ROOT
+    )
     return out
 
 
@@ -26,6 +30,16 @@ def test_generated_page_is_not_stale(generated: Path, page: str) -> None:
     committed = ROOT / "docs" / page
     assert committed.exists(), f"docs/{page} is missing: run `make docs`"
     assert committed.read_text() == (generated / page).read_text(), f"docs/{page} is stale: run `make docs`"
+
+
+def test_the_readme_table_of_reasons_is_not_stale(generated: Path) -> None:
+    from threadline_client.v1 import error_reason_pb2
+
+    readme = (ROOT / "README.md").read_text()
+    assert readme == (generated / "README.md").read_text(), "README.md's table of reasons is stale: run `make docs`"
+    for reason in error_reason_pb2.ErrorReason.keys():
+        if reason != "ERROR_REASON_UNSPECIFIED":
+            assert f"`{reason}`" in readme, reason
 
 
 def test_every_setting_and_reason_is_documented(generated: Path) -> None:
