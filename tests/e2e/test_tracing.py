@@ -1,8 +1,10 @@
-"""Traces of a real server, exported over OTLP/HTTP to a receiver of ours and decoded from protobuf."""
+"""Traces of a real server, exported over OTLP/HTTP or OTLP/gRPC to a receiver of ours and decoded from protobuf."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,13 +16,14 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from tests.model_server import ModelServer
-from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
-from tests.support import ServerProcess, model_server_env
+from tests.otlp_receiver import OtlpGrpcReceiver, OtlpReceiver, ReceivedSpan, SpanReceiver
+from tests.support import ROOT, ServerProcess, free_port, model_server_env, server_env
 from threadline_client import ThreadlineClient, ThreadlineError
 
 CALLER_TRACE_ID = 0x5B8AA5A2D2C872E8321CF37308D69DF2
 CALLER_SPAN_ID = 0x051581BF3CB55C13
 POSTGRES_CALLER_TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
+GRPC_CALLER_TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +63,7 @@ def _as_caller(trace_id: int = CALLER_TRACE_ID) -> object:
     return otel_context.attach(trace.set_span_in_context(NonRecordingSpan(caller)))
 
 
-def _spans_until(receiver: OtlpReceiver, trace_id: str, names: set[str], timeout: float = 20) -> list[ReceivedSpan]:
+def _spans_until(receiver: SpanReceiver, trace_id: str, names: set[str], timeout: float = 20) -> list[ReceivedSpan]:
     deadline = time.monotonic() + timeout
     while True:
         spans = receiver.of_trace(trace_id)
@@ -235,3 +238,57 @@ def test_the_standard_variable_leaves_postgresql_statements_untraced(
     names = {s.name for s in receiver.of_trace(f"{trace_id:032x}")}
     assert {"threadline.turn", "threadline.hold_wait", "node agent"} <= names, names
     assert not [s for s in receiver.of_trace(f"{trace_id:032x}") if "db.system" in s.attributes]
+
+
+def test_spans_are_exported_over_otlp_grpc_when_the_protocol_says_so(
+    model: ModelServer, tmp_path: Path, logs: Path
+) -> None:
+    with OtlpGrpcReceiver() as receiver:
+        env = model_server_env(
+            model.base_url,
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+            OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+            OTEL_EXPORTER_OTLP_HEADERS="x-collector-tenant=threadline-ci",
+            OTEL_SERVICE_NAME="threadline-grpc",
+            OTEL_BSP_SCHEDULE_DELAY="100",
+        )
+        with ServerProcess(f"sqlite:///{tmp_path / 'threadline.db'}", logs, env=env) as server:
+            token = _as_caller(GRPC_CALLER_TRACE_ID)
+            try:
+                with ThreadlineClient(server.address) as client:
+                    client.ask("Hello there", request_id="traced-grpc")
+            finally:
+                otel_context.detach(token)  # type: ignore[arg-type]
+            trace_id = f"{GRPC_CALLER_TRACE_ID:032x}"
+            server_name = "threadline.v1.ThreadlineService/Ask"
+            spans = _spans_until(receiver, trace_id, {server_name, "threadline.turn"})
+    names = [s.name for s in spans]
+    assert {server_name, "threadline.turn"} <= set(names), names
+    call = next(s for s in spans if s.name == server_name)
+    assert call.parent_span_id == f"{CALLER_SPAN_ID:016x}", "the caller's span is the server span's parent"
+    assert call.kind == Span.SPAN_KIND_SERVER and call.service == "threadline-grpc"
+    turn = next(s for s in spans if s.name == "threadline.turn")
+    assert turn.parent_span_id == call.span_id and turn.attributes["threadline.request_id"] == "traced-grpc"
+    assert receiver.metadata and all(m.get("x-collector-tenant") == "threadline-ci" for m in receiver.metadata), (
+        "the exporter sends OTEL_EXPORTER_OTLP_HEADERS itself"
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "protocol"),
+    [("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"), ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "zipkin")],
+)
+def test_a_protocol_without_an_exporter_stops_the_server_from_starting(
+    variable: str, protocol: str, tmp_path: Path
+) -> None:
+    env = server_env(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}", **{variable: protocol})
+    if variable != "OTEL_EXPORTER_OTLP_PROTOCOL":
+        env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "grpc"  # the traces' own variable wins
+    finished = subprocess.run(
+        [sys.executable, "-m", "threadline", "serve", "--address", f"127.0.0.1:{free_port()}",
+         "--database-url", f"sqlite:///{tmp_path / 'threadline.db'}"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert finished.returncode == 1, finished.stderr
+    assert f"cannot start: {variable}: expected http/protobuf or grpc, got {protocol!r}" in finished.stderr
+    assert "Traceback" not in finished.stderr
