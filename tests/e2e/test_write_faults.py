@@ -6,13 +6,16 @@ PostgreSQL) on the release of the turn's hold (the DELETE of its `threadline_thr
 row). On SQLite a hold is a lock in the server's process: its release writes nothing, so it
 cannot fail there.
 
-PostgreSQL's triggers raise SQLSTATE 53100 (disk_full), an error a real database gives a
-write and one that retrying later can get past; a plain RAISE (P0001) is psycopg's
-ProgrammingError, which means a bug of ours, not an outage. SQLite's triggers RAISE(ABORT),
-which is all a trigger can raise there (sqlite3.IntegrityError). After a failed statement the
-server's SQLite connection keeps its transaction, and the file's write lock, until its next
-commit, so the test could not write to disarm a fault there: a fault is armed until a moment
-(`until`), and the test waits for that moment to pass.
+PostgreSQL's triggers raise SQLSTATE 53100 (disk_full) or 25006 (read_only_sql_transaction, a
+primary demoted by a failover), errors a real database gives a write and that retrying later
+can get past. A plain RAISE (P0001, psycopg's ProgrammingError) names no failure a caller can
+act on: it is INTERNAL, and the thread still works after it.
+
+SQLite's triggers RAISE(ABORT), which is all a trigger can raise there (sqlite3.IntegrityError,
+one of STORAGE_ERRORS as every sqlite3.Error is). After a failed statement the server's SQLite
+connection keeps its transaction, and the file's write lock, until its next commit, so the
+test could not write to disarm a fault there: a fault is armed until a moment (`until`), and
+the test waits for that moment to pass.
 
 For each fault the rule of Ask holds: the failed call gets UNAVAILABLE (never INTERNAL), a
 failed turn does not change the conversation the next turn sees, and a turn that committed
@@ -48,15 +51,21 @@ CASES = [
     *(pytest.param("sqlite", point, id=f"sqlite-{point.replace(' ', '-')}") for point in SQLITE_POINTS),
     *(pytest.param("postgres", point, id=f"postgres-{point.replace(' ', '-')}") for point in POSTGRES_POINTS),
 ]
+READ_ONLY = "25006"
+"""SQLSTATE read_only_sql_transaction: what a primary demoted by a failover answers a write."""
+READ_ONLY_CASES = [pytest.param(point, id=f"postgres-{point.replace(' ', '-')}-read-only") for point in POSTGRES_POINTS]
 SQLITE_FAULT_S = 1.5
 """How long a fault stays armed on SQLite (the test cannot disarm it: see the module docstring)."""
 
 _POSTGRES_FAULT_SQL = """
-CREATE TABLE threadline_test_fault (point text PRIMARY KEY);
+CREATE TABLE threadline_test_fault (point text PRIMARY KEY, sqlstate text NOT NULL);
 CREATE FUNCTION threadline_test_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    code text;
 BEGIN
-    IF EXISTS (SELECT 1 FROM threadline_test_fault WHERE point = TG_ARGV[0]) THEN
-        RAISE EXCEPTION 'injected fault at %', TG_ARGV[0] USING ERRCODE = '53100';
+    SELECT sqlstate INTO code FROM threadline_test_fault WHERE point = TG_ARGV[0];
+    IF FOUND THEN
+        RAISE EXCEPTION 'injected fault at %', TG_ARGV[0] USING ERRCODE = code;
     END IF;
     IF TG_OP = 'DELETE' THEN
         RETURN OLD;
@@ -64,6 +73,8 @@ BEGIN
     RETURN NEW;
 END $$;
 """
+DISK_FULL = "53100"
+"""The SQLSTATE PostgreSQL's fault triggers raise unless told another."""
 _SQLITE_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
 
@@ -99,8 +110,8 @@ class FaultyServer:
                     f"FOR EACH ROW EXECUTE FUNCTION threadline_test_fault('{point}')"
                 )
 
-    def arm(self, point: str) -> None:
-        """Makes every write at the point fail (on SQLite for SQLITE_FAULT_S from now)."""
+    def arm(self, point: str, *, sqlstate: str = DISK_FULL) -> None:
+        """Makes every write at the point fail (on SQLite for SQLITE_FAULT_S from now; on PostgreSQL with sqlstate)."""
         if self.backend == "sqlite":
             with closing(sqlite3.connect(self._sqlite_path, timeout=5)) as conn, conn:
                 conn.execute(
@@ -110,7 +121,7 @@ class FaultyServer:
             self._armed_until = time.time() + SQLITE_FAULT_S
         else:
             with psycopg.connect(self.server.database_url, autocommit=True) as conn:
-                conn.execute("INSERT INTO threadline_test_fault VALUES (%s)", (point,))
+                conn.execute("INSERT INTO threadline_test_fault VALUES (%s, %s)", (point, sqlstate))
 
     def disarm(self) -> None:
         if self.backend == "sqlite":
@@ -194,12 +205,18 @@ class FailedTurn:
 
 
 def _fail_a_turn(
-    faulty: FaultyServer, point: str, thread: str, request_id: str, *, streamed: bool = False
+    faulty: FaultyServer,
+    point: str,
+    thread: str,
+    request_id: str,
+    *,
+    streamed: bool = False,
+    sqlstate: str = DISK_FULL,
 ) -> FailedTurn:
     """Asks "What is my name?" on the thread while writes at the point fail."""
     client = faulty.client
     checkpoints = len(list(client.iter_checkpoints(thread, page_size=100)))
-    faulty.arm(point)
+    faulty.arm(point, sqlstate=sqlstate)
     try:
         with pytest.raises(ThreadlineError) as caught:
             _ask(client, "What is my name?", thread, request_id, streamed=streamed)
@@ -213,15 +230,12 @@ def _fail_a_turn(
     return FailedTurn(committed, len(list(client.iter_checkpoints(thread, page_size=100))) > checkpoints)
 
 
-@pytest.mark.parametrize(("backend", "point"), CASES)
-def test_a_turn_that_fails_to_write_is_unavailable_and_its_retry_finishes_it(
-    faulty: FaultyServer, backend: str, point: str
-) -> None:
+def _fail_and_retry(faulty: FaultyServer, point: str, *, sqlstate: str = DISK_FULL) -> None:
     client = faulty.client
     thread = client.ask("My name is Ada.").thread_id
     log_from = len(faulty.server.log())
-    request_id = f"fault-{point.replace(' ', '-')}"
-    failed = _fail_a_turn(faulty, point, thread, request_id)
+    request_id = f"fault-{point.replace(' ', '-')}-{sqlstate}"
+    failed = _fail_a_turn(faulty, point, thread, request_id, sqlstate=sqlstate)
 
     checkpoints = len(list(client.iter_checkpoints(thread, page_size=100)))
     retried = client.ask("What is my name?", thread_id=thread, request_id=request_id)
@@ -230,6 +244,20 @@ def test_a_turn_that_fails_to_write_is_unavailable_and_its_retry_finishes_it(
         assert len(list(client.iter_checkpoints(thread, page_size=100))) == checkpoints, "the stored turn, not a rerun"
     assert client.ask("What is my name?", thread_id=thread, request_id=request_id) == retried, "same id, same turn"
     _assert_the_thread_keeps_working(faulty, thread, log_from)
+
+
+@pytest.mark.parametrize(("backend", "point"), CASES)
+def test_a_turn_that_fails_to_write_is_unavailable_and_its_retry_finishes_it(
+    faulty: FaultyServer, backend: str, point: str
+) -> None:
+    _fail_and_retry(faulty, point)
+
+
+@pytest.mark.parametrize("point", READ_ONLY_CASES)
+def test_a_write_refused_by_a_read_only_postgres_is_unavailable_and_its_retry_finishes_it(
+    postgres_faulty: FaultyServer, point: str
+) -> None:
+    _fail_and_retry(postgres_faulty, point, sqlstate=READ_ONLY)
 
 
 @pytest.mark.parametrize(("backend", "point"), CASES)
@@ -279,3 +307,22 @@ def test_a_streamed_turn_that_fails_to_write_its_checkpoint_is_unavailable_and_i
     retried = _ask(client, "What is my name?", thread, "fault-streamed", streamed=True)
     assert retried.answer == "Your name is Ada."
     _assert_the_thread_keeps_working(faulty, thread, log_from)
+
+
+def test_a_database_error_we_cannot_name_is_internal_and_leaves_the_thread_working(
+    postgres_faulty: FaultyServer,
+) -> None:
+    """P0001 (a plain RAISE, psycopg's ProgrammingError) says nothing a caller can act on: INTERNAL with an
+    incident; the thread is not poisoned by it."""
+    client = postgres_faulty.client
+    thread = client.ask("My name is Ada.").thread_id
+    postgres_faulty.arm("checkpoint", sqlstate="P0001")
+    try:
+        with pytest.raises(ThreadlineError) as caught:
+            client.ask("What is my name?", thread_id=thread, request_id="unnamed")
+    finally:
+        postgres_faulty.disarm()
+    assert caught.value.code == grpc.StatusCode.INTERNAL and "incident" in caught.value.message, str(caught.value)
+    assert _humans(client, thread) == ["My name is Ada."]
+    assert client.ask("What is my name?", thread_id=thread, request_id="unnamed").answer == "Your name is Ada."
+    assert _earlier_messages(client.ask("Tell me about checkpoints.", thread_id=thread).answer) == 4
