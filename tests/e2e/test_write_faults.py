@@ -296,16 +296,20 @@ def test_a_new_question_after_a_failed_write_does_not_see_the_failed_one(
     assert "Traceback" not in log and "unexpected error" not in log, log
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_a_streamed_turn_that_fails_to_write_its_checkpoint_is_unavailable_and_its_retry_finishes_it(
-    faulty: FaultyServer, backend: str
+@pytest.mark.parametrize(("backend", "point"), CASES)
+def test_a_streamed_turn_that_fails_to_write_is_unavailable_and_its_retry_finishes_it(
+    faulty: FaultyServer, backend: str, point: str
 ) -> None:
     client = faulty.client
     thread = client.ask("My name is Ada.").thread_id
     log_from = len(faulty.server.log())
-    assert not _fail_a_turn(faulty, "checkpoint", thread, "fault-streamed", streamed=True).committed
-    retried = _ask(client, "What is my name?", thread, "fault-streamed", streamed=True)
+    request_id = f"fault-streamed-{point.replace(' ', '-')}"
+    failed = _fail_a_turn(faulty, point, thread, request_id, streamed=True)
+    checkpoints = len(list(client.iter_checkpoints(thread, page_size=100)))
+    retried = _ask(client, "What is my name?", thread, request_id, streamed=True)
     assert retried.answer == "Your name is Ada."
+    if failed.committed:
+        assert len(list(client.iter_checkpoints(thread, page_size=100))) == checkpoints, "the stored turn, not a rerun"
     _assert_the_thread_keeps_working(faulty, thread, log_from)
 
 
