@@ -23,6 +23,9 @@ from threadline.storage.thread_registry import ThreadRegistry, UnlistedThread
 
 STORAGE_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.OperationalError,
+    # SQLSTATE 25006, an InternalError to psycopg: the server refuses writes (a primary demoted by a
+    # failover, a hot standby, default_transaction_read_only), and a later connection can reach one that takes them.
+    psycopg.errors.ReadOnlySqlTransaction,
     psycopg_pool.PoolTimeout,
     sqlite3.OperationalError,
     aiosqlite.Error,
