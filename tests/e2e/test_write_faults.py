@@ -332,13 +332,6 @@ def test_a_database_error_we_cannot_name_is_internal_and_leaves_the_thread_worki
     assert _earlier_messages(client.ask("Tell me about checkpoints.", thread_id=thread).answer) == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SqliteThreadRegistry.record does not roll back a failed upsert: the server's SQLite connection stays in "
-    "its transaction, holding the file's write lock until the server's next commit (the next turn), so no other "
-    "process can write the file meanwhile. Rolling back there is safe only under the saver's lock, which every "
-    "writer of the connection would then have to take.",
-)
 def test_a_failed_registry_write_on_sqlite_lets_go_of_the_files_write_lock(sqlite_faulty: FaultyServer) -> None:
     client = sqlite_faulty.client
     thread = client.ask("My name is Ada.").thread_id

@@ -54,7 +54,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     NOT_INTERRUPTED: _ErrorReason.ValueType  # 9
     """FAILED_PRECONDITION: Resume on a thread where nothing waits for a human."""
     STORAGE_UNAVAILABLE: _ErrorReason.ValueType  # 10
-    """UNAVAILABLE: the checkpoint database cannot be reached; retry this call."""
+    """UNAVAILABLE: the checkpoint database cannot be reached, or refuses writes for
+    now (disk full, read-only after a failover). Retry this call; retry a turn with
+    the same request_id, which returns it if it was stored after all.
+    """
     THREAD_HOLD_LOST: _ErrorReason.ValueType  # 11
     """UNAVAILABLE: the turn lost its hold on the thread (the database restarted,
     or this replica lost its database session and another turn took the
@@ -161,7 +164,10 @@ abandon_interrupt.
 NOT_INTERRUPTED: ErrorReason.ValueType  # 9
 """FAILED_PRECONDITION: Resume on a thread where nothing waits for a human."""
 STORAGE_UNAVAILABLE: ErrorReason.ValueType  # 10
-"""UNAVAILABLE: the checkpoint database cannot be reached; retry this call."""
+"""UNAVAILABLE: the checkpoint database cannot be reached, or refuses writes for
+now (disk full, read-only after a failover). Retry this call; retry a turn with
+the same request_id, which returns it if it was stored after all.
+"""
 THREAD_HOLD_LOST: ErrorReason.ValueType  # 11
 """UNAVAILABLE: the turn lost its hold on the thread (the database restarted,
 or this replica lost its database session and another turn took the

@@ -229,10 +229,7 @@ class SqliteThreadRegistry:
         self, tenant: str, thread_id: str, *, title: str, turn_count: int, head_checkpoint_id: str
     ) -> None:
         now = _now().isoformat(timespec="microseconds")
-        await self._conn.execute(
-            _UPSERT.format(p="?"), (tenant, thread_id, title, turn_count, now, now, head_checkpoint_id)
-        )
-        await self._conn.commit()
+        await self._write(_UPSERT.format(p="?"), (tenant, thread_id, title, turn_count, now, now, head_checkpoint_id))
 
     async def refresh(
         self,
@@ -246,8 +243,7 @@ class SqliteThreadRegistry:
         created_at: dt.datetime,
     ) -> None:
         row = (tenant, thread_id, title, turn_count, _stamp(created_at), _stamp(updated_at), head_checkpoint_id)
-        await self._conn.execute(_REFRESH.format(p="?"), row)
-        await self._conn.commit()
+        await self._write(_REFRESH.format(p="?"), row)
 
     async def page(self, tenant: str, *, limit: int, after: Cursor | None) -> list[ThreadRow]:
         at, last = after if after is not None else (_now(), "")
@@ -268,8 +264,20 @@ class SqliteThreadRegistry:
         ]
 
     async def forget(self, tenant: str, thread_id: str) -> None:
-        await self._conn.execute(_FORGET.format(p="?"), (tenant, thread_id))
-        await self._conn.commit()
+        await self._write(_FORGET.format(p="?"), (tenant, thread_id))
+
+    async def _write(self, statement: str, row: tuple[Any, ...]) -> None:
+        """One statement, committed whether or not it failed.
+
+        A failed statement leaves the connection in its transaction, holding the file's write lock
+        until the next commit; ending it at once lets other processes write. Commit, not roll back:
+        the connection is the saver's too, and a rollback could undo a checkpoint the saver wrote
+        and has not committed yet (the failed statement itself is undone by SQLite either way).
+        """
+        try:
+            await self._conn.execute(statement, row)
+        finally:
+            await self._conn.commit()
 
 
 class MemoryThreadRegistry:
