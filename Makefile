@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install node-example run test fuzz lint typecheck buf proto-baseline proto docs dist bench bench-agent-server-venv clean
+.PHONY: install node-example run test test-latest fuzz lint typecheck buf proto-baseline proto docs dist bench bench-agent-server-venv clean
 
 $(STAMP): pyproject.toml client/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,19 @@ run: install
 ## Lint, type-check and run the whole suite.
 test: install node-example lint typecheck buf
 	$(BIN)/python -m pytest -q
+
+## The suite against the newest releases pyproject.toml allows, in a fresh venv of its own without constraints.txt:
+## prints which releases differ from constraints.txt, then runs pytest, so an upstream release that breaks us fails here.
+LATEST_VENV ?= .venv-latest
+
+test-latest: node-example
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ./client -e '.[dev]'
+	$(LATEST_VENV)/bin/python -m pip freeze --exclude-editable > $(LATEST_VENV)/freeze.txt
+	$(LATEST_VENV)/bin/python scripts/compare_pins.py constraints.txt $(LATEST_VENV)/freeze.txt
+	$(LATEST_VENV)/bin/python -m pytest -q
 
 ## The fuzzed contract, long and random (make test runs it with a fixed seed and a small budget).
 fuzz: install
@@ -98,4 +111,4 @@ docs: install
 	$(BIN)/python scripts/generate_docs.py
 
 clean:
-	rm -rf $(VENV) $(AGENT_SERVER_VENV) examples/node/node_modules .pytest_cache .mypy_cache .ruff_cache build dist client/build client/dist
+	rm -rf $(VENV) $(LATEST_VENV) $(AGENT_SERVER_VENV) examples/node/node_modules .pytest_cache .mypy_cache .ruff_cache build dist client/build client/dist

@@ -4,8 +4,9 @@ The fenced blocks of each page are found by their info string:
 
 - ```sh, ```bash and ```console (its `$ ` lines) blocks run, in page order, with bash -e against a real
   server (`threadline serve`, offline model, a temporary SQLite file) in a scratch folder that links
-  to the checkout's top-level entries (`.venv/bin/threadline` works as written). The default address
-  `127.0.0.1:50051` (or `localhost:50051`) in a command is replaced by the test server's.
+  to the checkout's top-level entries, with `.venv` the venv running the suite (`.venv/bin/threadline`
+  works as written). The default address `127.0.0.1:50051` (or `localhost:50051`) in a command is
+  replaced by the test server's.
 - ```python blocks run the same way (the Python client against the same server).
 - A block whose info string says `no-run` (```sh no-run) needs what a test cannot have: a real model
   key, docker, PostgreSQL administration, a server that runs until stopped. It is still parsed
@@ -183,8 +184,10 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder that looks like the checkout (links to its entries) where commands may write files."""
     folder = tmp_path_factory.mktemp("docs-cwd")
     for entry in ROOT.iterdir():
-        if entry.name != ".git":
+        if entry.name not in (".git", ".venv"):
             (folder / entry.name).symlink_to(entry)
+    # `.venv` is the venv running the suite (`make test-latest` runs it from another one).
+    (folder / ".venv").symlink_to(sys.prefix)
     return folder
 
 
