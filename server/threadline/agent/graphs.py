@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal, cast
 
-from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
 from langgraph.graph import END, START, StateGraph
@@ -33,20 +32,14 @@ def default_agent(
     *,
     system_prompt: str = "",
     context_max_tokens: int = 0,
-    callbacks: Sequence[BaseCallbackHandler] = (),
 ) -> StateGraph[Any]:
     """agent -> tools -> agent until the model answers without calling a tool.
 
     Calls to tools named in needs_approval go through the approval node first, which
     pauses the turn until a human approves, edits or rejects them. The model sees the
     system prompt and the newest context_max_tokens of the conversation (0: all of it;
-    context_window says how it is cut). `callbacks` go with the model and the tools only (LangChain
-    calls them for those runs alone; the rest of the graph runs without callbacks).
+    context_window says how it is cut).
     """
-    if callbacks:
-        # Their own callbacks (LangChain's local callbacks), which LangChain adds to those of the run.
-        model = model.model_copy(update={"callbacks": list(callbacks)})
-        tools = [tool.model_copy(update={"callbacks": list(callbacks)}) for tool in tools]
     bound = model.bind_tools(tools)
     unknown = set(needs_approval) - {t.name for t in tools}
     if unknown:
@@ -98,13 +91,8 @@ def load_user_graph(spec: str) -> StateGraph[Any]:
 
 
 @asynccontextmanager
-async def open_graph_builder(
-    settings: AgentSettings, *, callbacks: Sequence[BaseCallbackHandler] = ()
-) -> AsyncIterator[StateGraph[Any]]:
-    """The graph the settings ask for, not yet compiled; its model's connections close on exit.
-
-    `callbacks` go with the default agent's model and tools (not with a user graph's).
-    """
+async def open_graph_builder(settings: AgentSettings) -> AsyncIterator[StateGraph[Any]]:
+    """The graph the settings ask for, not yet compiled; its model's connections close on exit."""
     if settings.graph:
         log.info("serving user graph %s", settings.graph)
         yield load_user_graph(settings.graph)
@@ -116,5 +104,4 @@ async def open_graph_builder(
             list(settings.approval_tools),
             system_prompt=settings.system_prompt,
             context_max_tokens=settings.context_max_tokens,
-            callbacks=callbacks,
         )

@@ -18,7 +18,6 @@ from typing import Any
 from langgraph.graph.state import CompiledStateGraph
 
 from threadline.agent.graphs import open_graph_builder
-from threadline.engine.graph_measurements import GraphMeasurements
 from threadline.engine.message_pages import RESPONSE_MARGIN_BYTES
 from threadline.engine.observer import TurnObserver
 from threadline.engine.settings import EngineSettings
@@ -51,9 +50,7 @@ class Engine:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         traced: bool = False,
         observer: TurnObserver | None = None,
-        run_measurements: GraphMeasurements | None = None,
     ) -> None:
-        """run_measurements: see Turns; Engine.open passes it for a user graph with an observer."""
         threads = ThreadAccess(
             graph,
             storage,
@@ -70,7 +67,6 @@ class Engine:
             message_budget=budget,
             traced=traced,
             observer=observer,
-            run_measurements=run_measurements,
         )
         reads = ThreadReads(threads, message_budget=budget)
         admin = ThreadAdmin(threads)
@@ -106,11 +102,8 @@ class Engine:
             observer: What hears of the turns' model requests, tool calls, waits and interrupts
                 (metrics), and of the bytes of checkpoints written; None: nobody.
         """
-        measurements = GraphMeasurements(observer) if observer is not None else None
-        # The default agent's model and tools carry the measuring handler; a user graph's runs do.
-        on_graph = [measurements] if measurements is not None and not settings.agent.graph else []
         async with (
-            open_graph_builder(settings.agent, callbacks=on_graph) as builder,
+            open_graph_builder(settings.agent) as builder,
             open_storage(
                 settings.database_url,
                 settings.storage,
@@ -127,7 +120,6 @@ class Engine:
                 max_response_bytes=settings.max_response_bytes,
                 traced=settings.traced,
                 observer=observer,
-                run_measurements=measurements if not on_graph else None,
             )
             try:
                 yield engine

@@ -1,23 +1,16 @@
-"""Measurements of a graph's model and tool calls, from LangChain's callbacks, for a TurnObserver.
+"""Measurements of a graph run's model and tool calls, from LangChain's callbacks, for a TurnObserver.
 
-A `GraphMeasurements` handler sees chat model runs (their duration, outcome and the provider's
-usage: LangChain's `usage_metadata`; for a streamed OpenAI response, the usage chunk that
-`stream_usage` asks for) and tool runs (their outcome), and reports them as they end; it keeps
-nothing of a message, a tool's input or output. The turn's tenant is the one `measure_for` named
-in the task that runs its graph.
-
-Where it is attached decides its cost. The default agent's model and tools carry it themselves
-(agent.graphs), so the rest of the graph runs without callbacks: with any handler in a run's
-config, LangChain builds a run manager for every runnable of the graph, about a tenth of a
-turn's throughput. A user graph's model and tools are unknown to us, so there it goes with each
-run's config.
+A `GraphMeasurements` handler goes with one run's callbacks when metrics are on. It sees every
+chat model run of the graph (the default agent's and a user graph's alike): its duration, its
+outcome and the provider's usage (LangChain's `usage_metadata`: for a streamed OpenAI response,
+the usage chunk that `stream_usage` asks for), and every tool run with its outcome. It reports
+them as they end; it keeps nothing of a message, a tool's input or output.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
 
@@ -29,20 +22,9 @@ from langgraph.errors import GraphBubbleUp
 from threadline.engine.graph_spans import model_name, usage_of
 from threadline.engine.observer import ModelOutcome, ToolOutcome, TurnObserver
 
-_measured_tenant: ContextVar[str] = ContextVar("threadline_measured_tenant", default="")
-
-
-def measure_for(tenant: str) -> None:
-    """Names the tenant whose model and tool calls this task (and the tasks it starts) makes."""
-    _measured_tenant.set(tenant)
-
 
 class GraphMeasurements(BaseCallbackHandler):
-    """Reports each model request and tool call it sees to an observer, under the current turn's tenant.
-
-    One handler may serve every turn of the process: what it keeps between a run's start and end
-    is keyed by the run's id.
-    """
+    """Reports each model request and tool call of one run (of one tenant's turn) to an observer."""
 
     run_inline = True
 
@@ -64,8 +46,9 @@ class GraphMeasurements(BaseCallbackHandler):
     def ignore_custom_event(self) -> bool:
         return True
 
-    def __init__(self, observer: TurnObserver) -> None:
+    def __init__(self, observer: TurnObserver, tenant: str) -> None:
         self._observer = observer
+        self._tenant = tenant
         self._models: dict[UUID, tuple[str, float]] = {}
         self._tools: dict[UUID, str] = {}
 
@@ -94,7 +77,7 @@ class GraphMeasurements(BaseCallbackHandler):
             return
         model, at = started
         self._observer.model_request(
-            tenant=_measured_tenant.get(),
+            tenant=self._tenant,
             model=model,
             outcome=outcome,
             duration_s=time.perf_counter() - at,
@@ -131,4 +114,4 @@ class GraphMeasurements(BaseCallbackHandler):
     def _tool_ended(self, run_id: UUID, outcome: ToolOutcome) -> None:
         tool = self._tools.pop(run_id, None)
         if tool is not None:
-            self._observer.tool_call(tenant=_measured_tenant.get(), tool=tool, outcome=outcome)
+            self._observer.tool_call(tenant=self._tenant, tool=tool, outcome=outcome)

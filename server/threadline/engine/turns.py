@@ -25,7 +25,7 @@ from threadline.agent.approval import Decision, approval_decision, is_approval_r
 from threadline.engine.checkpoint_reads import checkpoint_not_found
 from threadline.engine.context import RequestContext
 from threadline.engine.failures import translated_failures
-from threadline.engine.graph_measurements import GraphMeasurements, measure_for
+from threadline.engine.graph_measurements import GraphMeasurements
 from threadline.engine.graph_spans import GraphSpans
 from threadline.engine.identifiers import (
     check_checkpoint_id,
@@ -62,7 +62,6 @@ class Turns:
         message_budget: int,
         traced: bool,
         observer: TurnObserver | None,
-        run_measurements: GraphMeasurements | None = None,
     ) -> None:
         """Args:
         threads: The holds, configs and storage the turns go through.
@@ -71,8 +70,6 @@ class Turns:
         message_budget: Bytes a turn's answer may take (the maximum message size, less a margin).
         traced: Whether runs carry the callback that makes their spans.
         observer: What hears of model requests, tool calls and interrupts; None: nobody.
-        run_measurements: The handler that measures model and tool calls, when it must go with
-            each run's callbacks (a user graph's); None when the graph's model and tools carry it.
         """
         self._threads = threads
         self._max_query_chars = max_query_chars
@@ -80,7 +77,6 @@ class Turns:
         self._message_budget = message_budget
         self._traced = traced
         self._observer = observer
-        self._run_measurements = run_measurements
 
     async def ask(
         self,
@@ -271,19 +267,18 @@ class Turns:
 
         A streamed turn's tokens are LangGraph's stream_mode "messages" parts (without
         subgraphs: the root graph's models only). When traced, the run carries the callback that
-        makes its spans (graph_spans); a user graph's, with an observer, the one that measures its
-        model and tool calls (graph_measurements: the default agent's model and tools carry it).
+        makes its spans (graph_spans); with an observer, the one that measures its model and tool
+        calls (graph_measurements).
         """
         modes: list[StreamMode] = (
             ["updates", "checkpoints", "messages"] if stream_tokens else ["updates", "checkpoints"]
         )
 
         callbacks: list[BaseCallbackHandler] = [GraphSpans()] if self._traced else []
-        if self._run_measurements is not None:
-            callbacks.append(self._run_measurements)
+        if self._observer is not None:
+            callbacks.append(GraphMeasurements(self._observer, ctx.tenant))
 
         def run() -> AsyncGenerator[Any, None]:
-            measure_for(ctx.tenant)  # in the run's own task: its model and tool calls are this tenant's
             config: RunnableConfig = {**run_config, "callbacks": callbacks} if callbacks else run_config
             # (astream is an async generator; it is typed as a plain AsyncIterator.)
             return cast(
