@@ -48,7 +48,23 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     Args:
         subparsers: What ArgumentParser.add_subparsers() returned.
     """
-    ask = _add_command(subparsers, "ask", "run one turn of the agent and print its answer")
+    commands: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], _Command]] = [
+        ("ask", "run one turn of the agent and print its answer", _declare_ask, _ask),
+        ("history", "print a thread's conversation and checkpoints", _declare_history, _history),
+        ("rewind", "move a thread's head back to an earlier checkpoint", _declare_rewind, _rewind),
+        ("delete", "delete a thread and all its checkpoints", _declare_delete, _delete),
+        ("state", "print a thread's full state at a checkpoint (default: its head)", _declare_state, _state),
+        ("resume", "answer a turn that waits for a human's approval", _declare_resume, _resume),
+        ("threads", "list threads, most recently active first", _declare_threads, _threads),
+    ]
+    for name, help_text, declare, run in commands:
+        parser = _add_command(subparsers, name, help_text)
+        declare(parser)
+        _add_connection_arguments(parser)
+        parser.set_defaults(func=_with_client(run))
+
+
+def _declare_ask(ask: argparse.ArgumentParser) -> None:
     ask.add_argument("query", help="the message to send")
     ask.add_argument("--thread", default="", help="the thread to continue (default: start a new one)")
     ask.add_argument("--request-id", default="", help="an id recorded in the audit trail")
@@ -62,10 +78,9 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     ask.add_argument(
         "--json", action="store_true", help="print the Turn as JSON (with --stream: each event, one a line)"
     )
-    _add_connection_arguments(ask)
-    ask.set_defaults(func=_with_client(_ask))
 
-    history = _add_command(subparsers, "history", "print a thread's conversation and checkpoints")
+
+def _declare_history(history: argparse.ArgumentParser) -> None:
     history.add_argument("thread", help="the thread to read")
     history.add_argument("--page-size", type=int, default=0, help="checkpoints per page (default: 20)")
     history.add_argument("--page-token", default="", help="the next-page token a previous call printed")
@@ -75,34 +90,30 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     history.add_argument("--all", action="store_true", help="fetch every page")
     history.add_argument("--tree", action="store_true", help="draw every checkpoint as a tree of branches (all pages)")
     history.add_argument("--json", action="store_true", help="print the HistoryResponse as JSON")
-    _add_connection_arguments(history)
-    history.set_defaults(func=_with_client(_history))
 
-    rewind = _add_command(subparsers, "rewind", "move a thread's head back to an earlier checkpoint")
+
+def _declare_rewind(rewind: argparse.ArgumentParser) -> None:
     rewind.add_argument("thread", help="the thread to rewind")
     target = rewind.add_mutually_exclusive_group(required=True)
     target.add_argument("--steps-back", type=int, help="how many checkpoints to go back")
     target.add_argument("--checkpoint", help="the checkpoint to go back to")
     rewind.add_argument("--request-id", default="", help="an id recorded in the audit trail")
     rewind.add_argument("--json", action="store_true", help="print the RewindResponse as JSON")
-    _add_connection_arguments(rewind)
-    rewind.set_defaults(func=_with_client(_rewind))
 
-    delete = _add_command(subparsers, "delete", "delete a thread and all its checkpoints")
+
+def _declare_delete(delete: argparse.ArgumentParser) -> None:
     delete.add_argument("thread", help="the thread to delete")
     delete.add_argument("--allow-missing", action="store_true", help="succeed when the thread does not exist")
     delete.add_argument("--json", action="store_true", help="print the DeleteThreadResponse as JSON")
-    _add_connection_arguments(delete)
-    delete.set_defaults(func=_with_client(_delete))
 
-    state = _add_command(subparsers, "state", "print a thread's full state at a checkpoint (default: its head)")
+
+def _declare_state(state: argparse.ArgumentParser) -> None:
     state.add_argument("thread", help="the thread to read")
     state.add_argument("--checkpoint", default="", help="the checkpoint to read (default: the head)")
     state.add_argument("--json", action="store_true", help="print the GetStateResponse as JSON")
-    _add_connection_arguments(state)
-    state.set_defaults(func=_with_client(_state))
 
-    resume = _add_command(subparsers, "resume", "answer a turn that waits for a human's approval")
+
+def _declare_resume(resume: argparse.ArgumentParser) -> None:
     resume.add_argument("thread", help="the interrupted thread")
     resume.add_argument("interrupt", help="the interrupt id the paused turn printed")
     decision = resume.add_mutually_exclusive_group(required=True)
@@ -115,15 +126,12 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     resume.add_argument("--request-id", default="", help="an id recorded in the audit trail")
     resume.add_argument("--stream", action="store_true", help="print tokens and tool calls as they happen")
     resume.add_argument("--json", action="store_true", help="print the Turn as JSON")
-    _add_connection_arguments(resume)
-    resume.set_defaults(func=_with_client(_resume))
 
-    threads = _add_command(subparsers, "threads", "list threads, most recently active first")
+
+def _declare_threads(threads: argparse.ArgumentParser) -> None:
     threads.add_argument("--page-size", type=int, default=0, help="threads per page (default: 20)")
     threads.add_argument("--page-token", default="", help="the next-page token a previous call printed")
     threads.add_argument("--json", action="store_true", help="print the ListThreadsResponse as JSON")
-    _add_connection_arguments(threads)
-    threads.set_defaults(func=_with_client(_threads))
 
 
 def _add_command(
