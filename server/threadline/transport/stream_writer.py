@@ -94,6 +94,11 @@ class _Outbox(Generic[StreamMessage]):
         self._ready.set()
         return self._bytes <= self._limit or len(self._items) == 1 or isinstance(event, TurnCompleted)
 
+    def drop(self) -> None:
+        """Forgets what waits: its reader is given up on, and the turn goes on without it."""
+        self._items.clear()
+        self._bytes = 0
+
     def close(self) -> None:
         """No more events: the writer ends once the outbox is empty."""
         self.closed = True
@@ -160,6 +165,8 @@ async def write_turn(
                     elif not outbox.put(event):
                         too_slow = f"the reader fell more than {limits.buffer_bytes} bytes behind"
                         writer.cancel()
+                    if too_slow:
+                        outbox.drop()
         except Exception:
             await _flushed(outbox, writer)  # the events before the failure, then its status
             raise

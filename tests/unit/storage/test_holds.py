@@ -7,32 +7,16 @@ another replica is in test_postgres_holds.py.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import empty_checkpoint
 
-from threadline.config import Settings
 from threadline.errors import ThreadBusy
 from threadline.storage.contract import Storage
 from threadline.storage.thread_keys import ThreadKey
 from threadline.storage.thread_locks import StaleRunError, UnheldWriteError
-from threadline.storage.urls import open_storage
 
 KEY, OTHER = ThreadKey("tests", "held"), ThreadKey("tests", "other")
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
-    urls = {
-        "memory": lambda: "memory://",
-        "sqlite": lambda: f"sqlite:///{tmp_path / 'threadline.db'}",
-        "postgres": lambda: request.getfixturevalue("fresh_postgres_url"),
-    }
-    async with open_storage(urls[request.param](), Settings().storage) as opened:
-        yield opened
 
 
 def _root(key: ThreadKey) -> RunnableConfig:

@@ -4,32 +4,16 @@ missing or behind their checkpoints are found (`Storage.unlisted_threads`), for 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import empty_checkpoint
 
-from threadline.config import Settings
 from threadline.storage.contract import Storage
 from threadline.storage.thread_keys import ThreadKey
 from threadline.storage.thread_registry import UnlistedThread
-from threadline.storage.urls import open_storage
 
 MISSING, LISTED, BEHIND = ThreadKey("tests", "missing"), ThreadKey("tests", "listed"), ThreadKey("tests", "behind")
 T0 = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
-    urls = {
-        "memory": lambda: "memory://",
-        "sqlite": lambda: f"sqlite:///{tmp_path / 'threadline.db'}",
-        "postgres": lambda: request.getfixturevalue("fresh_postgres_url"),
-    }
-    async with open_storage(urls[request.param](), Settings().storage) as opened:
-        yield opened
 
 
 async def _chain(storage: Storage, key: ThreadKey, length: int) -> list[str]:
