@@ -108,16 +108,19 @@ class ServerProcess:
         self._log = self.log_path.open("ab")
         database = ("--database-url", self.database_url) if self.database_url else ()  # "": from the environment
         command = [sys.executable, "-m", "threadline", "serve", "--address", self.address, *database, *self._args]
+        # A preexec_fn makes Popen fork() rather than vfork(): the child then runs gRPC's fork handlers
+        # and, with calls in flight in this process, crashes (SIGSEGV, SIGABRT) before it execs.
+        limits = self._limits if self._open_files is not None else None
         self.process = subprocess.Popen(
-            command, stdout=self._log, stderr=subprocess.STDOUT, env=self._env, cwd=ROOT, preexec_fn=self._limits
+            command, stdout=self._log, stderr=subprocess.STDOUT, env=self._env, cwd=ROOT, preexec_fn=limits
         )
         self.wait_serving()
         return self
 
     def _limits(self) -> None:
         """In the child, before it runs the server: its resource limits."""
-        if self._open_files is not None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (self._open_files, self._open_files))
+        assert self._open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self._open_files, self._open_files))
 
     def wait_serving(self) -> None:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
