@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install node-example run test test-latest fuzz lint typecheck buf proto-baseline proto docs dist bench bench-agent-server-venv clean
+.PHONY: install node-example run test test-latest fuzz lint typecheck buf proto-baseline proto docs dist bench chaos bench-agent-server-venv clean
 
 $(STAMP): pyproject.toml client/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,11 @@ bench: install
 		&& ../$(BIN)/python auth_cost.py && ../$(BIN)/python observability_cost.py && ../$(BIN)/python cancelled_streams.py \
 		&& ../$(BIN)/python stalled_streams.py \
 		&& ../$(BIN)/python agent_server.py
+
+## Restarts under load (bench/chaos.py, about 2 minutes; needs PostgreSQL): three replicas, one SIGKILLed and restarted
+## at a time, 20 times, while clients retry their turns with request_ids; exits 1 if a turn was lost, doubled or forked.
+chaos: install
+	cd bench && ../$(BIN)/python chaos.py
 
 ## The LangGraph Agent Server (dev mode) for bench/agent_server.py, which `make bench` skips without it. A venv of
 ## its own: langgraph-api pins grpcio and protobuf below ours. The rest follows constraints.txt (same langgraph and

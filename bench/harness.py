@@ -164,6 +164,8 @@ class Row:
     value: float
     unit: str
     note: str = ""
+    decimals: int = 1
+    """Digits after the point (0 for counts)."""
 
 
 def print_table(title: str, rows: Sequence[Row]) -> None:
@@ -171,7 +173,7 @@ def print_table(title: str, rows: Sequence[Row]) -> None:
     print(f"\n{title}")
     print("-" * len(title))
     for r in rows:
-        print(f"  {r.name:<{width}}  {r.value:10.1f} {r.unit:<8} {r.note}")
+        print(f"  {r.name:<{width}}  {r.value:10.{r.decimals}f} {r.unit:<8} {r.note}")
 
 
 def verdict(name: str, ok: bool, detail: str) -> str:
