@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import re
 import resource
 import shutil
 import signal
@@ -12,12 +13,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from threadline_client import ThreadlineClient
 
@@ -33,6 +36,15 @@ class CountingExecutor(concurrent.futures.ThreadPoolExecutor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         self.handed += 1
         return super().submit(fn, *args, **kwargs)
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> None:
+    """Returns once condition() is true; fails the test, saying what did not happen, after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s:g} s: {what}")
+        time.sleep(0.05)
 
 
 def free_port() -> int:
@@ -52,6 +64,32 @@ def health_status(
             health_pb2.HealthCheckRequest(service=service), timeout=timeout
         )
         return int(response.status)
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape_text(address: str) -> str:
+    """One scrape of http://address/metrics (a server's THREADLINE_METRICS_ADDRESS)."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        text: str = response.read().decode()
+        return text
+
+
+def scrape(address: str) -> Samples:
+    """Every sample of one scrape of http://address/metrics, parsed by prometheus-client's own parser."""
+    text = scrape_text(address)
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of name's samples whose labels include these."""
+    wanted = set(labels.items())
+    return sum(value for (sample, have), value in samples.items() if sample == name and wanted <= have)
 
 
 def server_env(**overrides: str) -> dict[str, str]:
@@ -175,6 +213,17 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def worker_pids(server: ServerProcess, timeout: float = 60.0) -> set[int]:
+    """A THREADLINE_WORKERS server's worker pids, once every one of them serves (the supervisor logs them then)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(r"with \d+ worker processes \(pids ([\d, ]+)\)", server.log())
+        if found:
+            return {int(pid) for pid in found.group(1).split(", ")}
+        time.sleep(0.1)
+    raise TimeoutError(f"the workers did not all serve within {timeout}s:\n{server.log()}")
 
 
 def _pg_bin(name: str) -> str:

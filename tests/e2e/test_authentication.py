@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from tests.credentials import AUDIENCE, ISSUER, Key, Signer, api_key, hs256_with_public_key, unsigned_token
-from tests.support import ServerProcess, server_env
+from tests.support import ServerProcess, server_env, wait_until
 from threadline_client import ThreadlineClient, ThreadlineError, pb
 from threadline_client.v1.threadline_pb2_grpc import ThreadlineServiceStub
 
@@ -203,7 +203,7 @@ def test_a_revoked_key_stops_working_without_a_restart(
     bearer = f"Bearer {creds.revoked.key}"
     assert _call(stub, "ListThreads", "t", bearer) is None
     creds.write_keys(*(key for key in creds.all_keys if key is not creds.revoked))
-    _wait_for(lambda: _call(stub, "ListThreads", "t", bearer) is not None, "the revoked key still works")
+    wait_until(lambda: _call(stub, "ListThreads", "t", bearer) is not None, 10, "the revoked key still works")
     for rpc in RPCS:
         error = _call(stub, rpc, f"revoked-{uuid.uuid4().hex[:8]}", bearer)
         assert error is not None and error.code() == grpc.StatusCode.UNAUTHENTICATED, rpc
@@ -211,22 +211,14 @@ def test_a_revoked_key_stops_working_without_a_restart(
 
     # A malformed edit keeps the keys in force, and the log says why (without the line's content).
     creds.write_keys(*creds.all_keys, extra="globex not-a-hash")
-    _wait_for(lambda: "API keys not reloaded" in auth_server.log(), "the bad edit was not reported")
+    wait_until(lambda: "API keys not reloaded" in auth_server.log(), 10, "the bad edit was not reported")
     assert _call(stub, "ListThreads", "t", bearer) is not None, "a bad edit brought a revoked key back"
     assert _call(stub, "ListThreads", "t", f"Bearer {creds.acme.key}") is None
 
     # SIGHUP reloads at once: the repaired file brings the key back.
     creds.write_keys(*creds.all_keys)
     auth_server.signal(signal.SIGHUP)
-    _wait_for(lambda: _call(stub, "ListThreads", "t", bearer) is None, "the restored key does not work")
-
-
-def _wait_for(condition: Callable[[], bool], failure: str, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(failure)
-        time.sleep(0.1)
+    wait_until(lambda: _call(stub, "ListThreads", "t", bearer) is None, 10, "the restored key does not work")
 
 
 SCOPED_CASES = {
@@ -303,7 +295,7 @@ def test_keys_new_prints_a_key_the_server_accepts(
     assert line.split()[0] == "initech" and line.split()[2:] == ["read", "ops"]
     creds.write_keys(*creds.all_keys, extra=line)
     with ThreadlineClient(auth_server.address, token=key) as client:
-        _wait_for(lambda: _lists(client), "the new key was not picked up")
+        wait_until(lambda: _lists(client), 10, "the new key was not picked up")
         with pytest.raises(ThreadlineError) as denied:
             client.ask("hi")
         assert denied.value.reason == "MISSING_SCOPE"

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.support import ServerProcess, server_env
+from tests.support import ServerProcess, health_status, server_env, wait_until
 from threadline_client import ThreadlineClient, pb
 from threadline_client._errors import error_from_rpc_error
 from threadline_client.v1.threadline_pb2_grpc import ThreadlineServiceStub
@@ -20,6 +20,14 @@ from threadline_client.v1.threadline_pb2_grpc import ThreadlineServiceStub
 # A small HTTP/2 window and no BDP probing: the server's writes block once about 1 KiB is unread.
 SLOW_READER = [("grpc.http2.lookahead_bytes", 1024), ("grpc.http2.bdp_probe", 0)]
 LONG_QUERY = "word " * 3000  # the offline model repeats it: a 15,000-character answer of ~3,000 tokens
+
+
+def _answers_health(address: str) -> bool:
+    try:
+        health_status(address)
+    except grpc.RpcError:
+        return False
+    return True
 
 
 def _server(tmp_path: Path, logs: Path, **settings: str) -> ServerProcess:
@@ -59,7 +67,7 @@ def test_a_reader_that_stops_reading_gets_stream_too_slow_and_the_turn_is_stored
     with _server(tmp_path, logs, stream_stall_timeout_s="1") as server, ThreadlineClient(server.address) as client:
         thread = client.ask("Hello.").thread_id
         channel, _, call = _stalled_stream(server.address, thread, "stalled-2")
-        time.sleep(3)
+        wait_until(lambda: "stream ended: the reader read nothing for 1s" in server.log(), 30, "the reader given up on")
         with pytest.raises(grpc.RpcError) as raised:
             list(call)
         channel.close()
@@ -80,7 +88,8 @@ def test_a_reader_past_the_buffer_gets_stream_too_slow(tmp_path: Path, logs: Pat
         channel = grpc.insecure_channel(server.address, options=SLOW_READER)
         call = ThreadlineServiceStub(channel).StreamAsk(pb.StreamAskRequest(query=LONG_QUERY, request_id="stalled-3"))
         started = time.monotonic()
-        time.sleep(1)  # not reading: ~15 KB of tokens pile up behind a 1 KiB window
+        # Not reading: ~15 KB of tokens pile up behind a 1 KiB window.
+        wait_until(lambda: "stream ended: the reader fell more than 4096" in server.log(), 30, "the reader given up on")
         with pytest.raises(grpc.RpcError) as raised:
             list(call)
         channel.close()
@@ -144,10 +153,10 @@ def test_connections_past_the_file_limit_are_refused_and_the_server_lives_on(tmp
             except grpc.RpcError as exc:
                 outcomes[exc.code().name] += 1
         server.signal(signal.SIGUSR1)  # the runtime stats need a descriptor of their own
-        time.sleep(0.5)
+        wait_until(lambda: "runtime stats:" in server.log(), 10, "the runtime stats logged at the file limit")
         for channel in channels:
             channel.close()
-        time.sleep(1)
+        wait_until(lambda: _answers_health(server.address), 10, "a connection accepted once the others closed")
         with ThreadlineClient(server.address) as client:
             assert client.ask("Still serving?").answer
     print("connection outcomes:", dict(outcomes))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +18,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.credentials import Key, api_key
 from tests.model_server import ModelServer, RequestRecord, failure, text, tool_call
-from tests.support import ROOT, ServerProcess, free_port, model_server_env, server_env
+from tests.support import (
+    ROOT,
+    ServerProcess,
+    free_port,
+    model_server_env,
+    scrape,
+    scrape_text,
+    server_env,
+    total,
+    worker_pids,
+)
 from threadline_client import ThreadlineClient, ThreadlineError, pb
 
 SERVICE = "threadline.v1.ThreadlineService"
@@ -30,30 +39,6 @@ SAMPLE_SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created")
 SECRET_QUERY_MARK = "zebra-quartz-7781"
 # A channel of its own per client: the kernel spreads connections, not calls, over workers.
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape_text(address: str) -> str:
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
-        text: str = response.read().decode()
-        return text
-
-
-def scrape(address: str) -> Samples:
-    """Every sample of one scrape of http://address/metrics, parsed by prometheus-client's own parser."""
-    text = scrape_text(address)
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def total(samples: Samples, name: str, **labels: str) -> float:
-    """The sum of name's samples whose labels include these."""
-    wanted = set(labels.items())
-    return sum(value for (sample, have), value in samples.items() if sample == name and wanted <= have)
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +163,7 @@ def test_one_scrape_counts_every_worker(fresh_postgres_url: str, logs: Path) -> 
     env = server_env(THREADLINE_WORKERS="2", THREADLINE_METRICS_ADDRESS=metrics_address)
     connections = 24  # all 24 on one worker: a chance of 2 in 2**24
     with ServerProcess(fresh_postgres_url, logs, env=env) as server:
-        workers = _worker_pids(server)
+        workers = worker_pids(server)
 
         def ask(i: int) -> str:
             with ThreadlineClient(server.address, channel_options=OWN_CONNECTION) as client:
@@ -224,16 +209,6 @@ def _family(name: str, families: set[str]) -> str | None:
         if name.endswith(suffix) and name.removesuffix(suffix) in families:
             return name.removesuffix(suffix)
     return None
-
-
-def _worker_pids(server: ServerProcess, timeout: float = 60.0) -> set[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = re.search(r"with \d+ worker processes \(pids ([\d, ]+)\)", server.log())
-        if found:
-            return {int(pid) for pid in found.group(1).split(", ")}
-        time.sleep(0.1)
-    raise TimeoutError(f"the workers did not all serve within {timeout}s:\n{server.log()}")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -14,7 +13,7 @@ import psycopg
 import pytest
 
 from tests.model_server import ModelServer, tokens
-from tests.support import ServerProcess, assert_one_linear_chain, model_server_env, server_env
+from tests.support import ServerProcess, assert_one_linear_chain, model_server_env, server_env, wait_until
 from threadline_client import ThreadlineClient, ThreadlineError, pb
 
 CONCURRENT_ASKS = 20
@@ -185,7 +184,9 @@ def test_a_turn_whose_replica_reopened_its_session_finishes_when_nobody_took_its
             events = client.stream_ask("Talk slowly", timeout=30)
             assert next(events).HasField("token")
             assert _end_owner_session(fresh_postgres_url, server) == 1
-            time.sleep(1.5)  # the storage probe (every second) opens a new session meanwhile
+            # The storage probe (every second) opens a new session while the turn goes on.
+            wait_until(
+                lambda: "owner session open" in server.log().partition("owner session lost")[2], 10, "it reconnected"
+            )
             finals = [e.final for e in events if e.HasField("final")]
             assert len(finals) == 1 and finals[0].answer == "".join(f"t{i} " for i in range(25))
-            assert "owner session open" in server.log().split("owner session lost", 1)[1], "it reconnected"

@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from grpc_status import rpc_status
 
 from tests.conftest import BACKENDS, database_url
 from tests.credentials import api_key
-from tests.support import ServerProcess, server_env
+from tests.support import ServerProcess, server_env, wait_until
 from threadline_client import ThreadlineClient, ThreadlineError, pb
 
 ACME = api_key("acme", label="acme ci")
@@ -212,10 +211,11 @@ def test_retention_deletes_idle_threads_of_every_tenant(tmp_path: Path, logs: Pa
     with ServerProcess(f"sqlite:///{tmp_path / 'threadline.db'}", logs, env=env) as server:
         clients = [ThreadlineClient(server.address, token=key.key) for key in (ACME, GLOBEX)]
         threads = [client.ask("Hello.").thread_id for client in clients]
-        deadline = time.monotonic() + 15
-        while any(_exists(client, thread) for client, thread in zip(clients, threads, strict=True)):
-            assert time.monotonic() < deadline, "an idle thread outlived retention"
-            time.sleep(0.2)
+        wait_until(
+            lambda: not any(_exists(client, thread) for client, thread in zip(clients, threads, strict=True)),
+            15,
+            "retention deletes every tenant's idle thread",
+        )
         for client in clients:
             client.close()
 

@@ -9,9 +9,8 @@ this) are brought up to date when a server starts.
 from __future__ import annotations
 
 import sqlite3
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -19,7 +18,7 @@ import psycopg
 import pytest
 
 from tests.conftest import BACKENDS, database_url
-from tests.support import ServerProcess, server_env
+from tests.support import ServerProcess, server_env, wait_until
 from threadline_client import ThreadlineClient, ThreadlineError, pb
 from threadline_client.v1.threadline_pb2_grpc import ThreadlineServiceStub
 
@@ -49,13 +48,6 @@ def _listed(client: ThreadlineClient, thread: str) -> pb.ThreadSummary | None:
             return None
 
 
-def _eventually(check: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 def _listed_at_head(client: ThreadlineClient, thread: str, moved_from: str = "") -> pb.ThreadSummary:
     """The thread's summary once it names the thread's head, and that head is not moved_from (a turn
     cancelled is let go of in the background: on PostgreSQL its last checkpoints are on their way)."""
@@ -71,7 +63,7 @@ def _listed_at_head(client: ThreadlineClient, thread: str, moved_from: str = "")
         found[:] = [summary] if summary is not None else []
         return summary is not None and summary.head_checkpoint_id == head != moved_from
 
-    _eventually(at_head, f"thread {thread} is not listed at its head: {found}")
+    wait_until(at_head, 10, f"thread {thread} is not listed at its head: {found}")
     return found[0]
 
 

@@ -181,7 +181,9 @@ def test_postgresql_statements_are_spans_of_the_turn(
     )
     with ServerProcess(fresh_postgres_url, logs, env=env) as server:
         serving_since = time.time_ns()
-        time.sleep(1.5)  # the storage probe runs once a second: it must make no trace of its own
+        # The storage probe runs once a second and must make no trace of its own: a window in which
+        # it runs at least once, checked below (a shorter one would make the check weaker, not fail it).
+        time.sleep(1.5)
         token = _as_caller(POSTGRES_CALLER_TRACE_ID)
         try:
             with ThreadlineClient(server.address) as client:
@@ -190,7 +192,9 @@ def test_postgresql_statements_are_spans_of_the_turn(
             otel_context.detach(token)  # type: ignore[arg-type]
         trace_id = f"{POSTGRES_CALLER_TRACE_ID:032x}"
         _spans_until(receiver, trace_id, {"threadline.turn", "threadline.hold_wait"})
-        time.sleep(0.5)  # the last statements (the turn's writes, its release) end after the call's span
+        # The last statements (the turn's writes, its release) end after the call's span; a server
+        # that stops exports every span it still holds before it exits.
+        server.stop()
     spans = receiver.of_trace(trace_id)
     by_id = {s.span_id: s for s in spans}
 
@@ -234,7 +238,7 @@ def test_the_standard_variable_leaves_postgresql_statements_untraced(
         finally:
             otel_context.detach(token)  # type: ignore[arg-type]
         _spans_until(receiver, f"{trace_id:032x}", {"threadline.turn", "threadline.hold_wait", "node agent"})
-        time.sleep(0.5)
+        server.stop()  # exports every span it still holds, the turn's last statements' included
     names = {s.name for s in receiver.of_trace(f"{trace_id:032x}")}
     assert {"threadline.turn", "threadline.hold_wait", "node agent"} <= names, names
     assert not [s for s in receiver.of_trace(f"{trace_id:032x}") if "db.system" in s.attributes]

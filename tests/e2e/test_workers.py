@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.support import ROOT, ServerProcess, assert_one_linear_chain, server_env
+from tests.support import ROOT, ServerProcess, assert_one_linear_chain, server_env, wait_until, worker_pids
 from threadline import config
 from threadline.errors import ConfigurationError
 from threadline_client import ThreadlineClient, ThreadlineError, pb
@@ -37,17 +35,6 @@ def _start(url: str, logs: Path, **env: str) -> ServerProcess:
     return ServerProcess(url, logs, env=server_env(THREADLINE_WORKERS=str(WORKERS), **env)).start()
 
 
-def _worker_pids(server: ServerProcess, timeout: float = 60.0) -> set[int]:
-    """The workers' pids, once every one of them serves (the supervisor logs them then)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = re.search(r"with \d+ worker processes \(pids ([\d, ]+)\)", server.log())
-        if found:
-            return {int(pid) for pid in found.group(1).split(", ")}
-        time.sleep(0.1)
-    raise TimeoutError(f"the workers did not all serve within {timeout}s:\n{server.log()}")
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -60,7 +47,7 @@ def _alive(pid: int) -> bool:
 def workers(postgres_url: str, logs: Path) -> Iterator[tuple[ServerProcess, set[int]]]:
     server = _start(postgres_url, logs)
     try:
-        yield server, _worker_pids(server)
+        yield server, worker_pids(server)
     finally:
         server.stop()
 
@@ -123,7 +110,7 @@ def test_sigterm_lets_in_flight_streams_finish_on_every_worker_then_stops_them_a
 ) -> None:
     server = _start(postgres_url, logs, THREADLINE_OFFLINE_TOKEN_DELAY_MS="30")
     try:
-        pids = _worker_pids(server)
+        pids = worker_pids(server)
         streams = 8
         finals: list[str] = []
         started = threading.Barrier(streams + 1, timeout=30)
@@ -160,7 +147,7 @@ def test_sigterm_lets_in_flight_streams_finish_on_every_worker_then_stops_them_a
 def test_a_worker_that_dies_stops_the_others_and_the_service_exits_non_zero(postgres_url: str, logs: Path) -> None:
     server = _start(postgres_url, logs)
     try:
-        pids = _worker_pids(server)
+        pids = worker_pids(server)
         victim, survivor = sorted(pids)
         os.kill(victim, signal.SIGKILL)
         assert server.wait(timeout=30) == 1
@@ -175,12 +162,9 @@ def test_a_worker_that_dies_stops_the_others_and_the_service_exits_non_zero(post
 def test_a_worker_stops_when_its_supervisor_is_killed(postgres_url: str, logs: Path) -> None:
     server = _start(postgres_url, logs)
     try:
-        pids = _worker_pids(server)
+        pids = worker_pids(server)
         server.kill()
-        deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [pid for pid in pids if _alive(pid)], "orphaned workers stop by themselves"
+        wait_until(lambda: not any(_alive(pid) for pid in pids), 30, "orphaned workers stop by themselves")
     finally:
         server.stop()
     assert "the supervisor is gone: stopping" in server.log()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from contextlib import nullcontext
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +13,7 @@ import pytest
 
 from threadline.engine.hold_waits import measured_wait
 from threadline.errors import ThreadBusy
-from threadline.storage.thread_locks import LocalThreadLocks
+from threadline.storage.thread_locks import LocalThreadLocks, StepAside
 
 
 @dataclass
@@ -30,11 +32,26 @@ class Waits:
     def checkpoint_bytes_written(self, nbytes: int) -> None: ...
 
 
-async def _turn(locks: LocalThreadLocks, waits: Waits, *, run_s: float = 0.0) -> None:
-    async with measured_wait(nullcontext, traced=False, observer=waits, tenant="acme", rpc="Ask") as wait:
+async def _turn(
+    locks: LocalThreadLocks,
+    waits: Waits,
+    *,
+    holding: asyncio.Event | None = None,
+    release: asyncio.Event | None = None,
+    stepped_aside: asyncio.Event | None = None,
+) -> None:
+    """A turn on "thread": sets holding once it holds it, and keeps it until release is set (None: lets go at once).
+
+    stepped_aside is set when the turn waits for the thread because another holds it.
+    """
+    inner = nullcontext if stepped_aside is None else _signalling(stepped_aside)
+    async with measured_wait(inner, traced=False, observer=waits, tenant="acme", rpc="Ask") as wait:
         async with locks.hold("thread", wait=True, deadline=None, step_aside=wait.step_aside):
             wait.held()
-            await asyncio.sleep(run_s)
+            if holding is not None:
+                holding.set()
+            if release is not None:
+                await release.wait()
 
 
 async def test_a_free_thread_is_no_busy_wait() -> None:
@@ -45,21 +62,32 @@ async def test_a_free_thread_is_no_busy_wait() -> None:
 
 async def test_a_turn_behind_another_waits_for_it_and_is_measured_once() -> None:
     locks, waits = LocalThreadLocks(max_wait_s=5), Waits()
-    first = asyncio.create_task(_turn(locks, waits, run_s=0.2))
-    await asyncio.sleep(0.01)
-    await _turn(locks, waits)
-    await first
+    holding, release, stepped_aside = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    first = asyncio.create_task(_turn(locks, waits, holding=holding, release=release))
+    await holding.wait()
+    asked = time.perf_counter()
+    second = asyncio.create_task(_turn(locks, waits, stepped_aside=stepped_aside))
+    await stepped_aside.wait()
+    busy_since = time.perf_counter()
+    await asyncio.sleep(0.2)  # how long the thread stays busy: the least the second turn can have waited
+    released = time.perf_counter()
+    release.set()
+    await asyncio.gather(first, second)
+    answered = time.perf_counter()
     [wait] = waits.seen
     assert wait["tenant"] == "acme" and wait["rpc"] == "Ask" and wait["outcome"] == "held"
-    assert 0.15 <= wait["waited_s"] < 1.0
+    # The wait is measured from the second turn's start to its hold, and nothing else.
+    assert released - busy_since <= wait["waited_s"] <= answered - asked
 
 
 async def test_a_turn_that_gives_up_on_its_busy_thread_is_measured_as_such() -> None:
     locks, waits = LocalThreadLocks(max_wait_s=0.05), Waits()
-    first = asyncio.create_task(_turn(locks, waits, run_s=0.3))
-    await asyncio.sleep(0.01)
+    holding, release = asyncio.Event(), asyncio.Event()
+    first = asyncio.create_task(_turn(locks, waits, holding=holding, release=release))
+    await holding.wait()
     with pytest.raises(ThreadBusy):
         await _turn(locks, waits)
+    release.set()
     await first
     [wait] = waits.seen
     assert wait["outcome"] == "gave_up" and wait["waited_s"] >= 0.04
@@ -67,12 +95,32 @@ async def test_a_turn_that_gives_up_on_its_busy_thread_is_measured_as_such() -> 
 
 async def test_a_failure_after_the_hold_is_not_the_waits() -> None:
     locks, waits = LocalThreadLocks(max_wait_s=5), Waits()
-    first = asyncio.create_task(_turn(locks, waits, run_s=0.1))
-    await asyncio.sleep(0.01)
-    with pytest.raises(RuntimeError):
-        async with measured_wait(nullcontext, traced=False, observer=waits, tenant="acme", rpc="Ask") as wait:
+    holding, release, stepped_aside = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    first = asyncio.create_task(_turn(locks, waits, holding=holding, release=release))
+    await holding.wait()
+
+    async def failing_turn() -> None:
+        inner = _signalling(stepped_aside)
+        async with measured_wait(inner, traced=False, observer=waits, tenant="acme", rpc="Ask") as wait:
             async with locks.hold("thread", wait=True, deadline=None, step_aside=wait.step_aside):
                 wait.held()
                 raise RuntimeError("the turn failed")
+
+    failing = asyncio.create_task(failing_turn())
+    await stepped_aside.wait()
+    release.set()
+    with pytest.raises(RuntimeError):
+        await failing
     await first
     assert [w["outcome"] for w in waits.seen] == ["held"]
+
+
+def _signalling(stepped_aside: asyncio.Event) -> StepAside:
+    """A turn's step_aside that sets stepped_aside: the turn waits for its busy thread from then on."""
+
+    @asynccontextmanager
+    async def step_aside() -> AsyncIterator[None]:
+        stepped_aside.set()
+        yield
+
+    return step_aside

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import BACKENDS, database_url
 from tests.model_server import ModelServer, tokens
-from tests.support import ServerProcess, model_server_env
+from tests.support import ServerProcess, free_port, model_server_env, scrape, total, wait_until
 from threadline.engine.turn_starts import TurnStarts
 from threadline.errors import DeadlineExceeded
 from threadline_client import AsyncThreadlineClient, ThreadlineClient
@@ -36,6 +36,8 @@ def test_turns_past_the_limit_wait_in_arrival_order_until_a_question_is_stored()
                 if name == "first":
                     first_admitted.set()
                     admission.saw("checkpoints", _checkpoint("input"))  # the question is being stored
+                    # A window for the others to run: one admitted now would show in `order` before
+                    # "first still starting" (passing does not depend on the window's length).
                     await asyncio.sleep(0.05)
                     order.append("first still starting")
                     admission.saw("checkpoints", _checkpoint("loop"))  # stored: the model is asked next
@@ -57,24 +59,26 @@ def test_a_turn_that_waits_for_a_busy_thread_steps_aside_and_then_takes_its_plac
     async def scenario() -> list[str]:
         starts = TurnStarts(limit=1)
         order: list[str] = []
-        thread_free = asyncio.Event()
+        thread_free, stepped_aside = asyncio.Event(), asyncio.Event()
 
         async def waits_for_its_thread() -> None:
             async with starts.admitted(deadline=None, rpc="Ask") as admission:
                 async with admission.stepped_aside():
+                    stepped_aside.set()
                     await thread_free.wait()
                 order.append("waiter has its place again")
 
         async def another_thread() -> None:
             async with starts.admitted(deadline=None, rpc="Ask"):
                 order.append("another thread starts")
-                await asyncio.sleep(0.05)
                 thread_free.set()
+                # A window for the waiter to run: taking its place back now would show in `order`
+                # before "another thread done starting" (passing does not depend on the window's length).
                 await asyncio.sleep(0.05)
                 order.append("another thread done starting")
 
         waiter = asyncio.create_task(waits_for_its_thread())
-        await asyncio.sleep(0.01)
+        await stepped_aside.wait()  # the only place is free again, while the waiter still holds its admission
         await asyncio.gather(waiter, another_thread())
         return order
 
@@ -109,9 +113,12 @@ def test_turns_queued_on_a_busy_thread_do_not_hold_up_other_threads(
     """
     url = database_url(backend, tmp_path, request, fresh=True)
     with ModelServer(token_delay_s=0.05) as model:
-        env = model_server_env(model.base_url, THREADLINE_MAX_STARTING_TURNS="1")
+        metrics = [f"127.0.0.1:{free_port()}" for _ in range(replicas)]
         with ExitStack() as stack:
-            servers = [stack.enter_context(ServerProcess(url, logs, env=env)) for _ in range(replicas)]
+            servers = [
+                stack.enter_context(ServerProcess(url, logs, env=_starting_one_at_a_time(model, metrics_address)))
+                for metrics_address in metrics
+            ]
             first = stack.enter_context(ThreadlineClient(servers[0].address))
             last = stack.enter_context(ThreadlineClient(servers[-1].address))
             busy = first.ask("Hello", timeout=30).thread_id
@@ -121,7 +128,12 @@ def test_turns_queued_on_a_busy_thread_do_not_hold_up_other_threads(
             with ThreadPoolExecutor(3) as pool:
                 # Three more turns queue on the busy thread.
                 waiting = [pool.submit(last.ask, f"And then {i}?", thread_id=busy, timeout=30) for i in range(3)]
-                time.sleep(0.5)  # they have reached the server
+                in_flight = 1 + 3 if replicas == 1 else 3  # the long turn is the first replica's
+                wait_until(
+                    lambda: total(scrape(metrics[-1]), "threadline_turns_in_flight") == in_flight,
+                    10,
+                    "the three turns reached the server",
+                )
                 other = last.ask("Meanwhile, hello", timeout=30)
                 assert "Meanwhile, hello" in other.answer
                 long_request = model.requests[1]  # the first was the thread's first turn
@@ -129,6 +141,13 @@ def test_turns_queued_on_a_busy_thread_do_not_hold_up_other_threads(
                 assert not long_request.completed, "the other thread's turn waited for the busy thread's turn to end"
                 assert any(e.HasField("final") for e in long_turn)
                 assert all("And then" in future.result().answer for future in waiting)
+
+
+def _starting_one_at_a_time(model: ModelServer, metrics_address: str) -> dict[str, str]:
+    """A server on the model, with one place to start turns, whose metrics are served at metrics_address."""
+    return model_server_env(
+        model.base_url, THREADLINE_MAX_STARTING_TURNS="1", THREADLINE_METRICS_ADDRESS=metrics_address
+    )
 
 
 def test_a_burst_far_beyond_the_pool_waits_to_start_instead_of_failing(fresh_postgres_url: str, logs: Path) -> None:

@@ -38,6 +38,8 @@ async def test_a_send_alone_goes_before_the_next_write_and_its_error_reaches_it(
 
     writes.add([second], send)
     take = asyncio.ensure_future(writes.take())
+    # take() may not end while a send is in flight: a window in which it must stay pending (the send
+    # never ends by itself, so passing does not depend on the window's length).
     await asyncio.sleep(0.05)
     assert not take.done(), "the next write waits for the send in flight"
     assert sent == [[first]], "one send at a time"
