@@ -27,12 +27,11 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, aclosing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 import grpc
 
@@ -235,11 +234,7 @@ class _Load:
             timeout = self.plan.cut_deadline_s if cut else self.plan.call_timeout_s
             return await client.ask(query, thread_id=thread_id, request_id=request_id, timeout=timeout)
         finals = []
-        # An async generator, typed as the AsyncIterator it is used as: aclosing() needs its aclose().
-        events = cast(
-            AsyncGenerator[pb.StreamAskResponse, None],
-            client.stream_ask(query, thread_id=thread_id, request_id=request_id, timeout=self.plan.call_timeout_s),
-        )
+        events = client.stream_ask(query, thread_id=thread_id, request_id=request_id, timeout=self.plan.call_timeout_s)
         async with aclosing(events):
             async for event in events:
                 if event.HasField("final"):

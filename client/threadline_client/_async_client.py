@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
@@ -30,6 +30,11 @@ _STREAM_NOTE = (
 )
 
 
+def _async_generator(item: Any) -> Any:
+    """The annotation of a method that is an async generator of `item`s."""
+    return AsyncGenerator[item, None]
+
+
 def _unary(
     spec: Callable[_P, _calls.UnaryCall[_ResultT]],
 ) -> Callable[Concatenate[AsyncThreadlineClient, _P], Coroutine[Any, Any, _ResultT]]:
@@ -43,10 +48,12 @@ def _unary(
 
 def _stream(
     spec: Callable[_P, _calls.StreamCall[_EventT]],
-) -> Callable[Concatenate[AsyncThreadlineClient, _P], AsyncIterator[_EventT]]:
+) -> Callable[Concatenate[AsyncThreadlineClient, _P], AsyncGenerator[_EventT, None]]:
     """The async generator method that makes the streaming call `spec` describes and yields its messages."""
 
-    async def method(self: AsyncThreadlineClient, /, *args: _P.args, **kwargs: _P.kwargs) -> AsyncIterator[_EventT]:
+    async def method(
+        self: AsyncThreadlineClient, /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> AsyncGenerator[_EventT, None]:
         # The generator's own body, not a delegation to another async generator:
         # closing this one must reach the `finally` at once.
         stream = spec(*args, **kwargs).start(self._stub(), self._metadata)
@@ -59,15 +66,17 @@ def _stream(
             # A no-op once the stream has ended; stops the server's turn otherwise.
             stream.cancel()
 
-    return client_method(method, spec, returns_in=AsyncIterator, note=_STREAM_NOTE)
+    return client_method(method, spec, returns_in=_async_generator, note=_STREAM_NOTE)
 
 
 def _paged(
     spec: Callable[_P, _calls.PagedCall[_ItemT]],
-) -> Callable[Concatenate[AsyncThreadlineClient, _P], AsyncIterator[_ItemT]]:
+) -> Callable[Concatenate[AsyncThreadlineClient, _P], AsyncGenerator[_ItemT, None]]:
     """The async generator method that yields the items of every page of the calls `spec` describes."""
 
-    async def method(self: AsyncThreadlineClient, /, *args: _P.args, **kwargs: _P.kwargs) -> AsyncIterator[_ItemT]:
+    async def method(
+        self: AsyncThreadlineClient, /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> AsyncGenerator[_ItemT, None]:
         pages = spec(*args, **kwargs)
         page_token = ""
         while True:
@@ -78,7 +87,7 @@ def _paged(
             if not page_token:
                 return
 
-    return client_method(method, spec, returns_in=AsyncIterator)
+    return client_method(method, spec, returns_in=_async_generator)
 
 
 class AsyncThreadlineClient(ClientBase):

@@ -69,7 +69,9 @@ class ClientBase:
         raise NotImplementedError
 
 
-def client_method(method: _MethodT, spec: Callable[..., Any], *, returns_in: Any = None, note: str = "") -> _MethodT:
+def client_method(
+    method: _MethodT, spec: Callable[..., Any], *, returns_in: Callable[[Any], Any] | None = None, note: str = ""
+) -> _MethodT:
     """Returns `method`, which runs the call `spec` makes, dressed as the public method `spec` describes.
 
     It takes the spec's name, docstring and parameters (after `self`), so that
@@ -78,7 +80,8 @@ def client_method(method: _MethodT, spec: Callable[..., Any], *, returns_in: Any
     Args:
         method: The client's function, taking self and then the spec's arguments.
         spec: A function of threadline_client._calls, returning a call generic in what the caller gets.
-        returns_in: A generic the method returns that in, e.g. collections.abc.Iterator; None: returned as is.
+        returns_in: The annotation of what the method returns the spec's result in, from the result's type
+            (e.g. `lambda item: Iterator[item]`); None: returned as is.
         note: A paragraph put after the docstring's first, e.g. how this client's iteration ends the call.
     """
     (result_type,) = get_args(get_type_hints(spec)["return"])
@@ -87,7 +90,7 @@ def client_method(method: _MethodT, spec: Callable[..., Any], *, returns_in: Any
     method.__doc__ = _with_note(inspect.cleandoc(spec.__doc__ or ""), note)
     method.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *signature.parameters.values()],
-        return_annotation=result_type if returns_in is None else returns_in[result_type],
+        return_annotation=result_type if returns_in is None else returns_in(result_type),
     )
     method.__annotations__ = {
         **{name: parameter.annotation for name, parameter in signature.parameters.items()},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -23,6 +23,11 @@ _STREAM_NOTE = (
     "The call starts on the first next(). Leaving the iteration early (break, or an\n"
     "exception) cancels the call once the iterator is closed or garbage-collected."
 )
+
+
+def _iterator(item: Any) -> Any:
+    """The annotation of a method that is an iterator of `item`s."""
+    return Iterator[item]
 
 
 def _unary(spec: Callable[_P, _calls.UnaryCall[_ResultT]]) -> Callable[Concatenate[ThreadlineClient, _P], _ResultT]:
@@ -49,7 +54,7 @@ def _stream(
             # A no-op once the stream has ended; stops the server's turn otherwise.
             stream.cancel()
 
-    return client_method(method, spec, returns_in=Iterator, note=_STREAM_NOTE)
+    return client_method(method, spec, returns_in=_iterator, note=_STREAM_NOTE)
 
 
 def _paged(
@@ -67,7 +72,7 @@ def _paged(
             if not page_token:
                 return
 
-    return client_method(method, spec, returns_in=Iterator)
+    return client_method(method, spec, returns_in=_iterator)
 
 
 class ThreadlineClient(ClientBase):
