@@ -48,7 +48,7 @@ from psycopg.rows import DictRow, dict_row
 
 from threadline.errors import ThreadBusy
 from threadline.storage.postgres_pool import Pool
-from threadline.storage.postgres_writes import DeferredWrites, Params, Statement
+from threadline.storage.postgres_writes import DeferredWrites, Params, Statement, batched
 from threadline.storage.thread_keys import ThreadKey
 from threadline.storage.thread_locks import LocalThreadLocks, StaleRunError, StepAside, UnheldWriteError
 
@@ -182,11 +182,11 @@ class Hold:
 
 
 async def _run(cur: AsyncCursor[DictRow], statements: list[Statement]) -> None:
-    for query, rows, many in statements:
-        if many:
-            await cur.executemany(query, cast(list[Params], rows))
+    for statement in batched(statements):
+        if statement.many:
+            await cur.executemany(statement.query, cast(list[Params], statement.rows))
         else:
-            await cur.execute(query, rows[0])
+            await cur.execute(statement.query, statement.rows[0])
 
 
 async def write_alone(pool: Pool, thread_key: str, statements: list[Statement]) -> None:
@@ -384,7 +384,7 @@ class PostgresThreadLocks:
                 else:
                     # What the turn left waiting (its last checkpoints, its registry row) and the
                     # release in one fenced round trip; if nothing waits, the release goes below.
-                    if await hold.writes.flush(then=[(_RELEASE_SQL, [(hold.thread_key, hold.token)], False)]):
+                    if await hold.writes.flush(then=[Statement(_RELEASE_SQL, [(hold.thread_key, hold.token)], False)]):
                         hold.maybe_taken = False
             finally:
                 hold.released = True

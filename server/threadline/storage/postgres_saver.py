@@ -406,7 +406,7 @@ class PostgresSaver(BaseCheckpointSaver[str]):
             for channel, version in new_versions.items()
             if channel in blob_values
         ]
-        statements: builtins.list[Statement] = [(UPSERT_BLOBS_SQL, list(blobs), True)] if blobs else []
+        statements = [Statement(UPSERT_BLOBS_SQL, list(blobs), True, "checkpoint_blobs")] if blobs else []
         row = (
             thread_id,
             checkpoint_ns,
@@ -415,7 +415,7 @@ class PostgresSaver(BaseCheckpointSaver[str]):
             Jsonb({**checkpoint, "channel_values": inline}),
             Jsonb(get_serializable_checkpoint_metadata(config, metadata)),
         )
-        statements.append((UPSERT_CHECKPOINT_SQL, [row], False))
+        statements.append(Statement(UPSERT_CHECKPOINT_SQL, [row], False, "checkpoints"))
         await self._write(thread_id, statements, may_wait=True)
         return _config(thread_id, checkpoint_ns, checkpoint["id"])
 
@@ -445,12 +445,13 @@ class PostgresSaver(BaseCheckpointSaver[str]):
             )
             for idx, (channel, value) in enumerate(writes)
         ]
-        await self._write(thread_id, [(query, list(rows), True)], may_wait=True)
+        await self._write(thread_id, [Statement(query, list(rows), True, "checkpoint_writes")], may_wait=True)
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Deletes every checkpoint, blob and write of the thread, in one transaction."""
         thread_id = str(thread_id)
-        await self._write(thread_id, [(query, [(thread_id,)], False) for query in DELETE_THREAD_SQL], may_wait=False)
+        statements = [Statement(query, [(thread_id,)], False) for query in DELETE_THREAD_SQL]
+        await self._write(thread_id, statements, may_wait=False)
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         """A version after current: its counter, zero-padded so versions sort as text, plus a random fraction.

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import aiosqlite
 
 from threadline.storage.postgres_pool import Pool
+from threadline.storage.postgres_writes import Statement
 from threadline.storage.thread_keys import ThreadKey
 
 if TYPE_CHECKING:
@@ -212,7 +213,8 @@ class PostgresThreadRegistry:
             async with self._pool.connection() as conn:
                 await conn.execute(query, row)
         else:
-            await self._hold.write(ThreadKey(tenant, thread_id).storage_id, [(query, [row], False)], may_wait=may_wait)
+            statement = Statement(query, [row], False)
+            await self._hold.write(ThreadKey(tenant, thread_id).storage_id, [statement], may_wait=may_wait)
 
 
 class SqliteThreadRegistry:

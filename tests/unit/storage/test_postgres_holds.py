@@ -149,7 +149,7 @@ async def _next_checkpoint(saver: PostgresSaver, config: RunnableConfig) -> Runn
 
 async def _write_that_cannot_wait(hold: Hold, step: int, *, may_wait: bool = False) -> None:
     """A fenced write of the turn that is not a checkpoint's (may_wait: as the thread registry's row)."""
-    statement = ("INSERT INTO fence_probe VALUES (%s, %s)", [(hold.thread_key, step)], False)
+    statement = postgres_writes.Statement("INSERT INTO fence_probe VALUES (%s, %s)", [(hold.thread_key, step)], False)
     await hold.write(hold.thread_key, [statement], may_wait=may_wait)
 
 
