@@ -9,7 +9,7 @@ that row a lock:
   a session advisory lock on its owner key, and `pg_try_advisory_xact_lock(owner_key)`
   succeeds only once that session has ended (process killed, host gone, connection
   dropped). PostgreSQL decides; no clock or lease expiry is involved. The same round trip
-  reads the thread's head, which the turn reads first (Hold.head).
+  reads the thread's head, which the turn's reads use until it writes (Hold.head).
 * Fencing. Every checkpoint write of the turn goes through the hold (`Hold.saver`,
   `Hold.registry`: what the turn writes with) and runs in a transaction that first calls
   `threadline_fence_v1(thread, token)`: it share-locks the row if it still names this
@@ -32,6 +32,7 @@ lives, and after a crash or a failover every session is gone, as the rows then a
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 import secrets
@@ -130,8 +131,8 @@ class Hold:
     writes: DeferredWrites = field(default_factory=DeferredWrites)
     """The turn's writes not sent yet (postgres_writes); all are sent before or with the release."""
     head: list[DictRow] | None = None
-    """The thread's newest root checkpoint row (none: []), read with the take for the turn's first
-    read of its head; None once used, or once the turn writes."""
+    """The thread's newest root checkpoint row (none: []), read with the take for the turn's reads
+    of its head; None once the turn writes."""
     saver: PostgresSaver = field(init=False)
     """The checkpointer of the turn: the storage's saver bound to this hold."""
     registry: PostgresThreadRegistry = field(init=False)
@@ -148,11 +149,15 @@ class Hold:
         return self.thread.thread_id if isinstance(self.thread, ThreadKey) else self.thread
 
     def take_head(self, thread_id: str) -> list[DictRow] | None:
-        """The head row read with the take, once, if the turn has not written since (else None)."""
-        if self.head is None or thread_id != self.thread_key:
+        """The head row read with the take, if the turn has not written since (else None).
+
+        Good for every read until then (the engine's and the graph's own at the start of a turn):
+        while the thread is held, only the turn's writes, which all pass here, can move its head.
+        Each read gets a copy: a checkpoint read is the graph's to change (its versions, in place).
+        """
+        if thread_id != self.thread_key or self.head is None:
             return None
-        head, self.head = self.head, None
-        return head
+        return copy.deepcopy(self.head)
 
     async def write(self, thread_id: str, statements: list[Statement], *, may_wait: bool) -> None:
         """Writes statements of the turn, fenced to this hold.
@@ -350,7 +355,7 @@ class PostgresThreadLocks:
         """saver, registry: what each hold binds to itself for its turn's writes (Hold.saver, Hold.registry).
 
         head_sql: a query of the thread's newest root checkpoint (parameters: thread key, "")
-        to run in the take's round trip, for the turn's first read of its head (Hold.head)."""
+        to run in the take's round trip, for the turn's reads of its head (Hold.head)."""
         self._pool = pool
         self._owner = owner
         self._saver = saver
