@@ -95,6 +95,15 @@ class Metrics:
         # go-grpc-prometheus has no *_created series, and multiprocess mode has none: one scrape shape.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         tenant = ("tenant",) if tenant_label else ()
+        self._declare_rpc_metrics(tenant, registry)
+        self._declare_turn_metrics(tenant, registry)
+        self._declare_model_and_tool_metrics(tenant, registry)
+        self._declare_process_and_storage_metrics(registry)
+        self._pool_totals = (0.0, 0)
+        self._rpcs: dict[tuple[str, str, str], RpcMetrics] = {}
+
+    def _declare_rpc_metrics(self, tenant: tuple[str, ...], registry: CollectorRegistry | None) -> None:
+        """go-grpc-prometheus's server metrics, under its names and labels."""
         self.started = Counter(
             "grpc_server_started_total", "Total number of RPCs started on the server.", _RPC, registry=registry
         )
@@ -123,6 +132,9 @@ class Metrics:
             buckets=HANDLING_BUCKETS,
             registry=registry,
         )
+
+    def _declare_turn_metrics(self, tenant: tuple[str, ...], registry: CollectorRegistry | None) -> None:
+        """Turns: their duration, first tokens, calls in flight and waits for busy threads."""
         self.turn_duration = Histogram(
             "threadline_turn_duration_seconds",
             "Time a turn call (Ask, StreamAsk, Resume, StreamResume) took, from its start to its status; "
@@ -164,6 +176,9 @@ class Metrics:
             buckets=WAIT_BUCKETS,
             registry=registry,
         )
+
+    def _declare_model_and_tool_metrics(self, tenant: tuple[str, ...], registry: CollectorRegistry | None) -> None:
+        """What the graphs' model requests and tool calls did."""
         self.model_requests = Counter(
             "threadline_model_requests_total",
             "Model (chat completion) requests the graphs made, by model and outcome: ok, error or cancelled.",
@@ -202,6 +217,9 @@ class Metrics:
             tenant,
             registry=registry,
         )
+
+    def _declare_process_and_storage_metrics(self, registry: CollectorRegistry | None) -> None:
+        """Checkpoints written, storage health, the build, the PostgreSQL pool."""
         self.checkpoint_bytes = Counter(
             "threadline_checkpoint_bytes_written_total",
             "Bytes the checkpointer serialized to write: channel values and tasks' pending writes (with SQLite "
@@ -252,8 +270,6 @@ class Metrics:
             "Requests that got no PostgreSQL pool connection (pool timeout).",
             registry=registry,
         )
-        self._pool_totals = (0.0, 0)
-        self._rpcs: dict[tuple[str, str, str], RpcMetrics] = {}
 
     def rpc(self, grpc_type: str, service: str, method: str) -> RpcMetrics:
         """The series of one method (of the methods the server serves: a bounded set)."""
