@@ -27,7 +27,7 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, aclosing, contextmanager
 from dataclasses import dataclass, field
@@ -274,6 +274,17 @@ def _check_threads(report: ChaosReport, threads: list[_Thread], replicas: list[S
             client.close()
 
 
+def _answers_per_question(messages: Sequence[pb.Message]) -> list[int]:
+    """For each human message, how many final answers (AI messages asking for no tool) follow it before the next."""
+    counts: list[int] = []
+    for message in messages:
+        if message.role == pb.ROLE_HUMAN:
+            counts.append(0)
+        elif counts and message.role == pb.ROLE_AI and not message.tool_calls:
+            counts[-1] += 1
+    return counts
+
+
 def _check_thread(clients: list[ThreadlineClient], index: int, thread: _Thread) -> _Findings:
     """One thread's invariants, read through one replica, repeated and continued through the others."""
     findings = _Findings()
@@ -291,6 +302,9 @@ def _check_thread(clients: list[ThreadlineClient], index: int, thread: _Thread) 
             f"{thread.label}: questions differ from the acknowledged ones "
             f"(duplicated {duplicated}, missing {missing}, unacknowledged {extra})"
         )
+    answers = _answers_per_question(history.messages)
+    if any(count != 1 for count in answers):
+        findings.violations.append(f"{thread.label}: final answers per question {answers}, each should be 1")
     try:
         assert_one_linear_chain(client, thread.thread_id)
     except AssertionError as error:

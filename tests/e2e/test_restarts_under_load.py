@@ -5,9 +5,10 @@ A short run of the driver in tests/chaos.py; bench/chaos.py (`make chaos`) runs 
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
-from tests.chaos import HUNG_UP, ChaosPlan, run_chaos
+from tests.chaos import ChaosPlan, run_chaos
 
 SHORT = ChaosPlan(replicas=3, kills=3, workers=4, threads_per_worker=2)
 
@@ -19,6 +20,11 @@ def test_every_acknowledged_turn_is_in_its_thread_once_while_replicas_are_killed
 
     assert report.problems() == []
     assert report.kills == SHORT.kills
-    assert report.retries > 0, "no call met a killed replica"
+    codes: Counter[str] = Counter()  # statuses by code, whatever their reason
+    for status, count in report.statuses.items():
+        codes[status.split()[0]] += count
+    assert codes["UNAVAILABLE"] > 0, "no call met a killed replica"
     assert len(report.acknowledged) >= SHORT.workers * SHORT.threads_per_worker * 2
-    assert set(report.statuses) <= {"UNAVAILABLE", "DEADLINE_EXCEEDED", HUNG_UP}, report.statuses
+    # The codes a killed replica and the planned client cuts cause; any other (a busy thread, a lost
+    # hold) would mean a replica that stayed up misbehaved, and is worth a look even when retried.
+    assert set(codes) <= {"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED"}, report.statuses

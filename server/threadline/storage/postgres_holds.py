@@ -152,7 +152,8 @@ class Hold:
         """The head row read with the take, if the turn has not written since (else None).
 
         Good for every read until then (the engine's and the graph's own at the start of a turn):
-        while the thread is held, only the turn's writes, which all pass here, can move its head.
+        while the hold is ours, only the turn's writes, which all pass here, can move its head
+        (after a takeover every write of the turn is refused by the fence).
         Each read gets a copy: a checkpoint read is the graph's to change (its versions, in place).
         """
         if thread_id != self.thread_key or self.head is None:

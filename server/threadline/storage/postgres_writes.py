@@ -5,9 +5,9 @@ and each step's checkpoint (`aput`) before the next step starts (durability "syn
 one by one, a tool turn's five checkpoints and four task writes would make nine fenced
 round trips, and the thread registry's row a tenth. The saver bound to a turn's hold
 (postgres_saver) and the registry bound to it put those statements here instead and return
-at once. They are sent in order, in one pipeline (one implicit transaction) with the turn's
-release when it ends (postgres_holds), or in front of any other write of the turn, which
-cannot wait. So a
+at once. They are sent in one pipeline (one implicit transaction) with the turn's release
+when it ends (postgres_holds), or in front of any other write of the turn, which cannot wait;
+in order, except that upserts of one query join into one executemany (`batched`). So a
 checkpoint is never stored without the writes that produced it, nor a registry row
 without its checkpoints, and the caller hears of the answer only after all of it is stored
 (the engine yields a turn's last event once its thread is let go).
@@ -56,7 +56,7 @@ def batched(statements: Sequence[Statement]) -> list[Statement]:
 
     A statement moves up only past statements that have tables other than its own, so the
     result does what the statements did, in one transaction, with fewer statements: a tool
-    turn's five checkpoints and four task writes go as one executemany each.
+    turn's five checkpoints go as one executemany, and so do its task writes of one query.
     """
     out: list[Statement] = []
     for statement in statements:
